@@ -1,0 +1,215 @@
+"""Tiny dependency-free inline-SVG charts: a line chart with min/max bands and a heatmap.
+
+The output is an <svg> element meant to be inlined in HTML (so no xmlns and no ids that could
+collide between charts on one page). Every piece of text goes through esc().
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf"]
+DASHES = ["", "6 3", "2 3", "8 3 2 3"]
+# Stops of a perceptually ordered (viridis-like) scale for heatmaps, low -> high.
+SCALE = [(0x44, 0x01, 0x54), (0x3b, 0x52, 0x8b), (0x21, 0x91, 0x8c), (0x5e, 0xc9, 0x62),
+         (0xfd, 0xe7, 0x25)]
+FONT = 'font-family="sans-serif" font-size="11"'
+CHAR_W = 7.0  # rough width of one 11px character, to size margins around text
+
+
+def _text_w(text: object) -> float:
+    return len(str(text)) * CHAR_W
+
+
+def esc(text: object) -> str:
+    """Escape text for SVG/HTML content and attribute values."""
+    return html.escape(str(text), quote=True)
+
+
+def _num(v: float) -> str:
+    return f"{v:.2f}".rstrip("0").rstrip(".")
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """Round tick values (1, 2, 5 x 10^k steps) covering [lo, hi]."""
+    if not (_finite(lo) and _finite(hi)):
+        return [0.0, 1.0]
+    if hi - lo < 1e-12:  # a flat series: open a small window around the value
+        pad = abs(lo) * 0.05 or 0.05
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(target, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step + 1e-9) * step
+    ticks, t = [], first
+    while t < hi + step * 0.999:
+        ticks.append(round(t, 12))
+        t += step
+    return ticks if len(ticks) >= 2 else [first, first + step]
+
+
+@dataclass
+class Series:
+    """One line: points (x, y); optional band bounds aligned with points; None y = gap."""
+
+    name: str
+    points: Sequence[tuple[float, float | None]]
+    lower: Sequence[float | None] | None = None
+    upper: Sequence[float | None] | None = None
+    color: str | None = None
+    dash: str = ""
+
+
+def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "",
+               y_label: str = "", subtitle: str = "", width: int = 680, height: int = 340,
+               y_domain: tuple[float, float] | None = None,
+               x_format: Callable[[float], str] = _num,
+               y_format: Callable[[float], str] = _num) -> str:
+    """A line chart with markers, optional min/max bands, axes with ticks and a legend."""
+    # The legend sits right of the plot: widen the chart rather than clip long series names.
+    mr = int(max(120, 50 + max((_text_w(s.name) for s in series), default=0)))
+    ml, mt, mb = 56, 44 if subtitle else 30, 44
+    width = int(max(width, ml + 300 + mr, _text_w(title) + ml, _text_w(subtitle) + ml))
+    pw, ph = width - ml - mr, height - mt - mb
+    xs = [x for s in series for x, y in s.points if _finite(x)]
+    ys = [v for s in series for v in [y for _, y in s.points] + list(s.lower or [])
+          + list(s.upper or []) if _finite(v)]
+    xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0))
+    yt = nice_ticks(*(y_domain or (min(ys, default=0.0), max(ys, default=1.0))))
+    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
+
+    def px(x: float) -> float:
+        return ml + (x - x0) / (x1 - x0) * pw
+
+    def py(y: float) -> float:
+        return mt + ph - (y - y0) / (y1 - y0) * ph
+
+    out = [f'<svg class="chart" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
+           f"<title>{esc(title)}</title>",
+           f'<text x="{ml}" y="18" {FONT} font-weight="bold">{esc(title)}</text>']
+    if subtitle:
+        out.append(f'<text x="{ml}" y="32" {FONT} fill="#555">{esc(subtitle)}</text>')
+    for t in xt:  # grid, ticks and tick labels
+        out.append(f'<line x1="{px(t):.1f}" y1="{mt}" x2="{px(t):.1f}" y2="{mt + ph}" '
+                   'stroke="#e5e5e5"/>')
+        out.append(f'<text x="{px(t):.1f}" y="{mt + ph + 14}" {FONT} '
+                   f'text-anchor="middle">{esc(x_format(t))}</text>')
+    for t in yt:
+        out.append(f'<line x1="{ml}" y1="{py(t):.1f}" x2="{ml + pw}" y2="{py(t):.1f}" '
+                   'stroke="#e5e5e5"/>')
+        out.append(f'<text x="{ml - 5}" y="{py(t) + 4:.1f}" {FONT} '
+                   f'text-anchor="end">{esc(y_format(t))}</text>')
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
+    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 6}" {FONT} '
+               f'text-anchor="middle">{esc(x_label)}</text>')
+    out.append(f'<text x="14" y="{mt + ph / 2:.1f}" {FONT} text-anchor="middle" '
+               f'transform="rotate(-90 14 {mt + ph / 2:.1f})">{esc(y_label)}</text>')
+    for i, s in enumerate(series):
+        color = s.color or PALETTE[i % len(PALETTE)]
+        out += _band(s, color, px, py) + _line(s, color, px, py, x_format, y_format)
+        ly = mt + 8 + i * 16  # legend entry
+        out.append(f'<line x1="{ml + pw + 12}" y1="{ly}" x2="{ml + pw + 34}" y2="{ly}" '
+                   f'stroke="{color}" stroke-width="2" stroke-dasharray="{s.dash}"/>')
+        out.append(f'<text x="{ml + pw + 40}" y="{ly + 4}" {FONT}>{esc(s.name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _band(s: Series, color: str, px: Callable, py: Callable) -> list[str]:
+    if s.lower is None or s.upper is None:
+        return []
+    pts = [(x, lo, hi) for (x, _), lo, hi in zip(s.points, s.lower, s.upper)
+           if _finite(x) and _finite(lo) and _finite(hi)]
+    if len(pts) < 2:
+        return []
+    ring = [(px(x), py(hi)) for x, _, hi in pts] + [(px(x), py(lo)) for x, lo, _ in reversed(pts)]
+    coords = " ".join(f"{a:.1f},{b:.1f}" for a, b in ring)
+    return [f'<polygon points="{coords}" fill="{color}" fill-opacity="0.15" stroke="none"/>']
+
+
+def _line(s: Series, color: str, px: Callable, py: Callable,
+          x_format: Callable, y_format: Callable) -> list[str]:
+    out, run = [], []
+    for x, y in list(s.points) + [(None, None)]:  # sentinel flushes the last segment
+        if _finite(x) and _finite(y):
+            run.append((px(x), py(y)))
+            out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{color}">'
+                       f"<title>{esc(s.name)}: {esc(x_format(x))}, {esc(y_format(y))}</title>"
+                       "</circle>")
+        elif run:
+            if len(run) > 1:
+                coords = " ".join(f"{a:.1f},{b:.1f}" for a, b in run)
+                out.insert(0, f'<polyline points="{coords}" fill="none" stroke="{color}" '
+                              f'stroke-width="1.8" stroke-dasharray="{s.dash}"/>')
+            run = []
+    return out
+
+
+def color_for(value: float, vmin: float = 0.0, vmax: float = 1.0) -> str:
+    """The heatmap colour of a value on the SCALE between vmin and vmax (clamped)."""
+    t = 0.0 if vmax <= vmin else min(max((value - vmin) / (vmax - vmin), 0.0), 1.0)
+    pos = t * (len(SCALE) - 1)
+    i = min(int(pos), len(SCALE) - 2)
+    f = pos - i
+    rgb = [round(a + (b - a) * f) for a, b in zip(SCALE[i], SCALE[i + 1])]
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def heatmap(matrix: Sequence[Sequence[float | None]], row_labels: Sequence[object],
+            col_labels: Sequence[object], *, title: str = "", x_label: str = "",
+            y_label: str = "", subtitle: str = "",
+            cell_titles: Sequence[Sequence[str]] | None = None,
+            vmin: float = 0.0, vmax: float = 1.0, cell: int = 26) -> str:
+    """A heatmap: rows top to bottom, columns left to right, a colour scale, hover titles.
+
+    cell_titles[r][c] is the hover text of a cell (default: its value); None cells are grey.
+    """
+    nr, nc = len(row_labels), len(col_labels)
+    ml, mt, mb, mr = 56, 44 if subtitle else 30, 44, 90
+    bar_h = max(nr * cell, 100)  # the colour scale's height
+    width = int(max(ml + nc * cell + mr, _text_w(title) + 8, _text_w(subtitle) + 8))
+    height = mt + max(nr * cell, bar_h) + mb
+    out = [f'<svg class="chart" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
+           f"<title>{esc(title)}</title>",
+           f'<text x="4" y="18" {FONT} font-weight="bold">{esc(title)}</text>']
+    if subtitle:
+        out.append(f'<text x="4" y="32" {FONT} fill="#555">{esc(subtitle)}</text>')
+    for r in range(nr):
+        for c in range(nc):
+            v = matrix[r][c]
+            fill = color_for(v, vmin, vmax) if _finite(v) else "#cccccc"
+            tip = (cell_titles[r][c] if cell_titles is not None
+                   else (f"{_num(v)}" if _finite(v) else "n/a"))
+            out.append(f'<rect x="{ml + c * cell}" y="{mt + r * cell}" width="{cell}" '
+                       f'height="{cell}" fill="{fill}" stroke="#fff" stroke-width="0.5">'
+                       f"<title>{esc(tip)}</title></rect>")
+    for r, lab in enumerate(row_labels):
+        out.append(f'<text x="{ml - 4}" y="{mt + r * cell + cell / 2 + 4:.1f}" {FONT} '
+                   f'text-anchor="end">{esc(lab)}</text>')
+    for c, lab in enumerate(col_labels):
+        out.append(f'<text x="{ml + c * cell + cell / 2:.1f}" y="{mt + nr * cell + 14}" {FONT} '
+                   f'text-anchor="middle">{esc(lab)}</text>')
+    out.append(f'<text x="{ml + nc * cell / 2:.1f}" y="{mt + nr * cell + 30}" {FONT} '
+               f'text-anchor="middle">{esc(x_label)}</text>')
+    out.append(f'<text x="12" y="{mt + nr * cell / 2:.1f}" {FONT} text-anchor="middle" '
+               f'transform="rotate(-90 12 {mt + nr * cell / 2:.1f})">{esc(y_label)}</text>')
+    # Colour scale: a stack of small rects (no gradient ids that could clash between charts).
+    sx, steps = ml + nc * cell + 16, 20
+    for k in range(steps):
+        v = vmax - (vmax - vmin) * (k + 0.5) / steps
+        out.append(f'<rect x="{sx}" y="{mt + k * bar_h / steps:.1f}" width="12" '
+                   f'height="{bar_h / steps + 0.5:.1f}" fill="{color_for(v, vmin, vmax)}"/>')
+    out.append(f'<text x="{sx + 16}" y="{mt + 9}" {FONT}>{esc(_num(vmax))}</text>')
+    out.append(f'<text x="{sx + 16}" y="{mt + bar_h}" {FONT}>{esc(_num(vmin))}</text>')
+    out.append("</svg>")
+    return "\n".join(out)

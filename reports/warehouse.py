@@ -1,0 +1,240 @@
+"""The DuckDB warehouse: views over the Parquet tables that runners log to MLflow.
+
+MLflow is the system of record; this module only reads it. Each FINISHED parent run (tag
+``subnets.kind`` = "run") carries ``tables/*.parquet`` artifacts; the warehouse is an in-memory
+DuckDB connection with one view per table, so it can be rebuilt from MLflow at any time.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+_IDENT = [("experiment", "VARCHAR"), ("run_id", "VARCHAR"), ("fingerprint", "VARCHAR"),
+          ("seed", "BIGINT"), ("method", "VARCHAR")]
+
+# view name -> (artifact file under tables/, declared columns). The declared columns always exist in
+# the view (NULL where an older file lacks them); extra columns found in files are kept as well.
+TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "runs": ("run.parquet", _IDENT + [
+        ("model", "VARCHAR"), ("task", "VARCHAR"), ("description", "VARCHAR"),
+        ("config_json", "VARCHAR"), ("git_sha", "VARCHAR"), ("started_at", "TIMESTAMPTZ"),
+        ("duration_s", "DOUBLE"), ("baseline_id_accuracy", "DOUBLE"), ("final_step", "BIGINT"),
+        ("final_sparsity", "DOUBLE")]),
+    "steps": ("steps.parquet", _IDENT + [
+        ("variant", "VARCHAR"), ("step", "BIGINT"), ("sparsity", "DOUBLE"),
+        ("unit_sparsity", "DOUBLE"), ("eval_set", "VARCHAR"), ("kind", "VARCHAR"),
+        ("subcase", "VARCHAR"), ("metric", "VARCHAR"), ("value", "DOUBLE"), ("n", "BIGINT"),
+        ("selected", "BOOLEAN")]),
+    "units": ("units.parquet", _IDENT + [
+        ("variant", "VARCHAR"), ("step", "BIGINT"), ("layer", "BIGINT"), ("unit_kind", "VARCHAR"),
+        ("unit_index", "BIGINT"), ("kept", "BOOLEAN"), ("score", "DOUBLE")]),
+    "cka": ("cka.parquet", _IDENT + [
+        ("variant", "VARCHAR"), ("step", "BIGINT"), ("sparsity", "DOUBLE"),
+        ("representation", "VARCHAR"), ("pooling", "VARCHAR"), ("estimator", "VARCHAR"),
+        ("layer_base", "BIGINT"), ("layer_pruned", "BIGINT"), ("value", "DOUBLE"),
+        ("degenerate", "BOOLEAN")]),
+    # Not produced yet: a provisional schema so queries over trials work on an empty store.
+    "trials": ("trials.parquet", _IDENT + [
+        ("trial", "BIGINT"), ("state", "VARCHAR"), ("value", "DOUBLE"),
+        ("params_json", "VARCHAR")]),
+}
+
+# Derived views, defined in reports/sql/<name>.sql, created after the table views.
+DERIVED_VIEWS = ("run_groups",)
+
+RUN_FILTER = "tags.`subnets.kind` = 'run' and attributes.status = 'FINISHED'"
+
+
+def load_sql(name: str) -> str:
+    """The text of reports/sql/<name>.sql."""
+    return (resources.files("reports") / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+@dataclass
+class Sources:
+    """Local Parquet files per view, plus where downloaded artifacts live (kept until close)."""
+
+    files: dict[str, list[Path]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    run_ids: list[str] = field(default_factory=list)
+    tmpdir: tempfile.TemporaryDirectory | None = None
+
+
+def _local_path(artifact_uri: str) -> Path | None:
+    """A local directory for an artifact URI, or None when it is not on a local file store."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        raw = Path(url2pathname(parsed.path))
+        # MLflow does not always percent-encode file URIs; prefer the literal path if it exists.
+        return raw if raw.exists() else Path(url2pathname(unquote(parsed.path)))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # plain path (or a Windows drive letter)
+        return Path(artifact_uri)
+    return None
+
+
+def _experiment_ids(client: Any, experiments: Sequence[str] | None) -> list[str]:
+    if experiments is not None:
+        ids = []
+        for name in experiments:
+            exp = client.get_experiment_by_name(name)
+            if exp is None or exp.lifecycle_stage != "active":
+                log.warning("no MLflow experiment named %r", name)
+            else:
+                ids.append(exp.experiment_id)
+        return ids
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
+def _finished_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
+    """FINISHED parent runs, newest first, one per (experiment, fingerprint).
+
+    A fingerprint decides whether a run is done, so a second finished run of the same fingerprint
+    (a forced rerun) supersedes the older one instead of being counted twice.
+    """
+    runs, token = [], None
+    while experiment_ids:
+        page = client.search_runs(experiment_ids, filter_string=RUN_FILTER, max_results=1000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    seen, kept = set(), []
+    for run in runs:
+        key = (run.info.experiment_id, run.data.tags.get("subnets.fingerprint", run.info.run_id))
+        if key not in seen:
+            seen.add(key)
+            kept.append(run)
+    return kept
+
+
+def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None) -> Sources:
+    """Locate the Parquet tables of FINISHED parent runs (optionally of the named experiments)."""
+    from mlflow import MlflowClient  # imported lazily: mlflow is slow to import
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    src = Sources()
+    for run in _finished_runs(client, _experiment_ids(client, experiments)):
+        tables_dir = _tables_dir(run, tracking_uri, src)
+        if tables_dir is None or not tables_dir.is_dir():
+            log.warning("finished run %s has no tables/ artifacts; skipped", run.info.run_id)
+            continue
+        src.run_ids.append(run.info.run_id)
+        for view, (filename, _) in TABLES.items():
+            path = tables_dir / filename
+            if path.is_file():
+                src.files[view].append(path.resolve())
+    return src
+
+
+def _tables_dir(run: Any, tracking_uri: str, src: Sources) -> Path | None:
+    local = _local_path(run.info.artifact_uri)
+    if local is not None:
+        return local / "tables"
+    import mlflow.artifacts  # remote artifact store: download into a directory we own
+
+    if src.tmpdir is None:
+        src.tmpdir = tempfile.TemporaryDirectory(prefix="subnets-warehouse-")
+    dst = Path(src.tmpdir.name) / run.info.run_id
+    dst.mkdir()
+    try:
+        return Path(mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="tables", dst_path=str(dst),
+            tracking_uri=tracking_uri))
+    except Exception as exc:  # noqa: BLE001 - a run without tables is skipped, not fatal
+        log.warning("could not download tables of run %s: %s", run.info.run_id, exc)
+        return None
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per table over the given files."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")  # timestamps read the same on every machine
+    for view, (_, columns) in TABLES.items():
+        cols = ", ".join(f'"{name}" {typ}' for name, typ in columns)
+        # The typed empty table fixes the view's columns even when no run has this table yet.
+        con.execute(f'CREATE TABLE "_empty_{view}" ({cols})')
+        body = f'SELECT * FROM "_empty_{view}"'
+        files = sources.files.get(view) or []
+        if files:
+            listing = ", ".join(_sql_str(str(p)) for p in files)
+            body += (f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], "
+                     "union_by_name = true)")
+        con.execute(f'CREATE VIEW "{view}" AS {body}')
+    for view in DERIVED_VIEWS:
+        con.execute(f'CREATE VIEW "{view}" AS {load_sql(view)}')
+    return con
+
+
+class Warehouse:
+    """An open warehouse; use as a context manager or call close()."""
+
+    def __init__(self, sources: Sources):
+        self.sources = sources
+        self.con = connect(sources)
+
+    def query(self, sql: str, params: dict[str, Any] | None = None
+              ) -> tuple[list[str], list[tuple]]:
+        """Run SQL; return (column names, rows)."""
+        cur = self.con.execute(sql, params) if params else self.con.execute(sql)
+        if cur.description is None:
+            return [], []
+        cols = [d[0] for d in cur.description]
+        if not any("WITH TIME ZONE" in str(d[1]) for d in cur.description):
+            return cols, cur.fetchall()
+        # DuckDB turns TIMESTAMPTZ into Python values only through pytz, which is not a dependency;
+        # Arrow's conversion uses zoneinfo. Columns are zipped by position (names may repeat).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Arrow output on a DB-API result makes a copy"
+            table = cur.to_arrow_table()
+        return cols, list(zip(*(c.to_pylist() for c in table.columns)))
+
+    def named(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """Run reports/sql/<name>.sql with $-named parameters; rows as dicts."""
+        cols, rows = self.query(load_sql(name), params or None)
+        return [dict(zip(cols, row)) for row in rows]
+
+    def close(self) -> None:
+        self.con.close()
+        if self.sources.tmpdir is not None:
+            self.sources.tmpdir.cleanup()
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_warehouse(tracking_uri: str, experiments: Iterable[str] | None = None) -> Warehouse:
+    """Build the warehouse from MLflow: FINISHED parent runs of all (or the named) experiments."""
+    names = list(experiments) if experiments is not None else None
+    return Warehouse(find_tables(tracking_uri, names))
+
+
+def query(tracking_uri: str, sql: str, experiments: Iterable[str] | None = None
+          ) -> tuple[list[str], list[tuple]]:
+    """One-shot query for the CLI (`subnets query "SQL"`): (column names, rows)."""
+    with open_warehouse(tracking_uri, experiments) as wh:
+        return wh.query(sql)

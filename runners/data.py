@@ -25,6 +25,7 @@ class EvalSet:
     name: str  # "id" for the in-domain set, the declared OOD name otherwise
     kind: str  # "id" | "ood"
     examples: list[Example]
+    pred_map: list[int] | None = None  # model label index -> this set's label index (MNLI -> HANS)
 
 
 @dataclass

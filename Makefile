@@ -1,0 +1,44 @@
+# subnets: `make demo` and `make test` are all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 resolves to a local CPU wheel here; elsewhere override, e.g.
+#   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+# measured in benchmarks/malloc.py: fewer page faults in CPU forward passes under glibc malloc
+export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
+export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
+
+.PHONY: setup demo test test-all bench report ui clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/subnets validate
+	$(BIN)/subnets run demo
+	$(BIN)/subnets report --experiment demo
+
+test: setup
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/pruning.py
+	$(BIN)/python benchmarks/cka.py
+
+report: setup
+	$(BIN)/subnets report
+
+ui: setup
+	$(BIN)/subnets ui
+
+clean:
+	rm -rf out .pytest_cache

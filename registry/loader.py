@@ -1,0 +1,206 @@
+"""experiments.toml -> validated, expanded runs. Every problem is collected before anything is raised."""
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from registry.problems import ConfigError, Problem, locate
+from registry.schema import TOP_LEVEL_KEYS, ExperimentSpec, FinetuneSpec, PruneSpec, RunSpec
+from runners.catalogue import UnknownName
+from runners.methods import METHODS
+from runners.models import check_model_name
+from runners.tasks import TASKS, check_task
+
+
+def load_runs(path: str | Path) -> list[RunSpec]:
+    """Parse, validate and expand every experiment; raise ConfigError listing all problems."""
+    path = Path(path)
+    fname = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([Problem(fname, None, None, "", f"cannot read the file: {e.strerror}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        raise ConfigError([Problem(fname, int(m.group(1)) if m else None, None, "", f"not valid TOML: {e}")]) from None
+
+    problems: list[Problem] = []
+
+    def report(exp: str | None, key: str, message: str) -> None:
+        p = Problem(fname, locate(text, exp, key), exp, key, message)
+        if p not in problems:
+            problems.append(p)
+
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            report(None, key, f"unknown top-level table{_did_you_mean(key, TOP_LEVEL_KEYS)} (expected: [defaults], [[experiment]])")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        report(None, "defaults", "expected a table [defaults]")
+        defaults = {}
+    if "name" in defaults:
+        report(None, "defaults.name", "an experiment name cannot have a default")
+    experiments = data.get("experiment", [])
+    if not isinstance(experiments, list) or not all(isinstance(e, dict) for e in experiments):
+        report(None, "experiment", "expected an array of tables [[experiment]]")
+        experiments = []
+    if not experiments:
+        report(None, "experiment", "no [[experiment]] declared")
+
+    runs: list[RunSpec] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(experiments):
+        name = raw.get("name") if isinstance(raw.get("name"), str) else f"#{i + 1}"
+        if name in seen:
+            report(name, "name", "duplicate experiment name")
+        seen.add(name)
+        merged = _deep_merge(defaults, raw)
+        runs += _expand(merged, name, str(path.parent.resolve()), report)
+    if problems:
+        raise ConfigError(problems)
+    return runs
+
+
+def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
+    """Validate one experiment and expand list values of sweepable fields into a grid x seeds."""
+    raw = copy.deepcopy(raw)
+    prune = raw.get("prune")
+    params_model: type[BaseModel] | None = None
+    if not isinstance(prune, dict) or not isinstance(prune.get("method"), str):
+        report(name, "prune.method", "required: a [experiment.prune] table with `method = \"...\"`")
+    else:
+        try:
+            params_model = METHODS.get(prune["method"]).Params
+        except UnknownName as e:
+            report(name, "prune.method", str(e))
+
+    axes: list[tuple[str, list]] = []
+    for section, model in (("finetune", FinetuneSpec), ("prune", params_model)):
+        table = raw.get(section)
+        if model is None or not isinstance(table, dict):
+            continue
+        for key, value in table.items():
+            if key == "method" or key not in model.model_fields or not isinstance(value, list):
+                continue
+            if _accepts_list(model.model_fields[key].annotation):
+                continue
+            if not value:
+                report(name, f"{section}.{key}", "an empty list sweeps nothing; give at least one value")
+                return []
+            axes.append((f"{section}.{key}", value))
+
+    runs: list[RunSpec] = []
+    points = list(itertools.product(*[v for _, v in axes])) or [()]
+    for point in points:
+        concrete = copy.deepcopy(raw)
+        for (dotted, _), value in zip(axes, point):
+            section, key = dotted.split(".")
+            concrete[section][key] = value
+        spec = _validate(concrete, name, params_model, report)
+        if spec is None:
+            continue
+        ok = True
+        for key, msg in [*check_model_name(spec.model, base_dir), *check_task(spec.task)]:
+            report(name, key, msg)
+            ok = False
+        if not ok:
+            continue
+        for seed in spec.seeds:
+            runs.append(RunSpec(
+                experiment=spec.name, description=spec.description, tags=spec.tags, seed=seed,
+                model=spec.model, task=spec.task, finetune=spec.finetune, prune=spec.prune,
+                axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
+            ))
+    return runs
+
+
+def _validate(raw: dict, name: str, params_model, report) -> ExperimentSpec | None:
+    ok = True
+    prune = raw.get("prune")
+    if params_model is not None:
+        params_raw = {k: v for k, v in prune.items() if k != "method"}
+        try:
+            raw["prune"] = PruneSpec(method=prune["method"], params=params_model.model_validate(params_raw))
+        except ValidationError as e:
+            ok = False
+            _report_errors(e, "prune", name, report, params_model)
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as e:
+        _report_errors(e, "", name, report, ExperimentSpec, skip_prefix="prune" if params_model is None or not ok else None)
+        return None
+    return spec if ok else None
+
+
+def _report_errors(err: ValidationError, prefix: str, name: str, report, model, skip_prefix: str | None = None) -> None:
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"] if not str(x).startswith("function-after")]
+        dotted = ".".join([prefix, *loc] if prefix else loc)
+        if skip_prefix and dotted.startswith(skip_prefix):
+            continue
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(loc[-1], _field_names(model, loc[:-1]))
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        report(name, dotted, msg)
+
+
+def _field_names(model, path: list[str]) -> list[str]:
+    """Field names of the nested model at `path`, for "did you mean" on unknown keys."""
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = inner[0] if inner else ann
+    return list(getattr(model, "model_fields", {}))
+
+
+def _accepts_list(annotation) -> bool:
+    if typing.get_origin(annotation) in (list, tuple):
+        return True
+    return any(_accepts_list(a) for a in typing.get_args(annotation))
+
+
+def _did_you_mean(name: str, options) -> str:
+    import difflib
+
+    hits = difflib.get_close_matches(name, list(options), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def find_experiment_names(runs: list[RunSpec]) -> list[str]:
+    return list(dict.fromkeys(r.experiment for r in runs))
+
+
+def select(runs: list[RunSpec], experiment: str | None) -> list[RunSpec]:
+    """Runs of one experiment (with "did you mean"), or all runs."""
+    if experiment is None:
+        return runs
+    names = find_experiment_names(runs)
+    if experiment not in names:
+        raise UnknownName("experiment", experiment, names)
+    return [r for r in runs if r.experiment == experiment]
+
+
+__all__ = ["load_runs", "select", "find_experiment_names", "ConfigError", "Problem", "Any"]

@@ -1,0 +1,144 @@
+"""The experiments.toml schema: strict pydantic models, one line of description per field.
+
+`subnets validate --explain` prints these descriptions; the README reference is generated from them.
+Method-specific prune parameters live in each recipe's `Params` model (runners/methods/*).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    name: str = Field(description="Built-in tiny model (tiny-bert), a local model directory, or a hub id such as bert-base-uncased.")
+    config: dict[str, int | float | str | bool] = Field(default_factory=dict, description="BertConfig overrides for a built-in model, e.g. {num_hidden_layers = 2}.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) when name is a hub id.")
+    tokenizer: str | None = Field(default=None, description="Tokenizer (hub id or directory); default: the model's own, or the generated task's vocabulary for a built-in model.")
+
+
+class SourceSpec(Strict):
+    path: str | None = Field(default=None, description="Local data file (.csv, .tsv, .jsonl, .parquet); relative paths are relative to experiments.toml.")
+    hub: str | None = Field(default=None, description="Hub dataset id, e.g. nyu-mll/glue or jhu-cogsci/hans (loaded with the datasets library).")
+    config: str | None = Field(default=None, description="Hub dataset configuration, e.g. mnli for nyu-mll/glue.")
+    split: str | None = Field(default=None, description="Hub split name, e.g. validation_matched.")
+    text_a: str = Field(default="sentence1", description="Column holding the first text.")
+    text_b: str | None = Field(default=None, description="Column holding the second text of a pair task (omit for single-sentence tasks).")
+    label: str = Field(default="label", description="Column holding the label (an index or a label name).")
+    subcase: str | None = Field(default=None, description="Optional column whose values split accuracy into subcases (e.g. HANS heuristic).")
+    label_map: dict[str, int] | None = Field(default=None, description="Map from raw label values (as text) to label indices, e.g. {contradiction = 1, neutral = 1}.")
+    header: bool = Field(default=True, description="Whether a csv/tsv file has a header row (columns are then named 0, 1, ... otherwise).")
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
+
+    @model_validator(mode="after")
+    def _one_origin(self):
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` (local file) or `hub` (hub dataset id)")
+        return self
+
+
+class OODSpec(SourceSpec):
+    name: str = Field(pattern=SLUG, description="Name of this out-of-domain evaluation set (a slug), used in metrics and reports.")
+    labels: list[str] | None = Field(default=None, description="This set's label names when they differ from the task's (e.g. HANS: entailment, non_entailment).")
+    pred_map: list[int] | None = Field(default=None, description="Map each model label index to this set's label index, e.g. [0, 1, 1] collapses MNLI onto HANS.")
+
+
+class TaskSpec(Strict):
+    name: str = Field(description="Built-in task (see `subnets validate --explain`) or `custom` for local/hub sources.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters of a generated built-in task (e.g. synthetic-nli sizes).")
+    labels: list[str] | None = Field(default=None, description="Label names in index order (custom tasks; built-ins know theirs).")
+    train: SourceSpec | None = Field(default=None, description="Training data (custom tasks, or override a built-in's).")
+    eval: SourceSpec | None = Field(default=None, description="In-domain evaluation data (custom tasks, or override a built-in's).")
+    ood: list[OODSpec] = Field(default_factory=list, description="Out-of-domain evaluation sets, added to a built-in's own.")
+    max_length: int = Field(default=128, ge=8, le=4096, description="Truncate tokenized inputs to this many tokens.")
+
+
+class FinetuneSpec(Strict):
+    epochs: float = Field(default=3.0, gt=0, description="Training epochs (fractions allowed).")
+    lr: float = Field(default=5e-5, gt=0, description="Peak AdamW learning rate.")
+    batch_size: int = Field(default=32, ge=1, description="Training batch size.")
+    eval_batch_size: int = Field(default=128, ge=1, description="Evaluation batch size.")
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="Fraction of steps with linear learning-rate warm-up (then linear decay to 0).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm).")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
+    max_train_examples: int | None = Field(default=None, ge=1, description="Use at most this many training examples.")
+
+
+class PruneSpec(Strict):
+    method: str = Field(description="Pruning method (see `subnets validate --explain`); its parameters sit beside it in this table.")
+    params: SerializeAsAny[BaseModel] = Field(description="The method's parameters, validated by the method's own schema.")
+
+    def resolved(self) -> dict[str, Any]:
+        return {"method": self.method, **self.params.model_dump(mode="json")}
+
+
+class ExperimentSpec(Strict):
+    name: str = Field(pattern=SLUG, description="Experiment name: a slug (lower-case letters, digits, - and _); also the MLflow experiment name.")
+    description: str = Field(default="", description="What the experiment asks; shown in reports.")
+    model: ModelSpec = Field(description="The encoder to fine-tune and prune.")
+    task: TaskSpec = Field(description="The task: training data, in-domain evaluation and out-of-domain sets.")
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Fine-tuning settings; a list value sweeps a grid.")
+    prune: PruneSpec = Field(description="Pruning method and its parameters; a list value for a scalar parameter sweeps a grid.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; every grid point runs once per seed.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied onto every MLflow run.")
+
+
+SWEEPABLE_SECTIONS = ("finetune", "prune")
+TOP_LEVEL_KEYS = ("defaults", "experiment")
+Kind = Literal["id", "ood"]
+
+
+SCHEMA_VERSION = 1
+
+
+class RunSpec(Strict):
+    """One expanded run: a grid point of an experiment for one seed. Its fingerprint decides if it is done."""
+
+    experiment: str
+    description: str
+    tags: dict[str, str]
+    seed: int
+    model: ModelSpec
+    task: TaskSpec
+    finetune: FinetuneSpec
+    prune: PruneSpec
+    axes: dict[str, Any] = Field(default_factory=dict)  # the grid values that define this point
+    base_dir: str = "."  # directory of experiments.toml; relative data paths resolve against it
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the results (not the name, description, tags or file location)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "model": self.model.model_dump(mode="json"),
+            "task": self.task.model_dump(mode="json"),
+            "finetune": self.finetune.model_dump(mode="json"),
+            "prune": self.prune.resolved(),
+            "seed": self.seed,
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.identity())
+
+    @property
+    def finetune_fingerprint(self) -> str:
+        """Identity of the fine-tuned model alone: runs that differ only in pruning share it."""
+        ident = self.identity()
+        return fingerprint({k: ident[k] for k in ("schema", "model", "task", "finetune", "seed")})
+
+    def resolved_config(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "description": self.description, "tags": self.tags, **self.identity()}
+
+
+def fingerprint(obj: Any) -> str:
+    import hashlib
+    import json
+
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,11 @@
+"""The method catalogue: every pruning recipe, by the name experiments.toml uses."""
+from __future__ import annotations
+
+from types import ModuleType
+
+from runners.catalogue import Catalogue
+from runners.methods import magnitude
+
+METHODS: Catalogue[ModuleType] = Catalogue("pruning method")
+for _name, _module in (("magnitude", magnitude),):
+    METHODS.add(_name, _module, _module.SUMMARY)

@@ -13,7 +13,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative experiments on the subnetworks of fine-tuned BERT-family encoders.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 FileOpt = typer.Option(Path("experiments.toml"), "--file", "-f", help="The experiments file.")
 StoreOpt = typer.Option(Path("."), "--store", help="Directory holding mlflow.db, mlartifacts/ and the cache (.subnets/).",

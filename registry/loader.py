@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from registry.problems import ConfigError, Problem, locate
-from registry.schema import TOP_LEVEL_KEYS, ExperimentSpec, FinetuneSpec, PruneSpec, RunSpec
+from registry.schema import TOP_LEVEL_KEYS, ExperimentSpec, FinetuneSpec, ModelSpec, PruneSpec, RunSpec, TaskSpec
 from runners.catalogue import UnknownName
 from runners.methods import METHODS
 from runners.models import check_model_name
@@ -106,13 +106,7 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
             section, key = dotted.split(".")
             concrete[section][key] = value
         spec = _validate(concrete, name, params_model, report)
-        if spec is None:
-            continue
-        ok = True
-        for key, msg in [*check_model_name(spec.model, base_dir), *check_task(spec.task)]:
-            report(name, key, msg)
-            ok = False
-        if not ok:
+        if _check_names(concrete, name, base_dir, report) or spec is None:
             continue
         for seed in spec.seeds:
             runs.append(RunSpec(
@@ -121,6 +115,20 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
                 axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
             ))
     return runs
+
+
+def _check_names(raw: dict, name: str, base_dir: str, report) -> bool:
+    """Model and task names (did you mean), checked even when other keys of the experiment are wrong."""
+    found = False
+    for key, spec_type, check in (("model", ModelSpec, lambda s: check_model_name(s, base_dir)), ("task", TaskSpec, check_task)):
+        try:
+            spec = spec_type.model_validate(raw.get(key))
+        except ValidationError:
+            continue  # reported by the full validation
+        for dotted, msg in check(spec):
+            report(name, dotted, msg)
+            found = True
+    return found
 
 
 def _validate(raw: dict, name: str, params_model, report) -> ExperimentSpec | None:

@@ -26,7 +26,7 @@ SUMMARY = "Global magnitude pruning of encoder weights: iterative m-pruning, or 
 
 class Params(BaseParams):
     rate: float = Field(default=0.1, gt=0, lt=1, description="Iterative: fraction of the remaining prunable weights removed per step.")
-    keep_ratio: float = Field(default=0.9, gt=0, le=1, description="A step passes while ID accuracy >= keep_ratio x the full model's; iterative pruning stops at the first failing step.")
+    keep_ratio: float = Field(default=0.9, ge=0, le=1, description="A step passes while ID accuracy >= keep_ratio x the full model's (0: every step passes); iterative pruning stops at the first failing step.")
     max_steps: int = Field(default=30, ge=1, le=200, description="Iterative: at most this many pruning steps.")
     strengths: list[float] | None = Field(default=None, description="One-shot: prune these fractions of all prunable weights (each from the fine-tuned weights) instead of iterating.")
 

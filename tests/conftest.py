@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny experiments files and a tracking store in a temp directory."""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+TINY = """
+[defaults]
+seeds = [0]
+
+[defaults.model]
+name = "micro-bert"
+
+[defaults.task]
+name = "synthetic-nli"
+max_length = 48
+params = {{ n_train = 256, n_id_eval = 64, n_ood_per_subcase = 8 }}
+
+[defaults.finetune]
+epochs = 1.0
+lr = 1e-3
+batch_size = 32
+eval_batch_size = 64
+
+[[experiment]]
+name = "{name}"
+description = "tiny end-to-end check"
+
+[experiment.prune]
+method = "magnitude"
+rate = {rate}
+keep_ratio = {keep_ratio}
+max_steps = {max_steps}
+"""
+
+
+def tiny_toml(name: str = "tiny", rate: float = 0.3, keep_ratio: float = 0.0, max_steps: int = 3) -> str:
+    return TINY.format(name=name, rate=rate, keep_ratio=keep_ratio, max_steps=max_steps)
+
+
+@pytest.fixture
+def write_toml(tmp_path):
+    def write(text: str, name: str = "experiments.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    data = SHARED / "data"
+    if not data.is_dir():
+        pytest.skip("../shared/data is not present (it exists only on the project's own machines)")
+    return data
+
+
+@pytest.fixture
+def minilm() -> Path:
+    path = SHARED / "models" / "all-MiniLM-L6-v2"
+    if not path.is_dir():
+        pytest.skip("../shared/models/all-MiniLM-L6-v2 is not present")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tracking(monkeypatch):
+    # tests always pass their own store; an exported MLFLOW_TRACKING_URI must not leak in
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

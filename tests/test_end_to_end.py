@@ -1,0 +1,64 @@
+"""A tiny experiment end to end: run -> MLflow -> Parquet -> report; then a rerun skips it."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from registry.cli import app
+from runners.tracking import FINGERPRINT, KIND, Store
+from tests.conftest import tiny_toml
+
+
+def test_tiny_experiment_end_to_end(write_toml, tmp_path):
+    started = time.perf_counter()
+    toml = write_toml(tiny_toml(max_steps=3))
+    store_dir = tmp_path / "store"
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--file", str(toml), "--store", str(store_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+
+    store = Store.at(store_dir)
+    exp = store.client.get_experiment_by_name("tiny")
+    (run,) = store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND}` = 'run'")
+    assert run.info.status == "FINISHED"
+    from registry.loader import load_runs
+
+    spec = load_runs(toml)[0]
+    assert run.data.tags[FINGERPRINT] == spec.fingerprint
+    assert run.data.params["prune.rate"] == "0.3" and run.data.params["finetune.lr"] == "0.001"
+    assert run.data.tags["subnets.version.torch"].startswith("2.")
+    history = store.client.get_metric_history(run.info.run_id, "sparsity")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+    assert [round(m.value, 6) for m in history][0] == 0.0 and history[-1].value > 0.6  # 1 - 0.7^3 = 0.657
+
+    art = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert sorted(p.name for p in (art / "masks").iterdir()) == [f"step_00{i}.safetensors" for i in (1, 2, 3)]
+    steps = pq.read_table(art / "tables" / "steps.parquet").to_pylist()
+    ids = [r for r in steps if r["eval_set"] == "id" and r["subcase"] == "all"]
+    assert [r["step"] for r in ids] == [0, 1, 2, 3]
+    acc = store.client.get_metric_history(run.info.run_id, "id.accuracy")
+    assert [r["value"] for r in ids] == [m.value for m in acc]  # the table and MLflow agree
+    ood = {r["subcase"] for r in steps if r["eval_set"] == "hans_like"}
+    assert {"all", "subsequence/non_entailment", "lexical_overlap/entailment"} <= ood
+    assert sum(r["selected"] for r in ids) == 1 and ids[-1]["selected"]  # keep_ratio 0: every step passes
+    config = json.loads((art / "config.json").read_text())
+    assert config["fingerprint"] == spec.fingerprint and config["prune"]["rate"] == 0.3 and "git_sha" in config
+
+    # rerun: the FINISHED fingerprint is skipped; the plan says it is done
+    result = runner.invoke(app, ["run", "--file", str(toml), "--store", str(store_dir), "--quiet"])
+    assert result.exit_code == 0 and "1 already done, 0 to run" in result.output
+    result = runner.invoke(app, ["plan", "--file", str(toml), "--store", str(store_dir)])
+    assert "done" in result.output and spec.fingerprint in result.output
+
+    out = tmp_path / "report.html"
+    result = runner.invoke(app, ["report", "--store", str(store_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "tiny" in html and "<svg" in html and "hans_like" in html
+    result = runner.invoke(app, ["query", "SELECT count(*) AS n FROM steps WHERE subcase = 'all'", "--store", str(store_dir)])
+    assert result.exit_code == 0 and "8" in result.output  # 4 steps x (id + hans_like)
+    assert time.perf_counter() - started < 60

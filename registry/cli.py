@@ -90,7 +90,11 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
     from runners.run import execute
     from runners.tracking import Store
 
+    import signal
+
     runs = _load(file, experiment)
+    # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     st = Store.at(store)
     st.ensure()  # create the tracking store once, before any work
     progress = Progress(enabled=not quiet)
@@ -107,6 +111,9 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
         out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} "
                   f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].accuracy:.3f}"
                   f"{'; ' + ood if ood else ''}  [{o.seconds:.0f} s, run {o.run_id}]")
+        for v in o.variants:
+            vood = ", ".join(f"{k} {r.accuracy:.3f}" for k, r in v.results.items() if k != "id")
+            out.print(f"    {v.variant}: ID {v.results['id'].accuracy:.3f}{'; ' + vood if vood else ''}")
 
 
 @app.command()

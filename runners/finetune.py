@@ -42,8 +42,11 @@ def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_schedu
 
 
 def finetune(model, train_rows: list[dict], spec, seed: int, pad_id: int, progress: Progress,
-             on_epoch: Callable[[int], None] | None = None, log_every: int = 20) -> FinetuneHistory:
-    """Train `model` in place on tokenized rows (see runners.data.encode)."""
+             on_epoch: Callable[[int], None] | None = None, log_every: int = 20,
+             after_step: Callable[[], None] | None = None, label: str = "fine-tuning") -> FinetuneHistory:
+    """Train `model` in place on tokenized rows (see runners.data.encode).
+
+    `after_step` runs after every optimiser step (re-fine-tuning re-applies weight masks there)."""
     import time
 
     torch.manual_seed(seed)
@@ -57,7 +60,9 @@ def finetune(model, train_rows: list[dict], spec, seed: int, pad_id: int, progre
     started = time.perf_counter()
     model.train()
     step, running, count, epoch = 0, 0.0, 0, 0
-    with progress.task("fine-tuning", total=total) as advance:
+    if after_step is not None:
+        after_step()
+    with progress.task(label, total=total) as advance:
         while step < total:
             order = torch.randperm(len(rows), generator=gen).tolist()
             for batch in batches(rows, spec.batch_size, pad_id, order):
@@ -67,6 +72,8 @@ def finetune(model, train_rows: list[dict], spec, seed: int, pad_id: int, progre
                 torch.nn.utils.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
                 opt.step()
                 sched.step()
+                if after_step is not None:
+                    after_step()
                 step += 1
                 running += loss.item()
                 count += 1

@@ -16,8 +16,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runners import provenance
-from runners.evaluate import EncodedSet, EvalResult, evaluate
-from runners.finetuned import get_finetuned, pad_id
+from safetensors.torch import save_file
+
+from runners.context import RunData
+from runners.evaluate import EvalResult
+from runners.finetune import finetune
+from runners.finetuned import get_finetuned, pad_id, pretrained
+from runners.gates import unit_rows
 from runners.masks import save_weight_masks
 from runners.methods import METHODS
 from runners.methods.base import PruneContext, PruneStep
@@ -25,6 +30,7 @@ from runners.progress import Progress
 from runners.results import step_rows, write_table
 from runners.tasks import build_task
 from runners.tracking import EXPERIMENT, FINGERPRINT, KIND, METHOD, SEED, Store, flatten
+from runners.variants import build_controls, retrain
 
 
 @dataclass
@@ -35,6 +41,7 @@ class RunOutcome:
     selected: PruneStep
     steps: int
     seconds: float
+    variants: list[PruneStep]
 
 
 def step_metrics(step: PruneStep) -> dict[str, float]:
@@ -92,7 +99,8 @@ def _ids(spec, run_id: str) -> dict:
 
 def _prune_and_log(spec, method, store: Store, run, progress: Progress, tmp: Path) -> RunOutcome:
     task = build_task(spec.task, spec.base_dir)
-    ft = get_finetuned(spec, task, store.root / ".subnets", progress)
+    cache = store.root / ".subnets"
+    ft = get_finetuned(spec, task, cache, progress)
     run.tags({"subnets.finetune_cache": "hit" if ft.cached else "miss"})
     run.metrics({"finetune.seconds": ft.record["seconds"]}, step=0)
     for step, loss in ft.record["loss"]:
@@ -100,37 +108,68 @@ def _prune_and_log(spec, method, store: Store, run, progress: Progress, tmp: Pat
     for row in ft.record["epochs"]:
         run.metrics({f"finetune.{k}.accuracy": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
-    model, pad, bs = ft.model, pad_id(ft.tokenizer), spec.finetune.eval_batch_size
-    sets = [EncodedSet.build(ft.tokenizer, s, spec.task.max_length) for s in task.eval_sets]
-
-    def evaluate_now() -> dict[str, EvalResult]:
-        return {s.eval_set.name: evaluate(model, s, bs, pad) for s in sets}
-
-    baseline = evaluate_now()
+    model = ft.model
+    data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
+    baseline = data.evaluate(model)
     steps = [PruneStep(0, 0.0, baseline, True)]
     masks_dir = tmp / "masks"
     masks_dir.mkdir()
-    _log_step(run, steps[0], masks_dir)
-    ctx = PruneContext(model=model, evaluate=evaluate_now, baseline=baseline, progress=progress, seed=spec.seed)
+    ids = _ids(spec, run.run_id)
+    units: list[dict] = []
+    _log_step(run, steps[0], masks_dir, ids, units)
+    ctx = PruneContext(model=model, evaluate=lambda: data.evaluate(model), baseline=baseline, progress=progress,
+                       seed=spec.seed, train_batches=data.train_batches,
+                       unit_means=lambda: data.unit_means(model, cache / "means"))
     for step in method.run(ctx, spec.prune.params):
         steps.append(step)
-        _log_step(run, step, masks_dir)
+        _log_step(run, step, masks_dir, ids, units)
     selected = max((s for s in steps if s.passed), key=lambda s: (s.sparsity, s.step))
     run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity,
                  **{f"selected.{k}": v for k, v in step_metrics(selected).items() if k != "sparsity"}}, step=0)
-    ids = _ids(spec, run.run_id)
-    write_table(tmp / "tables", "steps", [r for s in steps for r in step_rows(ids, s, s is selected)])
-    return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(steps) - 1, 0.0)
+    variants = _variants(spec, selected, task, data, ft, cache, progress)
+    for v in variants:
+        _log_step(run, v, masks_dir, ids, units)
+    write_table(tmp / "tables", "steps", [r for s in [*steps, *variants] for r in step_rows(ids, s, s is selected or s.variant != "pruned")])
+    write_table(tmp / "tables", "units", units)
+    return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(steps) - 1, 0.0, variants)
 
 
-def _log_step(run, step: PruneStep, masks_dir: Path) -> None:
+def _variants(spec, selected: PruneStep, task, data: RunData, ft, cache: Path, progress: Progress) -> list[PruneStep]:
+    """Controls (random, bad) of the kept subnetwork, and re-fine-tuned versions when `retrain` is set."""
+    params = spec.prune.params
+    if selected.step == 0 or not (params.controls or params.retrain):
+        return []
+    load_ft = lambda: get_finetuned(spec, task, cache, Progress(enabled=False)).model  # fresh weights from the cache
+    out = build_controls(selected, list(params.controls), spec.seed, load_ft, data.evaluate)
+    if params.retrain:
+        def load_pretrained():
+            return pretrained(spec, task)[1]
+
+        def refinetune(model, after_step):
+            finetune(model, data.train_rows, spec.finetune, spec.seed, data.pad, progress, after_step=after_step,
+                     label="re-fine-tuning")
+
+        out += [retrain(s, load_pretrained, refinetune, data.evaluate) for s in [selected, *out]]
+    return out
+
+
+def _log_step(run, step: PruneStep, masks_dir: Path, ids: dict, units: list[dict]) -> None:
     """Log one step now (metrics + mask), so a kill later loses nothing that finished."""
-    run.metrics(step_metrics(step), step=step.step)
+    prefix = "" if step.variant == "pruned" else f"variant.{step.variant}."
+    run.metrics({prefix + k: v for k, v in step_metrics(step).items()}, step=step.step)
     run.flush()
+    name = f"step_{step.step:03d}" if step.variant == "pruned" else f"{step.variant}_step_{step.step:03d}"
+    meta = {"step": str(step.step), "variant": step.variant, "sparsity": repr(step.sparsity)}
     if step.weight_masks is not None:
-        path = masks_dir / f"step_{step.step:03d}.safetensors"
-        save_weight_masks(path, step.weight_masks, {"step": str(step.step), "sparsity": repr(step.sparsity)})
-        run.artifact(path, "masks")
+        save_weight_masks(masks_dir / f"{name}.safetensors", step.weight_masks, meta)
+        run.artifact(masks_dir / f"{name}.safetensors", "masks")
+    if step.gates is not None:
+        g = step.gates
+        tensors = {k: getattr(g, k).detach().contiguous() for k in ("head", "mlp", "neuron") if getattr(g, k) is not None}
+        tensors.update({f"score.{k}": v.detach().float().contiguous() for k, v in (step.scores or {}).items()})
+        save_file(tensors, str(masks_dir / f"{name}.safetensors"), metadata={**meta, "ablation": g.ablation})
+        run.artifact(masks_dir / f"{name}.safetensors", "masks")
+        units += [dict(ids, variant=step.variant, step=step.step, **row) for row in unit_rows(g, step.scores)]
 
 
 def _metric_safe(name: str) -> str:

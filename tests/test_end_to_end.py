@@ -62,3 +62,27 @@ def test_tiny_experiment_end_to_end(write_toml, tmp_path):
     result = runner.invoke(app, ["query", "SELECT count(*) AS n FROM steps WHERE subcase = 'all'", "--store", str(store_dir)])
     assert result.exit_code == 0 and "8" in result.output  # 4 steps x (id + hans_like)
     assert time.perf_counter() - started < 60
+
+
+def test_controls_and_retrain_variants_are_logged(write_toml, tmp_path):
+    text = tiny_toml(rate=0.5, max_steps=2).replace("max_steps = 2", 'max_steps = 2\ncontrols = ["random", "bad"]\nretrain = true')
+    toml = write_toml(text)
+    result = CliRunner().invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    store = Store.at(tmp_path / "s")
+    (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
+    art = Path(run.info.artifact_uri.removeprefix("file://"))
+    rows = pq.read_table(art / "tables" / "steps.parquet").to_pylist()
+    ids = {r["variant"]: r for r in rows if r["eval_set"] == "id" and r["subcase"] == "all" and r["selected"]}
+    assert set(ids) == {"pruned", "random", "bad", "retrained", "random_retrained", "bad_retrained"}
+    assert len({r["sparsity"] for r in ids.values()}) == 1 and ids["pruned"]["step"] == 2  # same size as the kept mask
+    from runners.masks import load_weight_masks
+
+    kept = load_weight_masks(art / "masks" / "step_002.safetensors")
+    bad = load_weight_masks(art / "masks" / "bad_step_002.safetensors")
+    rnd = load_weight_masks(art / "masks" / "random_step_002.safetensors")
+    for name in kept:
+        assert int(rnd[name].sum()) == int(kept[name].sum())  # random: same count per matrix
+    assert sum(int(m.sum()) for m in bad.values()) == sum(int(m.sum()) for m in kept.values())
+    assert not any(bool((bad[n] & kept[n]).any()) for n in kept)  # 75% pruned: the lowest 25% kept never overlaps the top 25%
+    assert store.client.get_metric_history(run.info.run_id, "variant.retrained.id.accuracy")[0].step == 2

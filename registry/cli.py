@@ -81,6 +81,10 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     out.print(f"{len(runs)} run(s): {done} done, {len(runs) - done} to run")
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 @app.command()
 def run(experiment: Optional[str] = typer.Argument(None, help="Only this experiment (default: all)."),
         file: Path = FileOpt, store: Path = StoreOpt,
@@ -94,7 +98,7 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
 
     runs = _load(file, experiment)
     # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     st = Store.at(store)
     st.ensure()  # create the tracking store once, before any work
     progress = Progress(enabled=not quiet)

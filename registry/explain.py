@@ -24,7 +24,8 @@ def _default(field) -> str:
     if field.is_required():
         return "required"
     if field.default_factory is not None:
-        return repr(field.default_factory())
+        value = field.default_factory()
+        return "(table)" if isinstance(value, BaseModel) else repr(value)
     return "—" if field.default is None or field.default is PydanticUndefined else repr(field.default)
 
 

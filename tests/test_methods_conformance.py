@@ -1,0 +1,118 @@
+"""One conformance suite over every registered pruning method.
+
+Each method runs on a tiny model with a real evaluation (a small synthetic task) and must honour the
+recipe contract of runners/methods/base.py: steps numbered 1..n, one evaluation per step, a mask or
+gates that really are what the step reports (sparsity, results), weights untouched by gate methods.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from runners.data import EvalSet, Example, batches, encode
+from runners.evaluate import EncodedSet, evaluate
+from runners.gates import attach, compute_unit_means, sparsity as gate_sparsity
+from runners.methods import METHODS
+from runners.methods.base import PruneContext, PruneStep, keeps_id
+from runners.progress import Progress
+from runners.tasks.synthetic_nli import SyntheticNLIParams, generate, vocabulary
+from runners.tokenizer import build_word_tokenizer
+from runners.units import prunable_weights
+
+# quick settings per method; a method registered without an entry here fails the suite on purpose
+QUICK = {
+    "magnitude": dict(rate=0.3, max_steps=3, keep_ratio=0.0),
+    "importance": dict(max_steps=3, keep_ratio=0.0, scoring_examples=32, batch_size=16),
+    "attribution": dict(strengths=[0.25, 0.5], keep_ratio=0.0, scoring_examples=32, batch_size=16),
+    "l0": dict(targets=[0.25, 0.5], keep_ratio=0.0, schedule_scale=0.002, batch_size=16),
+}
+
+
+@pytest.fixture(scope="module")
+def setting():
+    params = SyntheticNLIParams(n_train=64, n_id_eval=48, n_ood_per_subcase=4)
+    task = generate(params, 0)
+    tok = build_word_tokenizer(vocabulary(params))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, initializer_range=0.2)
+    model = BertForSequenceClassification(cfg).eval()
+    sets = [EncodedSet.build(tok, s, 48) for s in task.eval_sets]
+    rows = encode(tok, task.train, 48)
+    return model, sets, rows, tok.pad_token_id
+
+
+def make_ctx(model, sets, rows, pad, calls):
+    def evaluate_all():
+        calls.append(1)
+        return {s.eval_set.name: evaluate(model, s, 64, pad) for s in sets}
+
+    def train_batches(n_examples=None, batch_size=32, shuffle=False, epoch=0):
+        use = rows[:n_examples] if n_examples else rows
+        order = torch.randperm(len(use), generator=torch.Generator().manual_seed(epoch)).tolist() if shuffle else None
+        return batches(use, batch_size, pad, order)
+
+    means = {}
+
+    def unit_means():
+        if "m" not in means:
+            means["m"] = compute_unit_means(model, train_batches(64, 32))
+        return means["m"]
+
+    baseline = evaluate_all()
+    calls.clear()
+    return PruneContext(model=model, evaluate=evaluate_all, baseline=baseline, progress=Progress(enabled=False),
+                        seed=0, train_batches=train_batches, unit_means=unit_means)
+
+
+def test_every_method_has_quick_settings():
+    assert sorted(QUICK) == METHODS.names()
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_honours_the_recipe_contract(name, setting):
+    import copy
+
+    model, sets, rows, pad = setting
+    model = copy.deepcopy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recipe = METHODS.get(name)
+    params = recipe.Params.model_validate(QUICK[name])
+    calls: list = []
+    ctx = make_ctx(model, sets, rows, pad, calls)
+    steps: list[PruneStep] = list(recipe.run(ctx, params))
+
+    assert steps and [s.step for s in steps] == list(range(1, len(steps) + 1))
+    assert len(calls) == len(steps)  # one evaluation per step
+    assert all(0.0 < s.sparsity < 1.0 for s in steps)
+    assert [s.sparsity for s in steps] == sorted(s.sparsity for s in steps)
+    for s in steps:
+        assert (s.weight_masks is None) != (s.gates is None), "a step carries weight masks or gates"
+        assert set(s.results) == {x.eval_set.name for x in sets}
+        assert s.passed == keeps_id(s.results, ctx.baseline, params.keep_ratio) or name == "magnitude"
+        assert s.variant == "pruned"
+        if s.weight_masks is not None:
+            kept = sum(int(m.sum()) for m in s.weight_masks.values())
+            assert s.sparsity == pytest.approx(1 - kept / sum(m.numel() for m in s.weight_masks.values()))
+        else:
+            g = s.gates
+            for fam in ("head", "mlp", "neuron"):
+                t = getattr(g, fam)
+                assert t is None or bool(((t == 0) | (t == 1)).all()), "gates in a step are binary"
+                if t is not None and s.scores is not None and fam in s.scores:
+                    assert s.scores[fam].shape == t.shape
+            fig = gate_sparsity(model, g)
+            assert s.sparsity == pytest.approx(fig["params"])
+            assert s.unit_sparsity in (pytest.approx(fig["units"]), pytest.approx(fig.get("neurons", -1)))
+    last = steps[-1]
+    # the reported results are what the reported mask gives
+    if last.gates is not None:
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "gate methods keep weights"
+        with attach(model, last.gates):
+            again = {s.eval_set.name: evaluate(model, s, 64, pad) for s in sets}
+    else:
+        weights = prunable_weights(model)
+        assert all(bool((weights[n][~m] == 0).all()) for n, m in last.weight_masks.items())
+        again = {s.eval_set.name: evaluate(model, s, 64, pad) for s in sets}
+    assert {k: v.correct for k, v in again.items()} == {k: v.correct for k, v in last.results.items()}

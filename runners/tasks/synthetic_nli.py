@@ -1,0 +1,369 @@
+"""Embedded default task: a generated NLI-like sentence-pair task with a HANS-like OOD set.
+
+In-domain (ID) pairs reward the lexical-overlap heuristic ("a premise entails every hypothesis built from
+its own words"): entailed hypotheses are reductions of the premise (all words present), non-entailed ones
+mostly swap in words the premise lacks, and only `id_hard_fraction` of the examples are full-overlap
+non-entailments (subject/object swaps). The heuristic is therefore right on 1 - id_hard_fraction of ID.
+The OOD set "hans_like" follows HANS (McCoy et al. 2019): every hypothesis uses only premise words, half
+entailed and half not, for each of the heuristics lexical_overlap, subsequence and constituent; the
+heuristic scores exactly 50% on each. Subcases are named "<heuristic>/<label name>".
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runners.data import EvalSet, Example, TaskData
+
+LABEL_NAMES = ["entailment", "non_entailment"]
+ENT, NON = 0, 1
+HEURISTICS = ("lexical_overlap", "subsequence", "constituent")
+SUBCASES = tuple(f"{h}/{name}" for h in HEURISTICS for name in LABEL_NAMES)
+OOD_NAME = "hans_like"
+
+NOUNS = (
+    "doctor lawyer artist actor judge student teacher banker senator manager author athlete scientist "
+    "secretary president professor tourist farmer dancer singer pilot nurse chef baker writer painter "
+    "poet soldier sailor officer engineer architect journalist editor musician clerk guard driver "
+    "merchant priest"
+).split()
+TRANSITIVE = tuple(  # (past, past participle)
+    tuple(p.split("/"))
+    for p in (
+        "saw/seen knew/known chose/chosen forgot/forgotten met/met heard/heard found/found paid/paid "
+        "helped/helped called/called thanked/thanked admired/admired recommended/recommended "
+        "contacted/contacted avoided/avoided supported/supported mentioned/mentioned "
+        "encouraged/encouraged visited/visited introduced/introduced"
+    ).split()
+)
+INTRANSITIVE = "danced slept laughed arrived left waited smiled shouted ran swam cried resigned".split()
+ADJECTIVES = "tall happy old young famous quiet clever angry brave tired rich polite".split()
+PREPOSITIONS = ("near", "behind", "beside")
+CERTAIN_ADVERBS = ("certainly", "clearly", "definitely", "obviously")  # "ADV S" entails S
+HEDGE_ADVERBS = ("probably", "maybe", "perhaps", "supposedly")  # "ADV S" does not entail S
+FACTIVE = ("realized", "noticed", "learned", "remembered")  # "X V that S" entails S
+NONFACTIVE = ("believed", "thought", "hoped", "claimed")  # "X V that S" does not
+ENTAILING_CONJ = ("and", "because")  # "S1 CONJ S2" entails S1 and S2
+NONENTAILING_CONJ = ("if", "unless", "or")
+FUNCTION_WORDS = ("the", "who", "was", "by", "that")
+
+
+class SyntheticNLIParams(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    n_train: int = Field(8000, ge=1, le=1_000_000, description="Number of training examples.")
+    n_id_eval: int = Field(1000, ge=1, le=1_000_000, description="Number of in-domain evaluation examples.")
+    n_ood_per_subcase: int = Field(200, ge=1, le=100_000, description="OOD examples per heuristic/label subcase.")
+    id_hard_fraction: float = Field(
+        0.1, ge=0.0, le=0.5, description="Fraction of ID examples that fully overlap yet are not entailed."
+    )
+    n_nouns: int = Field(40, ge=8, le=len(NOUNS), description="How many person nouns the vocabulary uses.")
+    n_transitive: int = Field(20, ge=4, le=len(TRANSITIVE), description="How many transitive verbs are used.")
+    n_intransitive: int = Field(12, ge=3, le=len(INTRANSITIVE), description="How many intransitive verbs are used.")
+    n_adjectives: int = Field(12, ge=2, le=len(ADJECTIVES), description="How many adjectives are used.")
+    adjective_prob: float = Field(0.3, ge=0.0, le=1.0, description="Chance that a noun phrase gets an adjective.")
+    modifier_prob: float = Field(
+        0.3, ge=0.0, le=1.0, description="Chance that an ID noun phrase gets a PP, relative clause or conjunct."
+    )
+    new_word_prob: float = Field(
+        0.5, ge=0.0, le=1.0, description="Chance that each content word of a new-word non-entailed hypothesis is replaced."
+    )
+
+
+@dataclass(frozen=True)
+class NP:
+    noun: str
+    adj: str | None = None
+    mod: tuple | None = None  # ("pp", prep, noun) | ("rc", (past, participle), noun) | ("and", noun)
+
+    def words(self) -> list[str]:
+        out = ["the", self.noun] if self.adj is None else ["the", self.adj, self.noun]
+        if self.mod is None:
+            return out
+        kind, x, noun = self.mod
+        if kind == "pp":
+            return out + [x, "the", noun]
+        if kind == "rc":
+            return out + ["who", x[0], "the", noun]
+        return out + ["and", "the", noun]
+
+
+@dataclass(frozen=True)
+class Clause:
+    subj: NP
+    verb: tuple | str  # (past, participle) when transitive, a past form when intransitive
+    obj: NP | None = None
+    passive: bool = False
+
+    def words(self) -> list[str]:
+        if self.obj is None:
+            return self.subj.words() + [self.verb]
+        if self.passive:
+            return self.obj.words() + ["was", self.verb[1], "by"] + self.subj.words()
+        return self.subj.words() + [self.verb[0]] + self.obj.words()
+
+
+def _lexicon(p: SyntheticNLIParams) -> dict[str, list]:
+    return {
+        "nouns": NOUNS[: p.n_nouns],
+        "verbs": list(TRANSITIVE[: p.n_transitive]),
+        "vi": INTRANSITIVE[: p.n_intransitive],
+        "adjs": ADJECTIVES[: p.n_adjectives],
+    }
+
+
+def vocabulary(params: SyntheticNLIParams) -> list[str]:
+    """Every word `generate` can emit with these params, sorted."""
+    lex = _lexicon(params)
+    words = set(lex["nouns"]) | set(lex["vi"]) | set(lex["adjs"]) | {f for v in lex["verbs"] for f in v}
+    for group in (PREPOSITIONS, CERTAIN_ADVERBS, HEDGE_ADVERBS, FACTIVE, NONFACTIVE, ENTAILING_CONJ,
+                  NONENTAILING_CONJ, FUNCTION_WORDS):
+        words |= set(group)
+    return sorted(words)
+
+
+def overlap_heuristic(premise: str, hypothesis: str) -> int:
+    """The shallow heuristic the task is built around: entailment iff every hypothesis word is in the premise."""
+    return ENT if set(hypothesis.split()) <= set(premise.split()) else NON
+
+
+class _Gen:
+    """Sentence building blocks over one lexicon and one RNG stream."""
+
+    def __init__(self, params: SyntheticNLIParams, rng: random.Random):
+        self.p, self.rng = params, rng
+        lex = _lexicon(params)
+        self.nouns, self.verbs, self.vi, self.adjs = lex["nouns"], lex["verbs"], lex["vi"], lex["adjs"]
+        self.past = {v[0] for v in self.verbs}
+        self.participles = {v[1] for v in self.verbs}
+
+    def pool(self, k: int = 6) -> list[str]:
+        return self.rng.sample(self.nouns, k)  # distinct nouns, so role swaps always change meaning
+
+    def adj(self) -> str | None:
+        return self.rng.choice(self.adjs) if self.rng.random() < self.p.adjective_prob else None
+
+    def np(self, pool: list[str], mod_kinds: tuple = ()) -> NP:
+        noun, mod = pool.pop(), None
+        if mod_kinds and self.rng.random() < self.p.modifier_prob:
+            kind = self.rng.choice(mod_kinds)
+            x = self.rng.choice(PREPOSITIONS) if kind == "pp" else self.rng.choice(self.verbs)
+            mod = (kind, x, pool.pop())
+        return NP(noun, self.adj(), mod)
+
+    def clause(self, pool, subj_mods=(), obj_mods=(), transitive=0.7, passive=0.0) -> Clause:
+        subj = self.np(pool, subj_mods)
+        if self.rng.random() >= transitive:
+            return Clause(subj, self.rng.choice(self.vi))
+        return Clause(subj, self.rng.choice(self.verbs), self.np(pool, obj_mods), self.rng.random() < passive)
+
+    # --- entailment-preserving reductions and full-overlap role swaps (ID) -------------------------
+    def reduce_np(self, np: NP) -> NP:
+        adj = np.adj if self.rng.random() < 0.5 else None
+        if np.mod is not None and np.mod[0] == "and" and self.rng.random() < 0.5:
+            return NP(np.mod[2])  # "the A and the B V ..." entails "the B V ..."
+        return NP(np.noun, adj, np.mod if self.rng.random() < 0.4 else None)
+
+    def reduce(self, c: Clause) -> Clause:
+        return replace(c, subj=self.reduce_np(c.subj), obj=None if c.obj is None else self.reduce_np(c.obj))
+
+    def facts(self, c: Clause) -> list[Clause]:
+        """Clauses entailed by relative clauses inside `c` ("the A who saw the B ..." => "the A saw the B")."""
+        nps = [c.subj] + ([c.obj] if c.obj is not None else [])
+        return [Clause(NP(n.noun), n.mod[1], NP(n.mod[2])) for n in nps if n.mod is not None and n.mod[0] == "rc"]
+
+    def swap(self, c: Clause) -> Clause | None:
+        """Same words, roles exchanged: not entailed."""
+        if c.obj is None:
+            return None
+        return replace(c, subj=NP(c.obj.noun, c.obj.adj), obj=NP(c.subj.noun, c.subj.adj))
+
+    def perturb(self, hyp: list[str], premise: list[str]) -> list[str] | None:
+        """Replace content words (at least one; each with new_word_prob) by words absent from the premise."""
+        present, out = set(premise), list(hyp)
+        slots = [i for i, w in enumerate(out) if w in self.nouns or w in self.vi or w in self.adjs
+                 or w in self.past or w in self.participles]
+        self.rng.shuffle(slots)
+        for k, i in enumerate(slots):
+            if k > 0 and self.rng.random() >= self.p.new_word_prob:
+                continue
+            w = out[i]
+            if w in self.nouns:
+                cands = self.nouns
+            elif w in self.adjs:
+                cands = self.adjs
+            elif w in self.vi:
+                cands = self.vi
+            elif i > 0 and out[i - 1] == "was":
+                cands = [v[1] for v in self.verbs]
+            else:
+                cands = [v[0] for v in self.verbs]
+            fresh = [c for c in cands if c not in present and c not in out]
+            if fresh:
+                out[i] = self.rng.choice(fresh)
+        fresh_adjs = [a for a in self.adjs if a not in present]
+        if fresh_adjs and self.rng.random() < 0.2:  # an added adjective is new information too
+            nouns = [i for i, w in enumerate(out) if w in self.nouns and out[i - 1] == "the"]
+            if nouns:
+                out.insert(self.rng.choice(nouns), self.rng.choice(fresh_adjs))
+        return out if not set(out) <= present else None  # None: no new word possible, caller retries
+
+    # --- in-domain premises: a frame gives the premise, entailed hypotheses and full-overlap swaps -----
+    def id_frame(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
+        r, pool, rng = self.rng.random(), self.pool(7), self.rng
+        if r < 0.5:  # one clause whose noun phrases may carry PPs, relative clauses or a conjunct
+            c = self.clause(pool, ("pp", "rc", "and"), ("pp", "rc"), passive=0.25)
+            facts = self.facts(c)
+            ent = [self.reduce(c).words(), self.reduce(c).words()] + [self.reduce(f).words() for f in facts]
+            hard = [s.words() for s in map(self.swap, [c, *facts]) if s is not None]
+            return c.words(), ent, hard
+        if r < 0.7:  # two clauses joined by a conjunction
+            conj, c1, c2 = rng.choice(ENTAILING_CONJ + NONENTAILING_CONJ), self.clause(pool), self.clause(pool)
+            s1, s2 = self.swap(c1), self.swap(c2)
+
+            def join(a: Clause, b: Clause) -> list[str]:
+                return a.words() + [conj] + b.words()
+
+            ent = [join(self.reduce(c1), self.reduce(c2))]
+            hard = ([join(s1, c2)] if s1 else []) + ([join(c1, s2)] if s2 else [])
+            if conj in ENTAILING_CONJ:
+                ent += [self.reduce(c1).words(), self.reduce(c2).words()]
+                hard += [s.words() for s in (s1, s2) if s is not None]
+            return join(c1, c2), ent, hard
+        if r < 0.82:  # sentence adverb
+            adv, c = rng.choice(CERTAIN_ADVERBS + HEDGE_ADVERBS), self.clause(pool, passive=0.2)
+            s = self.swap(c)
+            ent = [[adv] + self.reduce(c).words()]
+            hard = [[adv] + s.words()] if s else []
+            if adv in CERTAIN_ADVERBS:
+                ent.append(self.reduce(c).words())
+                hard += [s.words()] if s else []
+            return [adv] + c.words(), ent, hard
+        # clause embedded under an attitude verb
+        verb, holder, c = rng.choice(FACTIVE + NONFACTIVE), self.np(pool), self.clause(pool)
+        s = self.swap(c)
+
+        def emb(h: NP, x: Clause) -> list[str]:
+            return h.words() + [verb, "that"] + x.words()
+
+        ent = [emb(self.reduce_np(holder), self.reduce(c))]
+        # exchanging the holder and the embedded subject keeps every word but not the meaning
+        hard = [emb(NP(c.subj.noun), replace(c, subj=NP(holder.noun)))] + ([emb(holder, s)] if s else [])
+        if verb in FACTIVE:
+            ent.append(self.reduce(c).words())
+            hard += [s.words()] if s else []
+        return emb(holder, c), ent, hard
+
+    # --- HANS-like out-of-domain pairs: every hypothesis word comes from the premise -----------------
+    def ood_pair(self, heuristic: str, entailed: bool) -> tuple[list[str], list[str]]:
+        rng, pool = self.rng, self.pool()
+        pick = rng.randrange(3)
+        if heuristic == "lexical_overlap":  # hypotheses are never contiguous pieces of the premise
+            if pick == 0:  # drop an adjective / swap subject and object
+                c = Clause(NP(pool.pop(), rng.choice(self.adjs)), rng.choice(self.verbs),
+                           NP(pool.pop(), self.adj()), rng.random() < 0.3)
+                return c.words(), (replace(c, subj=NP(c.subj.noun)) if entailed else self.swap(c)).words()
+            n1, n2, n3 = pool.pop(), pool.pop(), pool.pop()
+            v1, v2 = rng.choice(self.verbs), rng.choice(self.verbs)
+            if pick == 1:  # "the A near the B saw the C"
+                c = Clause(NP(n1, self.adj(), ("pp", rng.choice(PREPOSITIONS), n2)), v2, NP(n3))
+                hyps = [Clause(NP(n1, c.subj.adj), v2, NP(n3))] if entailed else [
+                    Clause(NP(n3), v2, NP(n2)), Clause(NP(n2), v2, NP(n1))]
+            else:  # "the A who saw the B helped the C"
+                c = Clause(NP(n1, self.adj(), ("rc", v1, n2)), v2, NP(n3))
+                hyps = [Clause(NP(n1), v2, NP(n3)), Clause(NP(n1), v1, NP(n2))] if entailed else [
+                    Clause(NP(n2), v1, NP(n1)), Clause(NP(n3), v2, NP(n1))]
+            return c.words(), rng.choice(hyps).words()
+        if heuristic == "subsequence":  # hypotheses are contiguous but not constituents
+            if entailed:
+                kind = ("pp", "rc", "and")[pick]
+                if kind == "and":  # "the A and the B saw the C" -> "the B saw the C"
+                    c = self.clause(pool, transitive=0.5)
+                    c = replace(c, subj=replace(c.subj, mod=("and", None, pool.pop())))
+                    return c.words(), replace(c, subj=NP(c.subj.mod[2])).words()
+                c = self.clause(pool, transitive=1.0)  # "the A saw the B near the C" -> "the A saw the B"
+                x = rng.choice(PREPOSITIONS) if kind == "pp" else rng.choice(self.verbs)
+                full = replace(c, obj=replace(c.obj, mod=(kind, x, pool.pop())))
+                return full.words(), c.words()
+            # "the A near the B danced" -> "the B danced"; "the A who saw the B danced" -> "the B danced"
+            c = self.clause(pool, transitive=0.5)
+            kind = rng.choice(("pp", "rc"))
+            x = rng.choice(PREPOSITIONS) if kind == "pp" else rng.choice(self.verbs)
+            n2 = pool.pop()
+            return replace(c, subj=replace(c.subj, mod=(kind, x, n2))).words(), replace(c, subj=NP(n2)).words()
+        # constituent: the hypothesis is a whole clause of the premise
+        c1, c2 = self.clause(pool, transitive=0.5), self.clause(pool, transitive=0.5)
+        if pick == 0:  # "S1 and S2" -> S2 / "S1 if S2" -> S2
+            conj = rng.choice(ENTAILING_CONJ if entailed else NONENTAILING_CONJ)
+            return c1.words() + [conj] + c2.words(), rng.choice((c1, c2)).words()
+        if pick == 1:  # "certainly S" -> S / "probably S" -> S
+            return [rng.choice(CERTAIN_ADVERBS if entailed else HEDGE_ADVERBS)] + c1.words(), c1.words()
+        verb = rng.choice(FACTIVE if entailed else NONFACTIVE)  # "the A realized that S" -> S
+        return self.np(pool).words() + [verb, "that"] + c1.words(), c1.words()
+
+
+def _add(out: list[Example], seen: set, premise: list[str], hyp: list[str], label: int, subcase: str) -> bool:
+    key = (" ".join(premise), " ".join(hyp))
+    if key in seen:
+        return False
+    seen.add(key)
+    out.append(Example(key[0], key[1], label, subcase))
+    return True
+
+
+def _retry(make, what: str) -> None:
+    for _ in range(1000):
+        if make():
+            return
+    raise RuntimeError(f"synthetic_nli: cannot find a new unique {what} pair; enlarge the vocabulary")
+
+
+def _id_examples(g: _Gen, n: int, hard_fraction: float, seen: set) -> list[Example]:
+    # Exact counts: half entailed, round(hard_fraction * n) full-overlap non-entailed, the rest new-word.
+    n_ent = n // 2
+    n_hard = min(round(hard_fraction * n), n - n_ent)
+    kinds = ["reduction"] * n_ent + ["role_swap"] * n_hard + ["new_words"] * (n - n_ent - n_hard)
+    g.rng.shuffle(kinds)
+    out: list[Example] = []
+    for kind in kinds:
+        def make() -> bool:
+            premise, ent, hard = g.id_frame()
+            if kind == "role_swap":
+                return bool(hard) and _add(out, seen, premise, g.rng.choice(hard), NON, kind)
+            hyp = g.rng.choice(ent)
+            if kind == "reduction":
+                return _add(out, seen, premise, hyp, ENT, kind)
+            new = g.perturb(hyp, premise)
+            return new is not None and _add(out, seen, premise, new, NON, kind)
+
+        _retry(make, "in-domain")
+    return out
+
+
+def _ood_examples(g: _Gen, n_per_subcase: int, seen: set) -> list[Example]:
+    out: list[Example] = []
+    for subcase in SUBCASES:
+        heuristic, label_name = subcase.split("/")
+        label = LABEL_NAMES.index(label_name)
+        for _ in range(n_per_subcase):
+            _retry(lambda: _add(out, seen, *g.ood_pair(heuristic, label == ENT), label, subcase), subcase)
+    return out
+
+
+def generate(params: SyntheticNLIParams, seed: int) -> TaskData:
+    """Deterministic in (params, seed); no (premise, hypothesis) pair occurs twice across all splits."""
+    def stream(split: str) -> _Gen:  # one independent RNG stream per split
+        return _Gen(params, random.Random(f"synthetic_nli/{seed}/{split}"))
+
+    seen: set[tuple[str, str]] = set()
+    train = _id_examples(stream("train"), params.n_train, params.id_hard_fraction, seen)
+    id_eval = _id_examples(stream("id_eval"), params.n_id_eval, params.id_hard_fraction, seen)
+    ood = _ood_examples(stream("ood"), params.n_ood_per_subcase, seen)
+    return TaskData(
+        train=train,
+        id_eval=EvalSet("id", "id", id_eval),
+        ood=[EvalSet(OOD_NAME, "ood", ood)],
+        label_names=list(LABEL_NAMES),
+    )

@@ -7,6 +7,7 @@ tables are logged; a crash marks it FAILED, Ctrl-C marks it KILLED, and `subnets
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tempfile
@@ -19,6 +20,7 @@ from runners import provenance
 from safetensors.torch import save_file
 
 from runners.context import RunData
+from runners.exporting import export_and_measure
 from runners.evaluate import EvalResult
 from runners.finetune import finetune
 from runners.finetuned import get_finetuned, pad_id, pretrained
@@ -31,6 +33,9 @@ from runners.results import step_rows, write_table
 from runners.tasks import build_task
 from runners.tracking import EXPERIMENT, FINGERPRINT, KIND, METHOD, SEED, Store, flatten
 from runners.variants import build_controls, retrain
+
+
+EXPORT_BATCHES = 4  # evaluation batches that check the exported logits and time both models
 
 
 @dataclass
@@ -129,6 +134,13 @@ def _prune_and_log(spec, method, store: Store, run, progress: Progress, tmp: Pat
     variants = _variants(spec, selected, task, data, ft, cache, progress)
     for v in variants:
         _log_step(run, v, masks_dir, ids, units)
+    if spec.prune.params.export and selected.gates is not None:
+        # gate methods leave the weights alone, so `model` is still the fine-tuned model
+        id_set = next(s for s in data.sets if s.eval_set.kind == "id")
+        sample = list(itertools.islice(id_set.batches(spec.finetune.eval_batch_size, data.pad), EXPORT_BATCHES))
+        figures = export_and_measure(model, selected.gates, ft.tokenizer, tmp / "export", sample)
+        run.metrics(figures, step=selected.step)
+        run.artifact(tmp / "export", "export")
     write_table(tmp / "tables", "steps", [r for s in [*steps, *variants] for r in step_rows(ids, s, s is selected or s.variant != "pruned")])
     write_table(tmp / "tables", "units", units)
     return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(steps) - 1, 0.0, variants)

@@ -86,3 +86,30 @@ def test_controls_and_retrain_variants_are_logged(write_toml, tmp_path):
     assert sum(int(m.sum()) for m in bad.values()) == sum(int(m.sum()) for m in kept.values())
     assert not any(bool((bad[n] & kept[n]).any()) for n in kept)  # 75% pruned: the lowest 25% kept never overlaps the top 25%
     assert store.client.get_metric_history(run.info.run_id, "variant.retrained.id.accuracy")[0].step == 2
+
+
+def test_structured_method_logs_units_and_exports(write_toml, tmp_path):
+    text = tiny_toml().replace('method = "magnitude"\nrate = 0.3\nkeep_ratio = 0.0\nmax_steps = 3',
+                               'method = "importance"\nkeep_ratio = 0.0\nmax_steps = 2\nscoring_examples = 64\n'
+                               'controls = ["bad"]\nexport = true')
+    toml = write_toml(text)
+    result = CliRunner().invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    store = Store.at(tmp_path / "s")
+    (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
+    art = Path(run.info.artifact_uri.removeprefix("file://"))
+    units = pq.read_table(art / "tables" / "units.parquet").to_pylist()
+    pruned = [(r["layer"], r["unit_index"]) for r in units if r["variant"] == "pruned" and r["step"] == 2
+              and r["unit_kind"] == "head" and not r["kept"]]
+    assert len(pruned) == 2  # micro-bert: 8 heads, 10% per step rounds to 1 head per step
+    bad = [r for r in units if r["variant"] == "bad" and r["unit_kind"] == "head"]
+    assert sum(not r["kept"] for r in bad) == 2
+    m = store.client.get_run(run.info.run_id).data.metrics
+    assert m["export.max_logit_diff"] < 1e-4
+    assert m["export.params_exported"] < m["export.params_full"]
+    from transformers import AutoModelForSequenceClassification
+
+    import runners.export  # noqa: F401  (registers the subnet model types with the Auto classes)
+
+    exported = AutoModelForSequenceClassification.from_pretrained(art / "export")
+    assert sum(p.numel() for p in exported.parameters()) == m["export.params_exported"]

@@ -27,6 +27,7 @@ class Params(BaseModel):
 
     controls: list[Literal["random", "bad"]] = Field(default_factory=list, description="Control subnetworks of the kept mask's size: random (same keep rate per unit family / weight matrix) and bad (the least important units).")
     retrain: bool = Field(default=False, description="Also re-fine-tune each kept subnetwork (and control) from the pre-trained weights with its mask applied.")
+    export: bool = Field(default=False, description="Structured methods: physically remove the kept subnetwork's pruned units, log the smaller model directory, its parameter count and CPU latency.")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from runners.methods.base import Params as BaseParams
 from runners.methods.base import PruneContext, PruneStep, keeps_id
@@ -29,6 +29,14 @@ class Params(BaseParams):
     keep_ratio: float = Field(default=0.9, ge=0, le=1, description="A step passes while ID accuracy >= keep_ratio x the full model's (0: every step passes); iterative pruning stops at the first failing step.")
     max_steps: int = Field(default=30, ge=1, le=200, description="Iterative: at most this many pruning steps.")
     strengths: list[float] | None = Field(default=None, description="One-shot: prune these fractions of all prunable weights (each from the fine-tuned weights) instead of iterating.")
+
+    @model_validator(mode="after")
+    def _structured_only(self):
+        if self.export:
+            raise ValueError("export removes whole heads/MLPs/neurons; magnitude masks single weights (use importance, attribution or l0)")
+        if self.strengths is not None and not all(0 < s < 1 for s in self.strengths):
+            raise ValueError("every strength must lie strictly between 0 and 1")
+        return self
 
 
 def global_magnitude_step(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], amount: float) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
 export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
-.PHONY: setup demo test test-all bench report ui clean
+.PHONY: setup demo test test-all bench report ui reference clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ report: setup
 
 ui: setup
 	$(BIN)/subnets ui
+
+reference: setup  # regenerate the README's experiments.toml reference from the schema
+	$(BIN)/python -c "from registry.explain import update_readme; update_readme('README.md')"
 
 clean:
 	rm -rf out .pytest_cache

@@ -56,3 +56,14 @@ def markdown() -> str:
     lines = ["| table | key | default | description |", "|---|---|---|---|"]
     lines += [f"| `{t}` | `{k}` | `{d}` | {desc} |" for t, k, d, desc in rows()]
     return "\n".join(lines)
+
+
+def update_readme(path) -> None:
+    """Replace the reference table in the README with the one generated from the schema."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text()
+    start = text.index("| table | key | default | description |")
+    end = text.index("\n\n", start)
+    path.write_text(text[:start] + markdown() + text[end:])

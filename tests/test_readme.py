@@ -10,7 +10,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_reference_table_matches_the_schema():
-    assert markdown() in README.read_text(), "regenerate with: subnets validate --explain --markdown"
+    assert markdown() in README.read_text(), "regenerate with: make reference"
 
 
 def test_make_targets_named_in_readme_exist():

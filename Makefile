@@ -5,9 +5,6 @@ BIN := $(VENV)/bin
 # torch==2.13.0 resolves to a local CPU wheel here; elsewhere override, e.g.
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
-# measured in benchmarks/malloc.py: fewer page faults in CPU forward passes under glibc malloc
-export MALLOC_MMAP_THRESHOLD_ ?= 1073741824
-export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
 .PHONY: setup demo test test-all bench report ui reference clean
 

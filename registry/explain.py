@@ -6,12 +6,12 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from registry.schema import ExperimentSpec, FinetuneSpec, ModelSpec, OODSpec, SourceSpec, TaskSpec
+from registry.schema import CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, OODSpec, SourceSpec, TaskSpec
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("experiment", ExperimentSpec), ("experiment.model", ModelSpec), ("experiment.task", TaskSpec),
     ("experiment.task.train / .eval", SourceSpec), ("experiment.task.ood[]", OODSpec),
-    ("experiment.finetune", FinetuneSpec),
+    ("experiment.finetune", FinetuneSpec), ("experiment.cka", CkaSpec),
 ]
 
 

@@ -12,11 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from registry.problems import ConfigError, Problem, locate
-from registry.schema import TOP_LEVEL_KEYS, ExperimentSpec, FinetuneSpec, ModelSpec, PruneSpec, RunSpec, TaskSpec
+from registry.schema import TOP_LEVEL_KEYS, CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, PruneSpec, RunSpec, TaskSpec
 from runners.catalogue import UnknownName
 from runners.methods import METHODS
 from runners.models import check_model_name
-from runners.tasks import TASKS, check_task
+from runners.tasks import TASKS, check_task, eval_set_names
 
 
 def load_runs(path: str | Path) -> list[RunSpec]:
@@ -84,7 +84,7 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
             report(name, "prune.method", str(e))
 
     axes: list[tuple[str, list]] = []
-    for section, model in (("finetune", FinetuneSpec), ("prune", params_model)):
+    for section, model in (("finetune", FinetuneSpec), ("prune", params_model), ("cka", CkaSpec)):
         table = raw.get(section)
         if model is None or not isinstance(table, dict):
             continue
@@ -108,10 +108,13 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
         spec = _validate(concrete, name, params_model, report)
         if _check_names(concrete, name, base_dir, report) or spec is None:
             continue
+        if spec.cka is not None and spec.cka.split not in (sets := eval_set_names(spec.task)):
+            report(name, "cka.split", f"no evaluation set {spec.cka.split!r}{_did_you_mean(spec.cka.split, sets)} (sets: {', '.join(sets)})")
+            continue
         for seed in spec.seeds:
             runs.append(RunSpec(
                 experiment=spec.name, description=spec.description, tags=spec.tags, seed=seed,
-                model=spec.model, task=spec.task, finetune=spec.finetune, prune=spec.prune,
+                model=spec.model, task=spec.task, finetune=spec.finetune, prune=spec.prune, cka=spec.cka,
                 axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
             ))
     return runs

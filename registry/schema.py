@@ -78,6 +78,15 @@ class PruneSpec(Strict):
         return {"method": self.method, **self.params.model_dump(mode="json")}
 
 
+class CkaSpec(Strict):
+    representation: Literal["layer_output", "attention_output"] = Field(default="layer_output", description="Which representation of each layer: its output, or its attention block's output (after LayerNorm); layer 0 is the embeddings.")
+    pooling: Literal["cls", "mean", "tokens"] = Field(default="mean", description="Rows compared: the CLS vector, the mean over real tokens, or every real token (padding excluded).")
+    examples: int | None = Field(default=1024, ge=4, description="Compare on the first N examples (file order) of the split; all of them when omitted.")
+    split: str = Field(default="id", description="Evaluation set whose examples are compared: id, or the name of an OOD set.")
+    every: int = Field(default=1, ge=1, description="Compare at pruning steps every, 2*every, ...; controls and re-fine-tuned variants are always compared.")
+    estimator: Literal["linear", "minibatch"] = Field(default="linear", description="Full-data linear CKA from streamed float64 cross-products, or the minibatch unbiased-HSIC estimator (Nguyen et al. 2021).")
+
+
 class ExperimentSpec(Strict):
     name: str = Field(pattern=SLUG, description="Experiment name: a slug (lower-case letters, digits, - and _); also the MLflow experiment name.")
     description: str = Field(default="", description="What the experiment asks; shown in reports.")
@@ -85,11 +94,12 @@ class ExperimentSpec(Strict):
     task: TaskSpec = Field(description="The task: training data, in-domain evaluation and out-of-domain sets.")
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Fine-tuning settings; a list value sweeps a grid.")
     prune: PruneSpec = Field(description="Pruning method and its parameters; a list value for a scalar parameter sweeps a grid.")
+    cka: CkaSpec | None = Field(default=None, description="Compare every layer of the fine-tuned model with every layer of each pruned model (linear CKA); omit to skip.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; every grid point runs once per seed.")
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied onto every MLflow run.")
 
 
-SWEEPABLE_SECTIONS = ("finetune", "prune")
+SWEEPABLE_SECTIONS = ("finetune", "prune", "cka")
 TOP_LEVEL_KEYS = ("defaults", "experiment")
 Kind = Literal["id", "ood"]
 
@@ -108,6 +118,7 @@ class RunSpec(Strict):
     task: TaskSpec
     finetune: FinetuneSpec
     prune: PruneSpec
+    cka: CkaSpec | None = None
     axes: dict[str, Any] = Field(default_factory=dict)  # the grid values that define this point
     base_dir: str = "."  # directory of experiments.toml; relative data paths resolve against it
 
@@ -120,6 +131,7 @@ class RunSpec(Strict):
             "finetune": self.finetune.model_dump(mode="json"),
             "prune": self.prune.resolved(),
             "seed": self.seed,
+            **({"cka": self.cka.model_dump(mode="json")} if self.cka is not None else {}),
         }
 
     @property

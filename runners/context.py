@@ -8,6 +8,7 @@ import torch
 
 from runners.data import Batch, TaskData, batches, encode
 from runners.evaluate import EncodedSet, EvalResult, evaluate
+from runners.cka_run import CKATracker
 from runners.gates import UnitMeans, compute_unit_means
 
 MEAN_EXAMPLES = 2048  # training examples whose tokens define each unit's mean output (mean ablation)
@@ -18,7 +19,11 @@ class RunData:
 
     def __init__(self, spec, task: TaskData, tokenizer, pad: int):
         self.spec, self.task, self.tokenizer, self.pad = spec, task, tokenizer, pad
-        self.sets = [EncodedSet.build(tokenizer, s, spec.task.max_length) for s in task.eval_sets]
+        cka = spec.cka
+        self.cka = CKATracker(cka) if cka is not None else None
+        self.sets = [EncodedSet.build(tokenizer, s, spec.task.max_length,
+                                      lead=cka.examples if cka is not None and s.name == cka.split else None)
+                     for s in task.eval_sets]
         self._train: list[dict] | None = None
 
     @property
@@ -27,11 +32,20 @@ class RunData:
             self._train = encode(self.tokenizer, self.task.train, self.spec.task.max_length)
         return self._train
 
-    def evaluate(self, model, on_batch=None, output_hidden_states: bool = False) -> dict[str, EvalResult]:
+    def evaluate(self, model, variant: bool = False) -> dict[str, EvalResult]:
+        """Every evaluation set; the CKA split's pass also feeds the CKA comparison when one is due
+        (the first call builds the baseline's side; `variant` = controls/re-fine-tuned, always compared)."""
         bs = self.spec.finetune.eval_batch_size
-        return {s.eval_set.name: evaluate(model, s, bs, self.pad, on_batch=on_batch if s.eval_set.kind == "id" else None,
-                                          output_hidden_states=output_hidden_states and s.eval_set.kind == "id")
-                for s in self.sets}
+        out = {}
+        for s in self.sets:
+            name = s.eval_set.name
+            if self.cka is not None and name == self.cka.spec.split and self.cka.wants(force=variant):
+                with self.cka.observe(model) as (on_batch, result):
+                    out[name] = evaluate(model, s, bs, self.pad, on_batch=on_batch)
+                    out[name].cka = result()
+            else:
+                out[name] = evaluate(model, s, bs, self.pad)
+        return out
 
     def train_batches(self, n_examples: int | None = None, batch_size: int = 32, shuffle: bool = False,
                       epoch: int = 0) -> Iterator[Batch]:

@@ -19,10 +19,13 @@ class EncodedSet:
     order: list[int]
 
     @classmethod
-    def build(cls, tokenizer, eval_set: EvalSet, max_length: int) -> "EncodedSet":
+    def build(cls, tokenizer, eval_set: EvalSet, max_length: int, lead: int | None = None) -> "EncodedSet":
+        """`lead`: the first N examples (file order) come first in the evaluation order, so a CKA
+        comparison on them rides on the evaluation's own first batches; each part is length-sorted."""
         rows = encode(tokenizer, eval_set.examples, max_length)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-        return cls(eval_set, rows, order)
+        by_len = lambda idx: sorted(idx, key=lambda i: len(rows[i]["input_ids"]))  # noqa: E731
+        n = len(rows) if lead is None else min(lead, len(rows))
+        return cls(eval_set, rows, by_len(range(n)) + by_len(range(n, len(rows))))
 
     def batches(self, batch_size: int, pad_id: int):
         return batches(self.rows, batch_size, pad_id, self.order)
@@ -35,6 +38,7 @@ class EvalResult:
     correct: int
     n: int
     subcases: dict[str, tuple[int, int]] = field(default_factory=dict)  # subcase -> (correct, n)
+    cka: object | None = None  # a runners.cka.CKAResult when this pass also compared representations
 
     @property
     def accuracy(self) -> float:

@@ -19,6 +19,7 @@ from pathlib import Path
 from runners import provenance
 from safetensors.torch import save_file
 
+from runners.cka_run import cka_rows, diagonal_metrics, heatmap_png
 from runners.context import RunData
 from runners.exporting import export_and_measure
 from runners.evaluate import EvalResult
@@ -121,19 +122,21 @@ def _prune_and_log(spec, method, store: Store, run, progress: Progress, tmp: Pat
     masks_dir.mkdir()
     ids = _ids(spec, run.run_id)
     units: list[dict] = []
-    _log_step(run, steps[0], masks_dir, ids, units)
+    cka: list[dict] = []
+    log = lambda step: _log_step(run, step, masks_dir, ids, units, cka, spec.cka)  # noqa: E731
+    log(steps[0])
     ctx = PruneContext(model=model, evaluate=lambda: data.evaluate(model), baseline=baseline, progress=progress,
                        seed=spec.seed, train_batches=data.train_batches,
                        unit_means=lambda: data.unit_means(model, cache / "means"))
     for step in method.run(ctx, spec.prune.params):
         steps.append(step)
-        _log_step(run, step, masks_dir, ids, units)
+        log(step)
     selected = max((s for s in steps if s.passed), key=lambda s: (s.sparsity, s.step))
     run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity,
                  **{f"selected.{k}": v for k, v in step_metrics(selected).items() if k != "sparsity"}}, step=0)
     variants = _variants(spec, selected, task, data, ft, cache, progress)
     for v in variants:
-        _log_step(run, v, masks_dir, ids, units)
+        log(v)
     if spec.prune.params.export and selected.gates is not None:
         # gate methods leave the weights alone, so `model` is still the fine-tuned model
         id_set = next(s for s in data.sets if s.eval_set.kind == "id")
@@ -143,6 +146,7 @@ def _prune_and_log(spec, method, store: Store, run, progress: Progress, tmp: Pat
         run.artifact(tmp / "export", "export")
     write_table(tmp / "tables", "steps", [r for s in [*steps, *variants] for r in step_rows(ids, s, s is selected or s.variant != "pruned")])
     write_table(tmp / "tables", "units", units)
+    write_table(tmp / "tables", "cka", cka)
     return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(steps) - 1, 0.0, variants)
 
 
@@ -152,7 +156,8 @@ def _variants(spec, selected: PruneStep, task, data: RunData, ft, cache: Path, p
     if selected.step == 0 or not (params.controls or params.retrain):
         return []
     load_ft = lambda: get_finetuned(spec, task, cache, Progress(enabled=False)).model  # fresh weights from the cache
-    out = build_controls(selected, list(params.controls), spec.seed, load_ft, data.evaluate)
+    evaluate_variant = lambda m: data.evaluate(m, variant=True)  # noqa: E731
+    out = build_controls(selected, list(params.controls), spec.seed, load_ft, evaluate_variant)
     if params.retrain:
         def load_pretrained():
             return pretrained(spec, task)[1]
@@ -161,16 +166,24 @@ def _variants(spec, selected: PruneStep, task, data: RunData, ft, cache: Path, p
             finetune(model, data.train_rows, spec.finetune, spec.seed, data.pad, progress, after_step=after_step,
                      label="re-fine-tuning")
 
-        out += [retrain(s, load_pretrained, refinetune, data.evaluate) for s in [selected, *out]]
+        out += [retrain(s, load_pretrained, refinetune, evaluate_variant) for s in [selected, *out]]
     return out
 
 
-def _log_step(run, step: PruneStep, masks_dir: Path, ids: dict, units: list[dict]) -> None:
-    """Log one step now (metrics + mask), so a kill later loses nothing that finished."""
+def _log_step(run, step: PruneStep, masks_dir: Path, ids: dict, units: list[dict], cka: list[dict], cka_spec) -> None:
+    """Log one step now (metrics, mask, CKA), so a kill later loses nothing that finished."""
     prefix = "" if step.variant == "pruned" else f"variant.{step.variant}."
+    name = f"step_{step.step:03d}" if step.variant == "pruned" else f"{step.variant}_step_{step.step:03d}"
+    result = step.results[cka_spec.split].cka if cka_spec is not None else None
+    if result is not None:
+        run.metrics({prefix + k: v for k, v in diagonal_metrics(result).items()}, step=step.step)
+        cka += cka_rows(ids, step, result, cka_spec)
+        png = masks_dir.parent / "cka" / f"{name}.png"
+        png.parent.mkdir(exist_ok=True)
+        heatmap_png(png, result, f"{step.variant} step {step.step}, sparsity {step.sparsity:.2f}")
+        run.artifact(png, "cka")
     run.metrics({prefix + k: v for k, v in step_metrics(step).items()}, step=step.step)
     run.flush()
-    name = f"step_{step.step:03d}" if step.variant == "pruned" else f"{step.variant}_step_{step.step:03d}"
     meta = {"step": str(step.step), "variant": step.variant, "sparsity": repr(step.sparsity)}
     if step.weight_masks is not None:
         save_weight_masks(masks_dir / f"{name}.safetensors", step.weight_masks, meta)

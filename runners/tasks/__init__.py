@@ -23,12 +23,13 @@ class TaskDef:
     train: dict | None = None  # preset sources (hub) for the SourceSpec fields
     eval: dict | None = None
     ood: list[dict] = field(default_factory=list)
+    generated_ood: tuple[str, ...] = ()  # names of the OOD sets a generated task makes itself
 
 
 TASKS: Catalogue[TaskDef] = Catalogue("task")
 TASKS.add("synthetic-nli", TaskDef(
     labels=["entailment", "non_entailment"], params=synthetic_nli.SyntheticNLIParams,
-    generate=synthetic_nli.generate, vocabulary=synthetic_nli.vocabulary,
+    generate=synthetic_nli.generate, vocabulary=synthetic_nli.vocabulary, generated_ood=(synthetic_nli.OOD_NAME,),
 ), "Embedded NLI-like task: lexical overlap predicts entailment in-domain; a HANS-like OOD set is balanced against it.")
 _GLUE = "nyu-mll/glue"
 TASKS.add("mnli", TaskDef(
@@ -70,6 +71,15 @@ def check_task(task) -> list[tuple[str, str]]:
     except ValidationError as e:
         return [("task.params." + ".".join(map(str, err["loc"])), err["msg"]) for err in e.errors()]
     return []
+
+
+def eval_set_names(task) -> list[str]:
+    """"id" and the names of every OOD set the task will have (built-in ones and declared ones)."""
+    own = []
+    if task.name in TASKS:
+        d = TASKS.get(task.name)
+        own = [o["name"] for o in d.ood] + (list(d.generated_ood) if d.generate else [])
+    return ["id", *own, *(o.name for o in task.ood)]
 
 
 def label_names(task) -> list[str]:

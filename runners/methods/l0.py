@@ -92,6 +92,7 @@ def target_at(step: int, warmup: int, target: float) -> float:
 
 
 def lagrangian(expected: torch.Tensor, target: float, lambdas: torch.Tensor) -> torch.Tensor:
+    """lambda1 (t - s) + lambda2 (t - s)^2: minimised over log-alphas, maximised over the lambdas."""
     gap = target - expected
     return lambdas[0] * gap + lambdas[1] * gap * gap
 

@@ -51,9 +51,11 @@ class RunOutcome:
 
 
 def step_metrics(step: PruneStep) -> dict[str, float]:
-    out = {"sparsity": step.sparsity}
+    out = {"sparsity": step.sparsity, **{f"method.{k}": float(v) for k, v in step.extra.items()}}
     if step.unit_sparsity is not None:
         out["unit_sparsity"] = step.unit_sparsity
+    if step.strength is not None:
+        out["strength"] = step.strength
     for res in step.results.values():
         prefix = "id" if res.kind == "id" else f"ood.{res.name}"
         out[f"{prefix}.accuracy"] = res.accuracy

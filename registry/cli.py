@@ -70,12 +70,13 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     runs = _load(file, experiment)
     st = Store.at(store)
     status = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
-    table = Table("experiment", "fingerprint", "seed", "method", "grid point", "status")
+    table = Table("experiment", "seed", "method", "grid point", "status")
+    table.add_column("fingerprint", no_wrap=True, min_width=16)
     for r in runs:
         s = status[r.experiment].get(r.fingerprint)
         shown = "[green]done[/]" if s == "FINISHED" else "to run" if s is None else f"[yellow]{s.lower()} (will rerun)[/]"
         point = ", ".join(f"{k}={v}" for k, v in r.axes.items()) or "—"
-        table.add_row(r.experiment, r.fingerprint, str(r.seed), r.prune.method, point, shown)
+        table.add_row(r.experiment, str(r.seed), r.prune.method, point, shown, r.fingerprint)
     out.print(table)
     done = sum(status[r.experiment].get(r.fingerprint) == "FINISHED" for r in runs)
     out.print(f"{len(runs)} run(s): {done} done, {len(runs) - done} to run")

@@ -16,7 +16,7 @@ from registry.schema import TOP_LEVEL_KEYS, CkaSpec, ExperimentSpec, FinetuneSpe
 from runners.catalogue import UnknownName
 from runners.methods import METHODS
 from runners.models import check_model_name
-from runners.tasks import TASKS, check_task, eval_set_names
+from runners.tasks import check_task, eval_set_names
 
 
 def load_runs(path: str | Path) -> list[RunSpec]:

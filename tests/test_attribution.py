@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
 
 from runners.data import Batch, batches
 from runners.evaluate import EvalResult
@@ -12,39 +11,13 @@ from runners.gates import attach, compute_unit_means
 from runners.methods import attribution
 from runners.methods.base import PruneContext
 from runners.progress import Progress
+from tests.helpers import TINY_CFG, random_rows, tiny_float64_bert
 from runners.units import geometry, mlp_params, head_params, neuron_params
 
-CFG = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-           initializer_range=0.2, num_labels=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matrices gain nothing from threads, and on a shared, loaded CPU two OpenMP threads made each
-    # forward ~100x slower; restored afterwards so other test modules are unaffected
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny_model():
-    torch.manual_seed(0)
-    return BertForSequenceClassification(BertConfig(**CFG)).to(torch.float64).eval()
-
-
-def rows(n=12, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        length = int(torch.randint(4, 12, (1,), generator=g))
-        out.append({"input_ids": torch.randint(3, 100, (length,), generator=g).tolist(), "token_type_ids": [0] * length,
-                    "label": int(torch.randint(0, 3, (1,), generator=g)), "subcase": None})
-    return out
 
 
 def make_ctx(model, accuracies=None):
-    data = rows()
+    data = random_rows()
     probe = next(batches(data, 12, 0))
     seen, it = [], iter(accuracies or [0.8] * 100)
 
@@ -67,7 +40,7 @@ def by_hand(model, data, batch_size):
     """sum over batches, non-padding tokens of |a * dL/da|, with a captured by a plain forward hook and
     dL/da from torch.autograd.grad on the captured (non-detached) outputs."""
     layers = model.bert.encoder.layer
-    total = torch.zeros(len(layers), CFG["intermediate_size"], dtype=torch.float64)
+    total = torch.zeros(len(layers), TINY_CFG["intermediate_size"], dtype=torch.float64)
     for b in batches(data, batch_size, 0):
         captured = [None] * len(layers)
         hooks = [layer.intermediate.register_forward_hook(lambda m, a, o, i=i: captured.__setitem__(i, o))
@@ -82,8 +55,8 @@ def by_hand(model, data, batch_size):
 
 
 def test_scores_equal_activation_times_gradient_by_hand():
-    model = tiny_model()
-    data = rows()
+    model = tiny_float64_bert()
+    data = random_rows()
     ours = attribution.neuron_attribution(model, batches(data[:10], 4, 0))
     hand = by_hand(model, data[:10], 4)
     assert ours.shape == (2, 64) and (hand > 0).all()
@@ -98,12 +71,12 @@ def test_scores_equal_activation_times_gradient_by_hand():
 
 
 def test_keep_counts_per_layer_and_nested_masks():
-    model = tiny_model()
+    model = tiny_float64_bert()
     ctx, seen, probe = make_ctx(model)
     steps = list(attribution.run(ctx, attribution.Params(strengths=[0.5, 0.1, 0.9, 0.3, 0.7], keep_ratio=0.0,
                                                          scoring_examples=12, batch_size=5)))
     assert [s.strength for s in steps] == [0.1, 0.3, 0.5, 0.7, 0.9] and [s.step for s in steps] == [1, 2, 3, 4, 5]
-    hand = by_hand(model, rows(), 5)
+    hand = by_hand(model, random_rows(), 5)
     expected_kept = {0.1: 58, 0.3: 45, 0.5: 32, 0.7: 19, 0.9: 6}  # 64 - round(r x 64)
     g = geometry(model)
     total = g.layers * (g.heads * head_params(g) + mlp_params(g))
@@ -125,14 +98,14 @@ def test_keep_counts_per_layer_and_nested_masks():
 
 
 def test_passed_follows_keep_ratio_and_every_strength_is_evaluated():
-    model = tiny_model()
+    model = tiny_float64_bert()
     ctx, seen, _ = make_ctx(model, accuracies=[0.80, 0.70, 0.75])
     steps = list(attribution.run(ctx, attribution.Params(strengths=[0.2, 0.4, 0.6], scoring_examples=8)))
     assert [s.passed for s in steps] == [True, False, True] and len(seen) == 3  # one-shot: no early stop
 
 
 def test_mean_ablation_and_params_validation():
-    model = tiny_model()
+    model = tiny_float64_bert()
     ctx, seen, probe = make_ctx(model)
     steps = list(attribution.run(ctx, attribution.Params(strengths=[0.5], ablation="mean", scoring_examples=8)))
     assert steps[0].gates.ablation == "mean"

@@ -1,32 +1,23 @@
 """CKA inside a run: logged matrices equal a direct float64 computation on the same examples."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow.parquet as pq
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from typer.testing import CliRunner
-
-from registry.cli import app
 from registry.loader import load_runs
 from runners.cka import linear_cka_reference
 from runners.masks import load_weight_masks
 from runners.tasks import build_task
-from runners.tracking import Store
 from runners.units import apply_weight_masks
 from tests.conftest import tiny_toml
+from tests.helpers import run_cli
 
 
 def test_run_logs_cka_equal_to_a_direct_computation(write_toml, tmp_path):
     text = tiny_toml(rate=0.4, max_steps=3) + "\n[experiment.cka]\nexamples = 40\nevery = 2\n"
     text = text.replace("max_steps = 3", 'max_steps = 3\ncontrols = ["random"]')
     toml = write_toml(text)
-    result = CliRunner().invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    store = Store.at(tmp_path / "s")
-    (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
-    art = Path(run.info.artifact_uri.removeprefix("file://"))
+    store, run, art = run_cli(toml, tmp_path / "s")
     rows = pq.read_table(art / "tables" / "cka.parquet").to_pylist()
     # every=2: step 2 only among pruning steps (1 and 3 skipped), plus the random control at the kept step 3
     assert sorted({(r["variant"], r["step"]) for r in rows}) == [("pruned", 2), ("random", 3)]

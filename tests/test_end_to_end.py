@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from registry.cli import app
 from runners.tracking import FINGERPRINT, KIND, Store
 from tests.conftest import tiny_toml
+from tests.helpers import run_cli
 
 
 def test_tiny_experiment_end_to_end(write_toml, tmp_path):
@@ -66,12 +67,7 @@ def test_tiny_experiment_end_to_end(write_toml, tmp_path):
 
 def test_controls_and_retrain_variants_are_logged(write_toml, tmp_path):
     text = tiny_toml(rate=0.5, max_steps=2).replace("max_steps = 2", 'max_steps = 2\ncontrols = ["random", "bad"]\nretrain = true')
-    toml = write_toml(text)
-    result = CliRunner().invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    store = Store.at(tmp_path / "s")
-    (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
-    art = Path(run.info.artifact_uri.removeprefix("file://"))
+    store, run, art = run_cli(write_toml(text), tmp_path / "s")
     rows = pq.read_table(art / "tables" / "steps.parquet").to_pylist()
     ids = {r["variant"]: r for r in rows if r["eval_set"] == "id" and r["subcase"] == "all" and r["selected"]}
     assert set(ids) == {"pruned", "random", "bad", "retrained", "random_retrained", "bad_retrained"}
@@ -92,12 +88,7 @@ def test_structured_method_logs_units_and_exports(write_toml, tmp_path):
     text = tiny_toml().replace('method = "magnitude"\nrate = 0.3\nkeep_ratio = 0.0\nmax_steps = 3',
                                'method = "importance"\nkeep_ratio = 0.0\nmax_steps = 2\nscoring_examples = 64\n'
                                'controls = ["bad"]\nexport = true')
-    toml = write_toml(text)
-    result = CliRunner().invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
-    assert result.exit_code == 0, result.output
-    store = Store.at(tmp_path / "s")
-    (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
-    art = Path(run.info.artifact_uri.removeprefix("file://"))
+    store, run, art = run_cli(write_toml(text), tmp_path / "s")
     units = pq.read_table(art / "tables" / "units.parquet").to_pylist()
     pruned = [(r["layer"], r["unit_index"]) for r in units if r["variant"] == "pruned" and r["step"] == 2
               and r["unit_kind"] == "head" and not r["kept"]]

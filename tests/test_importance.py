@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
 
 from runners.data import batches
 from runners.evaluate import EvalResult
@@ -12,40 +11,14 @@ from runners.gates import Gates, attach, compute_unit_means
 from runners.methods import importance
 from runners.methods.base import PruneContext
 from runners.progress import Progress
+from tests.helpers import random_rows, tiny_float64_bert
 
-CFG = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-           initializer_range=0.2, num_labels=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matrices gain nothing from threads, and on a shared, loaded CPU two OpenMP threads made each
-    # forward ~100x slower; restored afterwards so other test modules are unaffected
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny_model():
-    torch.manual_seed(0)
-    return BertForSequenceClassification(BertConfig(**CFG)).to(torch.float64).eval()
-
-
-def rows(n=12, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        length = int(torch.randint(4, 12, (1,), generator=g))
-        out.append({"input_ids": torch.randint(3, 100, (length,), generator=g).tolist(), "token_type_ids": [0] * length,
-                    "label": int(torch.randint(0, 3, (1,), generator=g)), "subcase": None})
-    return out
 
 
 def make_ctx(model, accuracies=None, ablation_rows=None):
     """Scripted ID accuracies (baseline 0.80; default: always 0.80); evaluate() also records the model's
     logits on a probe batch, to check which gates were attached while it ran."""
-    data = rows()
+    data = random_rows()
     probe = next(batches(data, 12, 0))
     seen, it = [], iter(accuracies or [0.8] * 100)
 
@@ -72,8 +45,8 @@ def loss_at(model, batch, head, mlp):
 def test_head_importance_equals_finite_differences_per_batch():
     """Peer check: |dL/dg| at g = 1 against central differences (float64, eps 1e-6: truncation ~eps^2,
     rounding ~1e-10), summed over batches of |per-batch difference| (not |difference of the sum|)."""
-    model = tiny_model()
-    data = rows()
+    model = tiny_float64_bert()
+    data = random_rows()
     gates = Gates.ones(model, requires_grad=True, dtype=torch.float64)
     head, mlp = importance.gate_importance(model, gates, batches(data, 4, 0))
     ones_h, ones_m = torch.ones(2, 4, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
@@ -122,7 +95,7 @@ def test_normalisation_by_hand():
 
 @pytest.mark.parametrize("rate, per_step", [(0.1, 1), (0.05, 1), (0.25, 2), (0.375, 3)])
 def test_schedule_counts_and_pruned_units_never_return(rate, per_step):
-    model = tiny_model()
+    model = tiny_float64_bert()
     ctx, _, _ = make_ctx(model)
     steps = list(importance.run(ctx, importance.Params(head_rate=rate, keep_ratio=0.0, max_steps=20, scoring_examples=8)))
     heads = [int((s.gates.head == 0).sum()) for s in steps]
@@ -140,7 +113,7 @@ def test_schedule_counts_and_pruned_units_never_return(rate, per_step):
 
 
 def test_logged_scores_decided_the_step_and_were_taken_at_the_previous_mask():
-    model = tiny_model()
+    model = tiny_float64_bert()
     ctx, seen, probe = make_ctx(model)
     steps = list(importance.run(ctx, importance.Params(head_rate=0.25, keep_ratio=0.0, max_steps=3, scoring_examples=8, batch_size=4)))
     prev_h, prev_m = torch.ones(2, 4), torch.ones(2)
@@ -162,7 +135,7 @@ def test_logged_scores_decided_the_step_and_were_taken_at_the_previous_mask():
 
 
 def test_stop_rule_and_step_cap():
-    model = tiny_model()
+    model = tiny_float64_bert()
     ctx, _, _ = make_ctx(model, accuracies=[0.80, 0.75, 0.70, 0.79])
     steps = list(importance.run(ctx, importance.Params(keep_ratio=0.9, scoring_examples=8)))
     assert [s.passed for s in steps] == [True, True, False]  # 0.70 < 0.9 x 0.80: stop, 4th never runs
@@ -171,7 +144,7 @@ def test_stop_rule_and_step_cap():
 
 
 def test_mean_ablation_gates_carry_the_unit_means():
-    model = tiny_model()
+    model = tiny_float64_bert()
     ctx, seen, probe = make_ctx(model)
     steps = list(importance.run(ctx, importance.Params(ablation="mean", head_rate=0.25, keep_ratio=0.0, max_steps=2, scoring_examples=8)))
     means = ctx.unit_means()

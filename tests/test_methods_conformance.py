@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from runners.data import EvalSet, Example, batches, encode
+from runners.data import batches, encode
 from runners.evaluate import EncodedSet, evaluate
 from runners.gates import attach, compute_unit_means, sparsity as gate_sparsity
 from runners.methods import METHODS

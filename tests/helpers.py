@@ -1,0 +1,42 @@
+"""Small builders several test modules share: tiny random models, hand-made token rows, a CLI run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+TINY_CFG = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                initializer_range=0.2, num_labels=3)
+
+
+def tiny_float64_bert() -> BertForSequenceClassification:
+    """A 2-layer, 4-head BERT in float64 (for finite-difference and by-hand checks)."""
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(**TINY_CFG)).to(torch.float64).eval()
+
+
+def random_rows(n: int = 12, seed: int = 1) -> list[dict]:
+    """Encoded rows (as runners.data.encode makes them) with random tokens, lengths 4..11 and 3 labels."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        length = int(torch.randint(4, 12, (1,), generator=g))
+        out.append({"input_ids": torch.randint(3, 100, (length,), generator=g).tolist(), "token_type_ids": [0] * length,
+                    "label": int(torch.randint(0, 3, (1,), generator=g)), "subcase": None})
+    return out
+
+
+def run_cli(toml: Path, store_dir: Path, experiment: str = "tiny"):
+    """`subnets run` on a file; returns (store, the experiment's only parent run, its artifact dir)."""
+    from typer.testing import CliRunner
+
+    from registry.cli import app
+    from runners.tracking import KIND, Store
+
+    result = CliRunner().invoke(app, ["run", "--file", str(toml), "--store", str(store_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    store = Store.at(store_dir)
+    exp = store.client.get_experiment_by_name(experiment)
+    (run,) = store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND}` = 'run'")
+    return store, run, Path(run.info.artifact_uri.removeprefix("file://"))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from runners.data import TaskData, encode
 from runners.evaluate import EncodedSet, evaluate
@@ -51,6 +52,7 @@ def pretrained(spec, task: TaskData):
 
 
 def get_finetuned(spec, task: TaskData, cache_root: Path, progress: Progress) -> Finetuned:
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per cached load is noise between our own bars
     target = cache_root / "finetuned" / spec.finetune_fingerprint
     if (target / "record.json").exists():
         model = AutoModelForSequenceClassification.from_pretrained(target)

@@ -53,7 +53,7 @@ FUNCTION_WORDS = ("the", "who", "was", "by", "that")
 class SyntheticNLIParams(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    n_train: int = Field(8000, ge=1, le=1_000_000, description="Number of training examples.")
+    n_train: int = Field(16000, ge=1, le=1_000_000, description="Number of training examples.")
     n_id_eval: int = Field(1000, ge=1, le=1_000_000, description="Number of in-domain evaluation examples.")
     n_ood_per_subcase: int = Field(200, ge=1, le=100_000, description="OOD examples per heuristic/label subcase.")
     id_hard_fraction: float = Field(
@@ -63,12 +63,15 @@ class SyntheticNLIParams(BaseModel):
     n_transitive: int = Field(20, ge=4, le=len(TRANSITIVE), description="How many transitive verbs are used.")
     n_intransitive: int = Field(12, ge=3, le=len(INTRANSITIVE), description="How many intransitive verbs are used.")
     n_adjectives: int = Field(12, ge=2, le=len(ADJECTIVES), description="How many adjectives are used.")
-    adjective_prob: float = Field(0.3, ge=0.0, le=1.0, description="Chance that a noun phrase gets an adjective.")
+    adjective_prob: float = Field(0.15, ge=0.0, le=1.0, description="Chance that a noun phrase gets an adjective.")
     modifier_prob: float = Field(
-        0.3, ge=0.0, le=1.0, description="Chance that an ID noun phrase gets a PP, relative clause or conjunct."
+        0.15, ge=0.0, le=1.0, description="Chance that an ID noun phrase gets a PP, relative clause or conjunct."
+    )
+    single_clause_prob: float = Field(
+        0.8, ge=0.0, le=1.0, description="Share of ID premises that are one clause (others: conjunction, adverb, 'that')."
     )
     new_word_prob: float = Field(
-        0.5, ge=0.0, le=1.0, description="Chance that each content word of a new-word non-entailed hypothesis is replaced."
+        1.0, ge=0.0, le=1.0, description="Chance that each content word of a new-word non-entailed hypothesis is replaced."
     )
 
 
@@ -213,13 +216,14 @@ class _Gen:
     # --- in-domain premises: a frame gives the premise, entailed hypotheses and full-overlap swaps -----
     def id_frame(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
         r, pool, rng = self.rng.random(), self.pool(7), self.rng
-        if r < 0.5:  # one clause whose noun phrases may carry PPs, relative clauses or a conjunct
+        single = self.p.single_clause_prob  # the other frames share the rest 2:1:1
+        if r < single:  # one clause whose noun phrases may carry PPs, relative clauses or a conjunct
             c = self.clause(pool, ("pp", "rc", "and"), ("pp", "rc"), passive=0.25)
             facts = self.facts(c)
             ent = [self.reduce(c).words(), self.reduce(c).words()] + [self.reduce(f).words() for f in facts]
             hard = [s.words() for s in map(self.swap, [c, *facts]) if s is not None]
             return c.words(), ent, hard
-        if r < 0.7:  # two clauses joined by a conjunction
+        if r < single + (1 - single) / 2:  # two clauses joined by a conjunction
             conj, c1, c2 = rng.choice(ENTAILING_CONJ + NONENTAILING_CONJ), self.clause(pool), self.clause(pool)
             s1, s2 = self.swap(c1), self.swap(c2)
 
@@ -232,7 +236,7 @@ class _Gen:
                 ent += [self.reduce(c1).words(), self.reduce(c2).words()]
                 hard += [s.words() for s in (s1, s2) if s is not None]
             return join(c1, c2), ent, hard
-        if r < 0.82:  # sentence adverb
+        if r < single + 3 * (1 - single) / 4:  # sentence adverb
             adv, c = rng.choice(CERTAIN_ADVERBS + HEDGE_ADVERBS), self.clause(pool, passive=0.2)
             s = self.swap(c)
             ent = [[adv] + self.reduce(c).words()]

@@ -91,11 +91,12 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
         file: Path = FileOpt, store: Path = StoreOpt,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")):
     """Run every expanded run not already FINISHED (matched by fingerprint) and log it to MLflow."""
+    import signal
+
     from runners.progress import Progress
     from runners.run import execute
+    from runners.tasks import SourceError
     from runners.tracking import Store
-
-    import signal
 
     runs = _load(file, experiment)
     # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
@@ -112,6 +113,8 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
             o = execute(spec, st, progress)
         except KeyboardInterrupt:
             raise _fail("interrupted: the current run is marked KILLED; finished runs are kept", 130)
+        except (SourceError, OSError) as e:  # missing data file, unreachable hub, bad model directory
+            raise _fail(f"{file}: experiment {spec.experiment!r}: {e}\n(the run is marked FAILED; finished runs are kept)")
         ood = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in o.selected.results.items() if k != "id")
         out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} "
                   f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].accuracy:.3f}"

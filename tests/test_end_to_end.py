@@ -104,3 +104,16 @@ def test_structured_method_logs_units_and_exports(write_toml, tmp_path):
 
     exported = AutoModelForSequenceClassification.from_pretrained(art / "export")
     assert sum(p.numel() for p in exported.parameters()) == m["export.params_exported"]
+
+
+def test_missing_data_file_fails_cleanly(write_toml, tmp_path):
+    text = tiny_toml().replace('name = "synthetic-nli"', 'name = "custom"\nlabels = ["a", "b"]\n'
+                               'train = { path = "nowhere.tsv", text_a = "s" }\neval = { path = "nowhere.tsv", text_a = "s" }')
+    text = text.replace('params = { n_train = 256, n_id_eval = 64, n_ood_per_subcase = 8 }\n', "")
+    text = text.replace('name = "micro-bert"', 'name = "micro-bert"\ntokenizer = "."')
+    result = CliRunner().invoke(app, ["run", "--file", str(write_toml(text)), "--store", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "data file not found" in result.output and "experiment 'tiny'" in result.output
+    store = Store.at(tmp_path / "s")
+    (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
+    assert run.info.status == "FAILED"

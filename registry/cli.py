@@ -97,6 +97,7 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
     from runners.run import execute
     from runners.tasks import SourceError
     from runners.tracking import Store
+    from runners.units import UnsupportedArchitecture
 
     runs = _load(file, experiment)
     # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
@@ -113,7 +114,7 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
             o = execute(spec, st, progress)
         except KeyboardInterrupt:
             raise _fail("interrupted: the current run is marked KILLED; finished runs are kept", 130)
-        except (SourceError, OSError) as e:  # missing data file, unreachable hub, bad model directory
+        except (SourceError, OSError, UnsupportedArchitecture) as e:  # missing data, unreachable hub, bad model
             raise _fail(f"{file}: experiment {spec.experiment!r}: {e}\n(the run is marked FAILED; finished runs are kept)")
         ood = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in o.selected.results.items() if k != "id")
         out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} "

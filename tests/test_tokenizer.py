@@ -14,7 +14,8 @@ def tok():
 
 
 def test_special_and_word_ids(tok):
-    assert [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id] == [0, 1, 2, 3, 4]
+    specials = [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id]
+    assert specials == [0, 1, 2, 3, 4]
     assert len(tok) == 5 + len(WORDS)
     assert tok.convert_tokens_to_ids(["the", "doctor", "danced"]) == [5, 6, 9]
     # lower-casing normaliser, unknown words map to [UNK]

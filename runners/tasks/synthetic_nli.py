@@ -2,11 +2,12 @@
 
 In-domain (ID) pairs reward the lexical-overlap heuristic ("a premise entails every hypothesis built from
 its own words"): entailed hypotheses are reductions of the premise (all words present), non-entailed ones
-mostly swap in words the premise lacks, and only `id_hard_fraction` of the examples are full-overlap
-non-entailments (subject/object swaps). The heuristic is therefore right on 1 - id_hard_fraction of ID.
+swap in content words the premise lacks, and only `id_hard_fraction` of the examples are full-overlap
+non-entailments (role swaps). The heuristic is therefore right on exactly 1 - id_hard_fraction of ID.
 The OOD set "hans_like" follows HANS (McCoy et al. 2019): every hypothesis uses only premise words, half
-entailed and half not, for each of the heuristics lexical_overlap, subsequence and constituent; the
-heuristic scores exactly 50% on each. Subcases are named "<heuristic>/<label name>".
+entailed and half not, for each of the heuristics lexical_overlap, subsequence and constituent, so the
+heuristic scores 50% on each. OOD subcases are "<heuristic>/<label name>"; ID subcases are "reduction",
+"role_swap" and "new_words".
 """
 from __future__ import annotations
 
@@ -24,20 +25,15 @@ SUBCASES = tuple(f"{h}/{name}" for h in HEURISTICS for name in LABEL_NAMES)
 OOD_NAME = "hans_like"
 
 NOUNS = (
-    "doctor lawyer artist actor judge student teacher banker senator manager author athlete scientist "
-    "secretary president professor tourist farmer dancer singer pilot nurse chef baker writer painter "
-    "poet soldier sailor officer engineer architect journalist editor musician clerk guard driver "
-    "merchant priest"
+    "doctor lawyer artist actor judge student teacher banker senator manager author athlete scientist secretary "
+    "president professor tourist farmer dancer singer pilot nurse chef baker writer painter poet soldier sailor "
+    "officer engineer architect journalist editor musician clerk guard driver merchant priest"
 ).split()
-TRANSITIVE = tuple(  # (past, past participle)
-    tuple(p.split("/"))
-    for p in (
-        "saw/seen knew/known chose/chosen forgot/forgotten met/met heard/heard found/found paid/paid "
-        "helped/helped called/called thanked/thanked admired/admired recommended/recommended "
-        "contacted/contacted avoided/avoided supported/supported mentioned/mentioned "
-        "encouraged/encouraged visited/visited introduced/introduced"
-    ).split()
-)
+TRANSITIVE = tuple(tuple(p.split("/")) for p in (  # (past, past participle)
+    "saw/seen knew/known chose/chosen forgot/forgotten met/met heard/heard found/found paid/paid helped/helped "
+    "called/called thanked/thanked admired/admired recommended/recommended contacted/contacted avoided/avoided "
+    "supported/supported mentioned/mentioned encouraged/encouraged visited/visited introduced/introduced"
+).split())
 INTRANSITIVE = "danced slept laughed arrived left waited smiled shouted ran swam cried resigned".split()
 ADJECTIVES = "tall happy old young famous quiet clever angry brave tired rich polite".split()
 PREPOSITIONS = ("near", "behind", "beside")
@@ -46,7 +42,7 @@ HEDGE_ADVERBS = ("probably", "maybe", "perhaps", "supposedly")  # "ADV S" does n
 FACTIVE = ("realized", "noticed", "learned", "remembered")  # "X V that S" entails S
 NONFACTIVE = ("believed", "thought", "hoped", "claimed")  # "X V that S" does not
 ENTAILING_CONJ = ("and", "because")  # "S1 CONJ S2" entails S1 and S2
-NONENTAILING_CONJ = ("if", "unless", "or")
+NONENTAILING_CONJ = ("if", "unless", "or")  # entails neither
 FUNCTION_WORDS = ("the", "who", "was", "by", "that")
 
 
@@ -56,41 +52,33 @@ class SyntheticNLIParams(BaseModel):
     n_train: int = Field(16000, ge=1, le=1_000_000, description="Number of training examples.")
     n_id_eval: int = Field(1000, ge=1, le=1_000_000, description="Number of in-domain evaluation examples.")
     n_ood_per_subcase: int = Field(200, ge=1, le=100_000, description="OOD examples per heuristic/label subcase.")
-    id_hard_fraction: float = Field(
-        0.1, ge=0.0, le=0.5, description="Fraction of ID examples that fully overlap yet are not entailed."
-    )
+    id_hard_fraction: float = Field(0.1, ge=0.0, le=0.5,
+                                    description="Fraction of ID examples that fully overlap yet are not entailed.")
     n_nouns: int = Field(40, ge=8, le=len(NOUNS), description="How many person nouns the vocabulary uses.")
     n_transitive: int = Field(20, ge=4, le=len(TRANSITIVE), description="How many transitive verbs are used.")
     n_intransitive: int = Field(12, ge=3, le=len(INTRANSITIVE), description="How many intransitive verbs are used.")
     n_adjectives: int = Field(12, ge=2, le=len(ADJECTIVES), description="How many adjectives are used.")
     adjective_prob: float = Field(0.15, ge=0.0, le=1.0, description="Chance that a noun phrase gets an adjective.")
-    modifier_prob: float = Field(
-        0.15, ge=0.0, le=1.0, description="Chance that an ID noun phrase gets a PP, relative clause or conjunct."
-    )
-    single_clause_prob: float = Field(
-        0.8, ge=0.0, le=1.0, description="Share of ID premises that are one clause (others: conjunction, adverb, 'that')."
-    )
-    new_word_prob: float = Field(
-        1.0, ge=0.0, le=1.0, description="Chance that each content word of a new-word non-entailed hypothesis is replaced."
-    )
+    modifier_prob: float = Field(0.15, ge=0.0, le=1.0,
+                                 description="Chance that an ID noun phrase gets a PP, relative clause or conjunct.")
+    single_clause_prob: float = Field(0.8, ge=0.0, le=1.0,
+                                      description="Share of ID premises with one clause (else: conj, adverb, 'that').")
+    new_word_prob: float = Field(1.0, ge=0.0, le=1.0,
+                                 description="Chance each content word of a new-word negative is replaced (>= 1 is).")
 
 
 @dataclass(frozen=True)
 class NP:
     noun: str
     adj: str | None = None
-    mod: tuple | None = None  # ("pp", prep, noun) | ("rc", (past, participle), noun) | ("and", noun)
+    mod: tuple | None = None  # ("pp", prep, noun) | ("rc", (past, participle), noun) | ("and", None, noun)
 
     def words(self) -> list[str]:
         out = ["the", self.noun] if self.adj is None else ["the", self.adj, self.noun]
         if self.mod is None:
             return out
         kind, x, noun = self.mod
-        if kind == "pp":
-            return out + [x, "the", noun]
-        if kind == "rc":
-            return out + ["who", x[0], "the", noun]
-        return out + ["and", "the", noun]
+        return out + {"pp": [x], "rc": ["who", x and x[0]], "and": ["and"]}[kind] + ["the", noun]
 
 
 @dataclass(frozen=True)
@@ -108,22 +96,18 @@ class Clause:
         return self.subj.words() + [self.verb[0]] + self.obj.words()
 
 
-def _lexicon(p: SyntheticNLIParams) -> dict[str, list]:
-    return {
-        "nouns": NOUNS[: p.n_nouns],
-        "verbs": list(TRANSITIVE[: p.n_transitive]),
-        "vi": INTRANSITIVE[: p.n_intransitive],
-        "adjs": ADJECTIVES[: p.n_adjectives],
-    }
+def _lexicon(p: SyntheticNLIParams) -> tuple[list, list, list, list]:
+    return NOUNS[: p.n_nouns], list(TRANSITIVE[: p.n_transitive]), INTRANSITIVE[: p.n_intransitive], \
+        ADJECTIVES[: p.n_adjectives]
 
 
 def vocabulary(params: SyntheticNLIParams) -> list[str]:
     """Every word `generate` can emit with these params, sorted."""
-    lex = _lexicon(params)
-    words = set(lex["nouns"]) | set(lex["vi"]) | set(lex["adjs"]) | {f for v in lex["verbs"] for f in v}
+    nouns, verbs, vi, adjs = _lexicon(params)
+    words = {*nouns, *vi, *adjs, *(form for v in verbs for form in v)}
     for group in (PREPOSITIONS, CERTAIN_ADVERBS, HEDGE_ADVERBS, FACTIVE, NONFACTIVE, ENTAILING_CONJ,
                   NONENTAILING_CONJ, FUNCTION_WORDS):
-        words |= set(group)
+        words.update(group)
     return sorted(words)
 
 
@@ -137,13 +121,11 @@ class _Gen:
 
     def __init__(self, params: SyntheticNLIParams, rng: random.Random):
         self.p, self.rng = params, rng
-        lex = _lexicon(params)
-        self.nouns, self.verbs, self.vi, self.adjs = lex["nouns"], lex["verbs"], lex["vi"], lex["adjs"]
-        self.past = {v[0] for v in self.verbs}
-        self.participles = {v[1] for v in self.verbs}
+        self.nouns, self.verbs, self.vi, self.adjs = _lexicon(params)
+        self.past, self.participles = {v[0] for v in self.verbs}, {v[1] for v in self.verbs}
 
-    def pool(self, k: int = 6) -> list[str]:
-        return self.rng.sample(self.nouns, k)  # distinct nouns, so role swaps always change meaning
+    def pool(self, k: int = 7) -> list[str]:
+        return self.rng.sample(self.nouns, k)  # distinct nouns, so a role swap always changes the meaning
 
     def adj(self) -> str | None:
         return self.rng.choice(self.adjs) if self.rng.random() < self.p.adjective_prob else None
@@ -152,9 +134,12 @@ class _Gen:
         noun, mod = pool.pop(), None
         if mod_kinds and self.rng.random() < self.p.modifier_prob:
             kind = self.rng.choice(mod_kinds)
-            x = self.rng.choice(PREPOSITIONS) if kind == "pp" else self.rng.choice(self.verbs)
-            mod = (kind, x, pool.pop())
+            mod = (kind, self.modifier_head(kind), pool.pop())
         return NP(noun, self.adj(), mod)
+
+    def modifier_head(self, kind: str):
+        return {"pp": lambda: self.rng.choice(PREPOSITIONS), "rc": lambda: self.rng.choice(self.verbs),
+                "and": lambda: None}[kind]()
 
     def clause(self, pool, subj_mods=(), obj_mods=(), transitive=0.7, passive=0.0) -> Clause:
         subj = self.np(pool, subj_mods)
@@ -162,7 +147,7 @@ class _Gen:
             return Clause(subj, self.rng.choice(self.vi))
         return Clause(subj, self.rng.choice(self.verbs), self.np(pool, obj_mods), self.rng.random() < passive)
 
-    # --- entailment-preserving reductions and full-overlap role swaps (ID) -------------------------
+    # --- ID: entailment-preserving reductions, full-overlap role swaps, new-word negatives -------------
     def reduce_np(self, np: NP) -> NP:
         adj = np.adj if self.rng.random() < 0.5 else None
         if np.mod is not None and np.mod[0] == "and" and self.rng.random() < 0.5:
@@ -172,16 +157,16 @@ class _Gen:
     def reduce(self, c: Clause) -> Clause:
         return replace(c, subj=self.reduce_np(c.subj), obj=None if c.obj is None else self.reduce_np(c.obj))
 
-    def facts(self, c: Clause) -> list[Clause]:
+    @staticmethod
+    def facts(c: Clause) -> list[Clause]:
         """Clauses entailed by relative clauses inside `c` ("the A who saw the B ..." => "the A saw the B")."""
         nps = [c.subj] + ([c.obj] if c.obj is not None else [])
         return [Clause(NP(n.noun), n.mod[1], NP(n.mod[2])) for n in nps if n.mod is not None and n.mod[0] == "rc"]
 
-    def swap(self, c: Clause) -> Clause | None:
-        """Same words, roles exchanged: not entailed."""
-        if c.obj is None:
-            return None
-        return replace(c, subj=NP(c.obj.noun, c.obj.adj), obj=NP(c.subj.noun, c.subj.adj))
+    @staticmethod
+    def swap(c: Clause) -> Clause | None:
+        """Same words, subject and object exchanged: not entailed."""
+        return None if c.obj is None else replace(c, subj=NP(c.obj.noun, c.obj.adj), obj=NP(c.subj.noun, c.subj.adj))
 
     def perturb(self, hyp: list[str], premise: list[str]) -> list[str] | None:
         """Replace content words (at least one; each with new_word_prob) by words absent from the premise."""
@@ -193,16 +178,10 @@ class _Gen:
             if k > 0 and self.rng.random() >= self.p.new_word_prob:
                 continue
             w = out[i]
-            if w in self.nouns:
-                cands = self.nouns
-            elif w in self.adjs:
-                cands = self.adjs
-            elif w in self.vi:
-                cands = self.vi
-            elif i > 0 and out[i - 1] == "was":
-                cands = [v[1] for v in self.verbs]
-            else:
-                cands = [v[0] for v in self.verbs]
+            if w in self.nouns or w in self.adjs or w in self.vi:
+                cands = self.nouns if w in self.nouns else self.adjs if w in self.adjs else self.vi
+            else:  # a transitive verb form: a participle right after "was", a past form elsewhere
+                cands = [v[1] if out[i - 1] == "was" else v[0] for v in self.verbs]
             fresh = [c for c in cands if c not in present and c not in out]
             if fresh:
                 out[i] = self.rng.choice(fresh)
@@ -211,25 +190,20 @@ class _Gen:
             nouns = [i for i, w in enumerate(out) if w in self.nouns and out[i - 1] == "the"]
             if nouns:
                 out.insert(self.rng.choice(nouns), self.rng.choice(fresh_adjs))
-        return out if not set(out) <= present else None  # None: no new word possible, caller retries
+        return None if set(out) <= present else out  # None: no new word was possible, the caller retries
 
-    # --- in-domain premises: a frame gives the premise, entailed hypotheses and full-overlap swaps -----
     def id_frame(self) -> tuple[list[str], list[list[str]], list[list[str]]]:
-        r, pool, rng = self.rng.random(), self.pool(7), self.rng
-        single = self.p.single_clause_prob  # the other frames share the rest 2:1:1
+        """A premise with its entailed (reduction) hypotheses and its full-overlap non-entailed ones."""
+        r, pool, rng, single = self.rng.random(), self.pool(), self.rng, self.p.single_clause_prob
         if r < single:  # one clause whose noun phrases may carry PPs, relative clauses or a conjunct
             c = self.clause(pool, ("pp", "rc", "and"), ("pp", "rc"), passive=0.25)
             facts = self.facts(c)
             ent = [self.reduce(c).words(), self.reduce(c).words()] + [self.reduce(f).words() for f in facts]
-            hard = [s.words() for s in map(self.swap, [c, *facts]) if s is not None]
-            return c.words(), ent, hard
-        if r < single + (1 - single) / 2:  # two clauses joined by a conjunction
+            return c.words(), ent, [s.words() for s in map(self.swap, [c, *facts]) if s is not None]
+        if r < single + (1 - single) / 2:  # two clauses joined by a conjunction (other frames: 1/4 each)
             conj, c1, c2 = rng.choice(ENTAILING_CONJ + NONENTAILING_CONJ), self.clause(pool), self.clause(pool)
             s1, s2 = self.swap(c1), self.swap(c2)
-
-            def join(a: Clause, b: Clause) -> list[str]:
-                return a.words() + [conj] + b.words()
-
+            join = lambda a, b: a.words() + [conj] + b.words()  # noqa: E731
             ent = [join(self.reduce(c1), self.reduce(c2))]
             hard = ([join(s1, c2)] if s1 else []) + ([join(c1, s2)] if s2 else [])
             if conj in ENTAILING_CONJ:
@@ -239,19 +213,15 @@ class _Gen:
         if r < single + 3 * (1 - single) / 4:  # sentence adverb
             adv, c = rng.choice(CERTAIN_ADVERBS + HEDGE_ADVERBS), self.clause(pool, passive=0.2)
             s = self.swap(c)
-            ent = [[adv] + self.reduce(c).words()]
-            hard = [[adv] + s.words()] if s else []
+            ent, hard = [[adv] + self.reduce(c).words()], [[adv] + s.words()] if s else []
             if adv in CERTAIN_ADVERBS:
                 ent.append(self.reduce(c).words())
                 hard += [s.words()] if s else []
             return [adv] + c.words(), ent, hard
-        # clause embedded under an attitude verb
+        # a clause embedded under an attitude verb
         verb, holder, c = rng.choice(FACTIVE + NONFACTIVE), self.np(pool), self.clause(pool)
         s = self.swap(c)
-
-        def emb(h: NP, x: Clause) -> list[str]:
-            return h.words() + [verb, "that"] + x.words()
-
+        emb = lambda h, x: h.words() + [verb, "that"] + x.words()  # noqa: E731
         ent = [emb(self.reduce_np(holder), self.reduce(c))]
         # exchanging the holder and the embedded subject keeps every word but not the meaning
         hard = [emb(NP(c.subj.noun), replace(c, subj=NP(holder.noun)))] + ([emb(holder, s)] if s else [])
@@ -260,14 +230,13 @@ class _Gen:
             hard += [s.words()] if s else []
         return emb(holder, c), ent, hard
 
-    # --- HANS-like out-of-domain pairs: every hypothesis word comes from the premise -----------------
+    # --- OOD: HANS-like pairs, every hypothesis word comes from the premise ---------------------------
     def ood_pair(self, heuristic: str, entailed: bool) -> tuple[list[str], list[str]]:
-        rng, pool = self.rng, self.pool()
-        pick = rng.randrange(3)
+        rng, pool, pick = self.rng, self.pool(), self.rng.randrange(3)
         if heuristic == "lexical_overlap":  # hypotheses are never contiguous pieces of the premise
-            if pick == 0:  # drop an adjective / swap subject and object
-                c = Clause(NP(pool.pop(), rng.choice(self.adjs)), rng.choice(self.verbs),
-                           NP(pool.pop(), self.adj()), rng.random() < 0.3)
+            if pick == 0:  # drop the subject's adjective / swap subject and object
+                c = Clause(NP(pool.pop(), rng.choice(self.adjs)), rng.choice(self.verbs), NP(pool.pop(), self.adj()),
+                           rng.random() < 0.3)
                 return c.words(), (replace(c, subj=NP(c.subj.noun)) if entailed else self.swap(c)).words()
             n1, n2, n3 = pool.pop(), pool.pop(), pool.pop()
             v1, v2 = rng.choice(self.verbs), rng.choice(self.verbs)
@@ -280,26 +249,22 @@ class _Gen:
                 hyps = [Clause(NP(n1), v2, NP(n3)), Clause(NP(n1), v1, NP(n2))] if entailed else [
                     Clause(NP(n2), v1, NP(n1)), Clause(NP(n3), v2, NP(n1))]
             return c.words(), rng.choice(hyps).words()
-        if heuristic == "subsequence":  # hypotheses are contiguous but not constituents
-            if entailed:
-                kind = ("pp", "rc", "and")[pick]
-                if kind == "and":  # "the A and the B saw the C" -> "the B saw the C"
-                    c = self.clause(pool, transitive=0.5)
-                    c = replace(c, subj=replace(c.subj, mod=("and", None, pool.pop())))
-                    return c.words(), replace(c, subj=NP(c.subj.mod[2])).words()
-                c = self.clause(pool, transitive=1.0)  # "the A saw the B near the C" -> "the A saw the B"
-                x = rng.choice(PREPOSITIONS) if kind == "pp" else rng.choice(self.verbs)
-                full = replace(c, obj=replace(c.obj, mod=(kind, x, pool.pop())))
+        if heuristic == "subsequence":  # hypotheses are contiguous pieces of the premise, not constituents
+            if entailed and pick == 2:  # "the A and the B saw the C" -> "the B saw the C"
+                c, n2 = self.clause(pool, transitive=0.5), pool.pop()
+                return replace(c, subj=replace(c.subj, mod=("and", None, n2))).words(), replace(c, subj=NP(n2)).words()
+            if entailed:  # "the A saw the B near the C" -> "the A saw the B" (also "who saw the C")
+                c, kind = self.clause(pool, transitive=1.0), ("pp", "rc")[pick]
+                full = replace(c, obj=replace(c.obj, mod=(kind, self.modifier_head(kind), pool.pop())))
                 return full.words(), c.words()
             # "the A near the B danced" -> "the B danced"; "the A who saw the B danced" -> "the B danced"
-            c = self.clause(pool, transitive=0.5)
-            kind = rng.choice(("pp", "rc"))
-            x = rng.choice(PREPOSITIONS) if kind == "pp" else rng.choice(self.verbs)
+            c, kind = self.clause(pool, transitive=0.5), rng.choice(("pp", "rc"))
             n2 = pool.pop()
-            return replace(c, subj=replace(c.subj, mod=(kind, x, n2))).words(), replace(c, subj=NP(n2)).words()
+            premise = replace(c, subj=replace(c.subj, mod=(kind, self.modifier_head(kind), n2)))
+            return premise.words(), replace(c, subj=NP(n2)).words()
         # constituent: the hypothesis is a whole clause of the premise
         c1, c2 = self.clause(pool, transitive=0.5), self.clause(pool, transitive=0.5)
-        if pick == 0:  # "S1 and S2" -> S2 / "S1 if S2" -> S2
+        if pick == 0:  # "S1 and S2" -> S1 or S2 / "S1 if S2" -> S1 or S2
             conj = rng.choice(ENTAILING_CONJ if entailed else NONENTAILING_CONJ)
             return c1.words() + [conj] + c2.words(), rng.choice((c1, c2)).words()
         if pick == 1:  # "certainly S" -> S / "probably S" -> S
@@ -325,7 +290,7 @@ def _retry(make, what: str) -> None:
 
 
 def _id_examples(g: _Gen, n: int, hard_fraction: float, seen: set) -> list[Example]:
-    # Exact counts: half entailed, round(hard_fraction * n) full-overlap non-entailed, the rest new-word.
+    # Exact counts, not sampled: half entailed, round(hard_fraction * n) role swaps, the rest new-word negatives.
     n_ent = n // 2
     n_hard = min(round(hard_fraction * n), n - n_ent)
     kinds = ["reduction"] * n_ent + ["role_swap"] * n_hard + ["new_words"] * (n - n_ent - n_hard)
@@ -358,16 +323,12 @@ def _ood_examples(g: _Gen, n_per_subcase: int, seen: set) -> list[Example]:
 
 def generate(params: SyntheticNLIParams, seed: int) -> TaskData:
     """Deterministic in (params, seed); no (premise, hypothesis) pair occurs twice across all splits."""
-    def stream(split: str) -> _Gen:  # one independent RNG stream per split
+    def stream(split: str) -> _Gen:  # one independent RNG stream per split (string seeds hash stably)
         return _Gen(params, random.Random(f"synthetic_nli/{seed}/{split}"))
 
     seen: set[tuple[str, str]] = set()
     train = _id_examples(stream("train"), params.n_train, params.id_hard_fraction, seen)
     id_eval = _id_examples(stream("id_eval"), params.n_id_eval, params.id_hard_fraction, seen)
     ood = _ood_examples(stream("ood"), params.n_ood_per_subcase, seen)
-    return TaskData(
-        train=train,
-        id_eval=EvalSet("id", "id", id_eval),
-        ood=[EvalSet(OOD_NAME, "ood", ood)],
-        label_names=list(LABEL_NAMES),
-    )
+    return TaskData(train=train, id_eval=EvalSet("id", "id", id_eval), ood=[EvalSet(OOD_NAME, "ood", ood)],
+                    label_names=list(LABEL_NAMES))

@@ -27,6 +27,35 @@ def random_rows(n: int = 12, seed: int = 1) -> list[dict]:
     return out
 
 
+def scripted_context(model, accuracies=None):
+    """A PruneContext over random rows whose evaluate() returns scripted ID accuracies (baseline 0.80;
+    default always 0.80) and records the model's logits on a probe batch, to check which gates were
+    attached while it ran. Returns (ctx, recorded logits, probe batch)."""
+    from runners.data import batches
+    from runners.evaluate import EvalResult
+    from runners.gates import compute_unit_means
+    from runners.methods.base import PruneContext
+    from runners.progress import Progress
+
+    data = random_rows()
+    probe = next(batches(data, 12, 0))
+    seen, it = [], iter(accuracies or [0.8] * 100)
+
+    def evaluate():
+        with torch.no_grad():
+            seen.append(model(**probe.model_inputs()).logits)
+        return {"id": EvalResult("id", "id", round(next(it) * 100), 100)}
+
+    def train_batches(n_examples=None, batch_size=32, shuffle=False, epoch=0):
+        assert not shuffle
+        return batches(data[:n_examples], batch_size, 0)
+
+    ctx = PruneContext(model=model, evaluate=evaluate, baseline={"id": EvalResult("id", "id", 80, 100)},
+                       progress=Progress(enabled=False), seed=0, train_batches=train_batches,
+                       unit_means=lambda: compute_unit_means(model, batches(data, 4, 0)))
+    return ctx, seen, probe
+
+
 def run_cli(toml: Path, store_dir: Path, experiment: str = "tiny"):
     """`subnets run` on a file; returns (store, the experiment's only parent run, its artifact dir)."""
     from typer.testing import CliRunner

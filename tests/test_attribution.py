@@ -6,34 +6,14 @@ import pytest
 import torch
 
 from runners.data import Batch, batches
-from runners.evaluate import EvalResult
-from runners.gates import attach, compute_unit_means
+from runners.gates import attach
 from runners.methods import attribution
-from runners.methods.base import PruneContext
-from runners.progress import Progress
-from tests.helpers import TINY_CFG, random_rows, tiny_float64_bert
+from tests.helpers import scripted_context, TINY_CFG, random_rows, tiny_float64_bert
 from runners.units import geometry, mlp_params, head_params, neuron_params
 
 
 
-def make_ctx(model, accuracies=None):
-    data = random_rows()
-    probe = next(batches(data, 12, 0))
-    seen, it = [], iter(accuracies or [0.8] * 100)
-
-    def evaluate():
-        with torch.no_grad():
-            seen.append(model(**probe.model_inputs()).logits)
-        return {"id": EvalResult("id", "id", round(next(it) * 100), 100)}
-
-    def train_batches(n_examples=None, batch_size=32, shuffle=False, epoch=0):
-        assert not shuffle
-        return batches(data[:n_examples], batch_size, 0)
-
-    ctx = PruneContext(model=model, evaluate=evaluate, baseline={"id": EvalResult("id", "id", 80, 100)},
-                       progress=Progress(enabled=False), seed=0, train_batches=train_batches,
-                       unit_means=lambda: compute_unit_means(model, batches(data, 4, 0)))
-    return ctx, seen, probe
+make_ctx = scripted_context
 
 
 def by_hand(model, data, batch_size):

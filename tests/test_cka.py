@@ -22,14 +22,6 @@ from runners.cka_estimators import hsic1_reference, minibatch_cka_reference
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: intra-op threads only add wake-up latency (badly so on a loaded 2-core box).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def gen(seed):
     return torch.Generator().manual_seed(seed)

@@ -19,14 +19,6 @@ from runners.progress import Progress
 T, LEFT, RIGHT = 2 / 3, -0.1, 1.1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: more intra-op threads only add synchronisation (and stall on a busy machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_model(seed: int = 0):
     torch.manual_seed(seed)

@@ -136,7 +136,7 @@ def _prune_and_log(spec, method, store: Store, run, progress: Progress, tmp: Pat
     selected = max((s for s in steps if s.passed), key=lambda s: (s.sparsity, s.step))
     run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity,
                  **{f"selected.{k}": v for k, v in step_metrics(selected).items() if k != "sparsity"}}, step=0)
-    variants = _variants(spec, selected, task, data, ft, cache, progress)
+    variants = _variants(spec, selected, task, data, cache, progress)
     for v in variants:
         log(v)
     if spec.prune.params.export and selected.gates is not None:
@@ -152,7 +152,7 @@ def _prune_and_log(spec, method, store: Store, run, progress: Progress, tmp: Pat
     return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(steps) - 1, 0.0, variants)
 
 
-def _variants(spec, selected: PruneStep, task, data: RunData, ft, cache: Path, progress: Progress) -> list[PruneStep]:
+def _variants(spec, selected: PruneStep, task, data: RunData, cache: Path, progress: Progress) -> list[PruneStep]:
     """Controls (random, bad) of the kept subnetwork, and re-fine-tuned versions when `retrain` is set."""
     params = spec.prune.params
     if selected.step == 0 or not (params.controls or params.retrain):

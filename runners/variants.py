@@ -16,14 +16,17 @@ import torch
 
 from runners.gates import Gates, attach
 from runners.methods.base import PruneStep
+from runners.methods.magnitude import split_like
 from runners.units import apply_weight_masks, prunable_weights
 
 
-def _same_count(scores: torch.Tensor, keep: torch.Tensor, lowest: bool, gen: torch.Generator | None) -> torch.Tensor:
-    """A mask with as many True entries as `keep`: by random order (gen) or the lowest scores."""
+def _same_count(scores: torch.Tensor | None, keep: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """A mask with as many True entries as `keep`: chosen at random (gen), or the lowest `scores`."""
     k = int(keep.sum())
-    flat = scores.reshape(-1).float() if gen is None else torch.rand(keep.numel(), generator=gen)
-    idx = torch.topk(flat, k, largest=not lowest).indices if gen is None else torch.topk(flat, k).indices
+    if gen is not None:
+        idx = torch.topk(torch.rand(keep.numel(), generator=gen), k).indices
+    else:
+        idx = torch.topk(scores.reshape(-1).float(), k, largest=False).indices
     out = torch.zeros(keep.numel(), dtype=torch.bool)
     out[idx] = True
     return out.view_as(keep)
@@ -44,25 +47,19 @@ def control_gates(step: PruneStep, kind: str, seed: int) -> Gates:
             new[fam] = g.detach().clone()  # a family the method did not prune stays whole
             continue
         scores = None if gen is not None else step.scores[fam]
-        new[fam] = _same_count(scores, keep, lowest=True, gen=gen).to(g.dtype)
+        new[fam] = _same_count(scores, keep, gen).to(g.dtype)
     return replace(gates, **new)
 
 
 def control_weight_masks(step: PruneStep, kind: str, seed: int, finetuned_weights: dict[str, torch.Tensor]) -> dict:
     gen = torch.Generator().manual_seed(seed) if kind == "random" else None
     if gen is not None:  # random: the same count per weight matrix
-        return {n: _same_count(None, m, lowest=True, gen=gen) for n, m in step.weight_masks.items()}
+        return {n: _same_count(None, m, gen) for n, m in step.weight_masks.items()}
     # bad: the globally lowest-|w| weights of the fine-tuned model, as many as the kept mask holds
     names = list(step.weight_masks)
     flat = torch.cat([finetuned_weights[n].detach().abs().reshape(-1) for n in names])
     keep = torch.cat([step.weight_masks[n].reshape(-1) for n in names])
-    chosen = _same_count(flat, keep, lowest=True, gen=None)
-    out, offset = {}, 0
-    for n in names:
-        size = step.weight_masks[n].numel()
-        out[n] = chosen[offset : offset + size].view_as(step.weight_masks[n])
-        offset += size
-    return out
+    return split_like(_same_count(flat, keep, None), step.weight_masks)
 
 
 def evaluate_subnetwork(model, step: PruneStep, evaluate: Callable) -> dict:

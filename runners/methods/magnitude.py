@@ -50,11 +50,15 @@ def global_magnitude_step(weights: dict[str, torch.Tensor], masks: dict[str, tor
     if k > 0:
         lowest = torch.topk(flat_w[remaining], k, largest=False).indices
         new[remaining[lowest]] = False
+    return split_like(new, weights)
+
+
+def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut a flat tensor (the concatenation of `like`'s tensors, in order) back into their shapes."""
     out, offset = {}, 0
-    for n in names:
-        size = weights[n].numel()
-        out[n] = new[offset : offset + size].view_as(weights[n])
-        offset += size
+    for n, t in like.items():
+        out[n] = flat[offset : offset + t.numel()].view_as(t)
+        offset += t.numel()
     return out
 
 

@@ -8,7 +8,7 @@ evaluated on random-token sequences (lengths 16..64, padded per batch, batch 64)
 remaining weights across all encoder Linear layers (one global threshold) and evaluate (no_grad, argmax).
 
   plain      the loop, no CKA.
-  ours       + runners.cka at every step: the baseline side is captured during the dense evaluation, each
+  ours       + runners.cka.engine at every step: the baseline side is captured during the dense evaluation, each
              step's pruned side during that step's evaluation pass; all (L+1)^2 layer pairs, mean
              pooling, full-data linear estimator.
   torch_cka  + torch-cka at every step, on the same mean-pooled layer outputs (its API runs both models
@@ -125,7 +125,7 @@ class Plain:
 
 class Ours:
     def __init__(self, model, batches, cfg, dump=None):
-        import runners.cka as cka
+        import runners.cka.engine as cka
 
         self.cka, self.model, self.batches, self.dump = cka, model, batches, dump
         self.math_s = self.dump_s = 0.0
@@ -180,7 +180,7 @@ def make_taps(model, n_taps):
     """Mean-pooled hidden states exposed as module outputs (what torch-cka hooks); records predictions."""
     from torch import nn
 
-    from runners.cka import pool
+    from runners.cka.engine import pool
 
     class _Taps(nn.Module):
         def __init__(self):
@@ -314,8 +314,8 @@ def run_reference(cfg, dump, threads):
     import torch
     from torch import nn
 
-    from runners.cka import BaselineFeatures, CKAAccumulator
-    from runners.cka_estimators import hsic1_reference
+    from runners.cka.engine import BaselineFeatures, CKAAccumulator
+    from runners.cka.estimators import hsic1_reference
 
     torch.set_num_threads(threads)
     n, L = cfg["n_seq"], cfg["layers"] + 1

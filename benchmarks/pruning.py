@@ -4,17 +4,17 @@
 
 A randomly initialised BertForSequenceClassification (4 layers, 256 wide, 4 heads, intermediate 1024) on
 random tokens: one fixed batch of 64 x 48 and a set of variable-length batches (64 rows, lengths 16..64,
-padded per batch as runners.data does). Figures, each a function in FIGURES (add one there):
+padded per batch as runners.data.examples does). Figures, each a function in FIGURES (add one there):
 
   gated_eval   no_grad forward passes of the plain model vs the same model gated: binary head + MLP gates
                (30% of units off) with zero and with mean ablation (hooks attached and removed around each
                pass, as `with attach(...): ctx.evaluate()` does), and weight masks (apply_weight_masks zeroes
                50% of the encoder weights of a copy in place; then it is a plain forward).
-  l0_step      one L0 step, runners.methods.l0.L0Trainer.step (sample gates, teacher forward under no_grad,
+  l0_step      one L0 step, runners.pruning.recipes.l0.L0Trainer.step (sample gates, teacher forward under no_grad,
                gated student forward, KL + Lagrangian, backward, both Adam steps), vs one fine-tuning step
                on the same batch as runners/finetune.py runs it (train mode, forward + backward + grad clip +
                AdamW over all weights + LR schedule). The teacher is recomputed every step, as the paper and
-               runners.methods.l0 do (batches are reshuffled every epoch, so there is nothing to cache per
+               runners.pruning.recipes.l0 do (batches are reshuffled every epoch, so there is nothing to cache per
                batch); `teacher_forward` times that forward alone: what a per-example cache could save.
 
 Timing: variants interleaved within each repetition (drift and neighbours' load hit all alike), after
@@ -53,8 +53,8 @@ def log(msg: str) -> None:
 def setup(cfg: dict) -> dict:
     from transformers import BertConfig, BertForSequenceClassification
 
-    from runners.data import Batch
-    from runners.gates import compute_unit_means
+    from runners.data.examples import Batch
+    from runners.pruning.gates import compute_unit_means
 
     torch.manual_seed(SEED)
     config = BertConfig(hidden_size=cfg["hidden"], num_hidden_layers=cfg["layers"], num_attention_heads=cfg["heads"],
@@ -106,8 +106,8 @@ def _ratios(t: dict, base: str) -> dict[str, float]:
 
 
 def gated_eval(env: dict, cfg: dict) -> dict:
-    from runners.gates import Gates, attach
-    from runners.units import apply_weight_masks, prunable_weights
+    from runners.pruning.gates import Gates, attach
+    from runners.pruning.units import apply_weight_masks, prunable_weights
 
     model = env["model"]
     g = torch.Generator().manual_seed(SEED + 1)
@@ -148,9 +148,9 @@ def gated_eval(env: dict, cfg: dict) -> dict:
 
 
 def l0_step(env: dict, cfg: dict) -> dict:
-    from runners.finetune import linear_schedule, param_groups
-    from runners.gates import Gates, attach
-    from runners.methods import l0
+    from runners.training.finetune import linear_schedule, param_groups
+    from runners.pruning.gates import Gates, attach
+    from runners.pruning.recipes import l0
 
     # fine-tuning: a copy in train mode, every weight trainable, AdamW + schedule + clipping as in finetune.py
     ft_model = copy.deepcopy(env["model"]).train()

@@ -1,4 +1,8 @@
-"""The `subnets` command line. It only parses arguments and calls library functions."""
+"""The `subnets` command line. It only parses arguments and calls library functions.
+
+It is the composition root: commands import runners/ and reports/ lazily, inside their bodies, so
+`validate` and `plan` never load torch, transformers, MLflow or DuckDB. The rest of registry/ imports
+neither package."""
 from __future__ import annotations
 
 import os
@@ -26,8 +30,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _load(file: Path, experiment: str | None = None):
+    from registry.catalogue import UnknownName
     from registry.loader import ConfigError, load_runs, select
-    from runners.catalogue import UnknownName
 
     try:
         return select(load_runs(file), experiment)
@@ -70,16 +74,16 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     runs = _load(file, experiment)
     st = Store.at(store)
     status = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
-    table = Table("experiment", "seed", "method", "grid point", "status")
+    table = Table("experiment", "method", "run", "fine-tuned model", "status")
     table.add_column("fingerprint", no_wrap=True, min_width=16)
     for r in runs:
         s = status[r.experiment].get(r.fingerprint)
         shown = "[green]done[/]" if s == "FINISHED" else "to run" if s is None else f"[yellow]{s.lower()} (will rerun)[/]"
-        point = ", ".join(f"{k}={v}" for k, v in r.axes.items()) or "—"
-        table.add_row(r.experiment, str(r.seed), r.prune.method, point, shown, r.fingerprint)
+        table.add_row(r.experiment, r.prune.method, r.label(), r.finetune_fingerprint[:8], shown, r.fingerprint)
     out.print(table)
     done = sum(status[r.experiment].get(r.fingerprint) == "FINISHED" for r in runs)
-    out.print(f"{len(runs)} run(s): {done} done, {len(runs) - done} to run")
+    models = len({r.finetune_fingerprint for r in runs})
+    out.print(f"{len(runs)} run(s) on {models} fine-tuned model(s): {done} done, {len(runs) - done} to run")
 
 
 def _interrupt(*_):
@@ -93,11 +97,11 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
     """Run every expanded run not already FINISHED (matched by fingerprint) and log it to MLflow."""
     import signal
 
-    from runners.progress import Progress
+    from runners.data import SourceError
+    from runners.pruning import UnsupportedArchitecture
     from runners.run import execute
-    from runners.tasks import SourceError
-    from runners.tracking import Store
-    from runners.units import UnsupportedArchitecture
+    from runners.tracking import Progress, Store
+    from runners.training import DeviceError
 
     runs = _load(file, experiment)
     # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
@@ -109,15 +113,15 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
     todo = [r for r in runs if status[r.experiment].get(r.fingerprint) != "FINISHED"]
     out.print(f"{len(runs)} run(s), {len(runs) - len(todo)} already done, {len(todo)} to run")
     for i, spec in enumerate(todo, 1):
-        out.print(f"[bold]\\[{i}/{len(todo)}] {spec.experiment}[/] {spec.fingerprint} seed {spec.seed} {spec.prune.method}")
+        out.print(f"[bold]\\[{i}/{len(todo)}] {spec.experiment}[/] {spec.fingerprint} {spec.prune.method} ({spec.label()})")
         try:
             o = execute(spec, st, progress)
         except KeyboardInterrupt:
             raise _fail("interrupted: the current run is marked KILLED; finished runs are kept", 130)
-        except (SourceError, OSError, UnsupportedArchitecture) as e:  # missing data, unreachable hub, bad model
+        except (SourceError, OSError, UnsupportedArchitecture, DeviceError) as e:  # missing data, unreachable hub, bad model, no GPU
             raise _fail(f"{file}: experiment {spec.experiment!r}: {e}\n(the run is marked FAILED; finished runs are kept)")
         ood = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in o.selected.results.items() if k != "id")
-        out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} "
+        out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} of {o.steps}, stopped: {o.stop_reason} "
                   f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].accuracy:.3f}"
                   f"{'; ' + ood if ood else ''}  [{o.seconds:.0f} s, run {o.run_id}]")
         for v in o.variants:

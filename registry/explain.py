@@ -6,12 +6,14 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from registry.schema import CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, OODSpec, SourceSpec, TaskSpec
+from registry.methods import METHODS
+from registry.schema import CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, OODSpec, RuntimeSpec, SourceSpec, TaskSpec
+from registry.tasks import TASKS
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("experiment", ExperimentSpec), ("experiment.model", ModelSpec), ("experiment.task", TaskSpec),
     ("experiment.task.train / .eval", SourceSpec), ("experiment.task.ood[]", OODSpec),
-    ("experiment.finetune", FinetuneSpec), ("experiment.cka", CkaSpec),
+    ("experiment.finetune", FinetuneSpec), ("experiment.cka", CkaSpec), ("experiment.runtime", RuntimeSpec),
 ]
 
 
@@ -31,9 +33,6 @@ def _default(field) -> str:
 
 def rows() -> list[tuple[str, str, str, str]]:
     """(table, key, default, description) for every field, then each method's and generated task's params."""
-    from runners.methods import METHODS
-    from runners.tasks import TASKS
-
     out = []
     for table, model in SECTIONS:
         for key, field in model.model_fields.items():
@@ -42,7 +41,7 @@ def rows() -> list[tuple[str, str, str, str]]:
             out.append((table, key, _default(field), field.description or ""))
     for entry in METHODS.entries():
         out.append(("experiment.prune", "method", f'"{entry.name}"', entry.summary))
-        for key, field in entry.value.Params.model_fields.items():
+        for key, field in entry.value.params.model_fields.items():
             out.append((f"experiment.prune ({entry.name})", key, _default(field), field.description or ""))
     for entry in TASKS.entries():
         out.append(("experiment.task", "name", f'"{entry.name}"', entry.summary))

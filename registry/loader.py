@@ -13,10 +13,10 @@ from pydantic import BaseModel, ValidationError
 
 from registry.problems import ConfigError, Problem, locate
 from registry.schema import TOP_LEVEL_KEYS, CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, PruneSpec, RunSpec, TaskSpec
-from runners.catalogue import UnknownName
-from runners.methods import METHODS
-from runners.models import check_model_name
-from runners.tasks import check_task, eval_set_names
+from registry.catalogue import UnknownName, did_you_mean as _did_you_mean
+from registry.methods import METHODS
+from registry.models import check_model_name
+from registry.tasks import check_task, eval_set_names
 
 
 def load_runs(path: str | Path) -> list[RunSpec]:
@@ -79,7 +79,7 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
         report(name, "prune.method", "required: a [experiment.prune] table with `method = \"...\"`")
     else:
         try:
-            params_model = METHODS.get(prune["method"]).Params
+            params_model = METHODS.get(prune["method"]).params
         except UnknownName as e:
             report(name, "prune.method", str(e))
 
@@ -112,11 +112,13 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
             report(name, "cka.split", f"no evaluation set {spec.cka.split!r}{_did_you_mean(spec.cka.split, sets)} (sets: {', '.join(sets)})")
             continue
         for seed in spec.seeds:
-            runs.append(RunSpec(
-                experiment=spec.name, description=spec.description, tags=spec.tags, seed=seed,
-                model=spec.model, task=spec.task, finetune=spec.finetune, prune=spec.prune, cka=spec.cka,
-                axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
-            ))
+            for prune_seed in spec.prune_seeds or [seed]:
+                runs.append(RunSpec(
+                    experiment=spec.name, description=spec.description, tags=spec.tags, seed=seed,
+                    prune_seed=prune_seed, model=spec.model, task=spec.task, finetune=spec.finetune,
+                    prune=spec.prune, cka=spec.cka, runtime=spec.runtime,
+                    axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
+                ))
     return runs
 
 
@@ -184,13 +186,6 @@ def _accepts_list(annotation) -> bool:
     if typing.get_origin(annotation) in (list, tuple):
         return True
     return any(_accepts_list(a) for a in typing.get_args(annotation))
-
-
-def _did_you_mean(name: str, options) -> str:
-    import difflib
-
-    hits = difflib.get_close_matches(name, list(options), n=2, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -1,13 +1,15 @@
 """The experiments.toml schema: strict pydantic models, one line of description per field.
 
 `subnets validate --explain` prints these descriptions; the README reference is generated from them.
-Method-specific prune parameters live in each recipe's `Params` model (runners/methods/*).
+Method-specific prune parameters live in each method's `Params` model (registry/methods.py).
 """
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+
+from registry.methods import MethodParams
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -70,9 +72,20 @@ class FinetuneSpec(Strict):
     max_train_examples: int | None = Field(default=None, ge=1, description="Use at most this many training examples.")
 
 
+class RuntimeSpec(Strict):
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$", description="Where fine-tuning, evaluation, scoring, L0 training and CKA run: auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
+    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="fp32, or bf16 autocast (CUDA only; changes the numbers, so it is part of the run's fingerprint).")
+
+    @model_validator(mode="after")
+    def _bf16_on_cuda(self):
+        if self.precision == "bf16" and not (self.device == "auto" or self.device.startswith("cuda")):
+            raise ValueError(f"bf16 autocast runs on CUDA only; device {self.device!r} is not a CUDA device")
+        return self
+
+
 class PruneSpec(Strict):
     method: str = Field(description="Pruning method (see `subnets validate --explain`); its parameters sit beside it in this table.")
-    params: SerializeAsAny[BaseModel] = Field(description="The method's parameters, validated by the method's own schema.")
+    params: SerializeAsAny[MethodParams] = Field(description="The method's parameters, validated by the method's own schema.")
 
     def resolved(self) -> dict[str, Any]:
         return {"method": self.method, **self.params.model_dump(mode="json")}
@@ -95,7 +108,9 @@ class ExperimentSpec(Strict):
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Fine-tuning settings; a list value sweeps a grid.")
     prune: PruneSpec = Field(description="Pruning method and its parameters; a list value for a scalar parameter sweeps a grid.")
     cka: CkaSpec | None = Field(default=None, description="Compare every layer of the fine-tuned model with every layer of each pruned model (linear CKA); omit to skip.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; every grid point runs once per seed.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Fine-tuning seeds; every grid point fine-tunes (or reuses) one model per seed.")
+    prune_seeds: list[int] | None = Field(default=None, min_length=1, description="Pruning seeds (L0 gate noise, random controls, L0 batch order), each applied to every fine-tuned model; omitted: each run prunes with its fine-tuning seed.")
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Device and precision of every computation of the run.")
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied onto every MLflow run.")
 
 
@@ -113,17 +128,22 @@ class RunSpec(Strict):
     experiment: str
     description: str
     tags: dict[str, str]
-    seed: int
+    seed: int  # the fine-tuning seed
+    prune_seed: int  # the pruning seed (equal to `seed` unless prune_seeds were declared)
     model: ModelSpec
     task: TaskSpec
     finetune: FinetuneSpec
     prune: PruneSpec
     cka: CkaSpec | None = None
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     axes: dict[str, Any] = Field(default_factory=dict)  # the grid values that define this point
     base_dir: str = "."  # directory of experiments.toml; relative data paths resolve against it
 
     def identity(self) -> dict[str, Any]:
-        """Everything that changes the results (not the name, description, tags or file location)."""
+        """Everything that changes the results (not the name, description, tags, file location or device).
+
+        Keys that hold their default are left out (a separate pruning seed, bf16), so a run declared
+        before they existed keeps its fingerprint."""
         return {
             "schema": SCHEMA_VERSION,
             "model": self.model.model_dump(mode="json"),
@@ -131,7 +151,9 @@ class RunSpec(Strict):
             "finetune": self.finetune.model_dump(mode="json"),
             "prune": self.prune.resolved(),
             "seed": self.seed,
+            **({"prune_seed": self.prune_seed} if self.prune_seed != self.seed else {}),
             **({"cka": self.cka.model_dump(mode="json")} if self.cka is not None else {}),
+            **({"precision": self.runtime.precision} if self.runtime.precision != "fp32" else {}),
         }
 
     @property
@@ -139,13 +161,29 @@ class RunSpec(Strict):
         return fingerprint(self.identity())
 
     @property
+    def group(self) -> str:
+        """The grid point without its seeds: runs that differ only in their seeds share it."""
+        return fingerprint({k: v for k, v in self.identity().items() if k not in ("seed", "prune_seed")})
+
+    @property
     def finetune_fingerprint(self) -> str:
         """Identity of the fine-tuned model alone: runs that differ only in pruning share it."""
         ident = self.identity()
-        return fingerprint({k: ident[k] for k in ("schema", "model", "task", "finetune", "seed")})
+        keys = ("schema", "model", "task", "finetune", "seed", "precision")
+        return fingerprint({k: ident[k] for k in keys if k in ident})
+
+    def label(self) -> str:
+        """How a person tells this run from its siblings: its grid values and seeds."""
+        seeds = [f"seed={self.seed}"] + ([f"prune_seed={self.prune_seed}"] if self.prune_seed != self.seed else [])
+        return ", ".join([*(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in self.axes.items()), *seeds])
 
     def resolved_config(self) -> dict[str, Any]:
-        return {"experiment": self.experiment, "description": self.description, "tags": self.tags, **self.identity()}
+        return {"experiment": self.experiment, "description": self.description, "tags": self.tags, **self.identity(),
+                "prune_seed": self.prune_seed, "runtime": self.runtime.model_dump(mode="json")}
+
+
+def _short(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def fingerprint(obj: Any) -> str:

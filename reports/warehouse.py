@@ -19,36 +19,17 @@ from urllib.request import url2pathname
 
 import duckdb
 
+from registry.results import RESULTS_VERSION, VERSION_KEY
+from registry.results import TABLES as CONTRACT
+
 log = logging.getLogger(__name__)
 
-_IDENT = [("experiment", "VARCHAR"), ("run_id", "VARCHAR"), ("fingerprint", "VARCHAR"),
-          ("seed", "BIGINT"), ("method", "VARCHAR")]
+_DUCKDB = {"string": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN", "timestamp": "TIMESTAMPTZ"}
 
-# view name -> (artifact file under tables/, declared columns). The declared columns always exist in
-# the view (NULL where an older file lacks them); extra columns found in files are kept as well.
+# view name -> (artifact file under tables/, declared columns), from the results contract. The declared
+# columns always exist in the view (NULL where an older file lacks them).
 TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "runs": ("run.parquet", _IDENT + [
-        ("model", "VARCHAR"), ("task", "VARCHAR"), ("description", "VARCHAR"),
-        ("config_json", "VARCHAR"), ("git_sha", "VARCHAR"), ("started_at", "TIMESTAMPTZ"),
-        ("duration_s", "DOUBLE"), ("baseline_id_accuracy", "DOUBLE"), ("final_step", "BIGINT"),
-        ("final_sparsity", "DOUBLE")]),
-    "steps": ("steps.parquet", _IDENT + [
-        ("variant", "VARCHAR"), ("step", "BIGINT"), ("sparsity", "DOUBLE"),
-        ("unit_sparsity", "DOUBLE"), ("eval_set", "VARCHAR"), ("kind", "VARCHAR"),
-        ("subcase", "VARCHAR"), ("metric", "VARCHAR"), ("value", "DOUBLE"), ("n", "BIGINT"),
-        ("selected", "BOOLEAN")]),
-    "units": ("units.parquet", _IDENT + [
-        ("variant", "VARCHAR"), ("step", "BIGINT"), ("layer", "BIGINT"), ("unit_kind", "VARCHAR"),
-        ("unit_index", "BIGINT"), ("kept", "BOOLEAN"), ("score", "DOUBLE")]),
-    "cka": ("cka.parquet", _IDENT + [
-        ("variant", "VARCHAR"), ("step", "BIGINT"), ("sparsity", "DOUBLE"),
-        ("representation", "VARCHAR"), ("pooling", "VARCHAR"), ("estimator", "VARCHAR"),
-        ("layer_base", "BIGINT"), ("layer_pruned", "BIGINT"), ("value", "DOUBLE"),
-        ("degenerate", "BOOLEAN")]),
-    # Not produced yet: a provisional schema so queries over trials work on an empty store.
-    "trials": ("trials.parquet", _IDENT + [
-        ("trial", "BIGINT"), ("state", "VARCHAR"), ("value", "DOUBLE"),
-        ("params_json", "VARCHAR")]),
+    name: (table.file, [(c.name, _DUCKDB[c.type]) for c in table.columns]) for name, table in CONTRACT.items()
 }
 
 # Derived views, defined in reports/sql/<name>.sql, created after the table views.
@@ -139,9 +120,26 @@ def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None) -> 
         src.run_ids.append(run.info.run_id)
         for view, (filename, _) in TABLES.items():
             path = tables_dir / filename
-            if path.is_file():
+            if path.is_file() and _readable(path):
                 src.files[view].append(path.resolve())
     return src
+
+
+def results_version(path: Path) -> int:
+    """The contract version stamped in a table file (1: written before versions were stamped)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    return int(meta.get(VERSION_KEY.encode(), b"1"))
+
+
+def _readable(path: Path) -> bool:
+    version = results_version(path)
+    if version > RESULTS_VERSION:
+        log.warning("%s was written by a newer subnets (results contract v%d > v%d); skipped", path, version,
+                    RESULTS_VERSION)
+        return False
+    return True
 
 
 def _tables_dir(run: Any, tracking_uri: str, src: Sources) -> Path | None:

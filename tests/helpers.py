@@ -17,7 +17,7 @@ def tiny_float64_bert() -> BertForSequenceClassification:
 
 
 def random_rows(n: int = 12, seed: int = 1) -> list[dict]:
-    """Encoded rows (as runners.data.encode makes them) with random tokens, lengths 4..11 and 3 labels."""
+    """Encoded rows (as runners.data.examples.encode makes them) with random tokens, lengths 4..11 and 3 labels."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -31,11 +31,11 @@ def scripted_context(model, accuracies=None):
     """A PruneContext over random rows whose evaluate() returns scripted ID accuracies (baseline 0.80;
     default always 0.80) and records the model's logits on a probe batch, to check which gates were
     attached while it ran. Returns (ctx, recorded logits, probe batch)."""
-    from runners.data import batches
-    from runners.evaluate import EvalResult
-    from runners.gates import compute_unit_means
-    from runners.methods.base import PruneContext
-    from runners.progress import Progress
+    from runners.data.examples import batches
+    from runners.training.evaluate import EvalResult
+    from runners.pruning.gates import compute_unit_means
+    from runners.pruning.recipe import PruneContext
+    from runners.tracking.progress import Progress
 
     data = random_rows()
     probe = next(batches(data, 12, 0))
@@ -61,7 +61,7 @@ def run_cli(toml: Path, store_dir: Path, experiment: str = "tiny"):
     from typer.testing import CliRunner
 
     from registry.cli import app
-    from runners.tracking import KIND, Store
+    from runners.tracking.store import KIND, Store
 
     result = CliRunner().invoke(app, ["run", "--file", str(toml), "--store", str(store_dir), "--quiet"])
     assert result.exit_code == 0, result.output

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runners.data import Batch, batches
-from runners.gates import attach
-from runners.methods import attribution
+from runners.data.examples import Batch, batches
+from runners.pruning.gates import attach
+from runners.pruning.recipes import attribution
 from tests.helpers import scripted_context, TINY_CFG, random_rows, tiny_float64_bert
-from runners.units import geometry, mlp_params, head_params, neuron_params
+from runners.pruning.units import geometry, mlp_params, head_params, neuron_params
 
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from runners.cka import (
+from runners.cka.engine import (
     BaselineFeatures,
     CKAAccumulator,
     Captured,
@@ -17,7 +17,7 @@ from runners.cka import (
     linear_cka_reference,
     pool,
 )
-from runners.cka_estimators import hsic1_reference, minibatch_cka_reference
+from runners.cka.estimators import hsic1_reference, minibatch_cka_reference
 
 F64 = torch.float64
 

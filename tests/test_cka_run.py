@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from registry.loader import load_runs
-from runners.cka import linear_cka_reference
-from runners.masks import load_weight_masks
-from runners.tasks import build_task
-from runners.units import apply_weight_masks
+from runners.cka.engine import linear_cka_reference
+from runners.pruning.masks import load_weight_masks
+from runners.data.tasks import build_task
+from runners.pruning.units import apply_weight_masks
 from tests.conftest import tiny_toml
 from tests.helpers import run_cli
 

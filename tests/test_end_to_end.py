@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from registry.cli import app
-from runners.tracking import FINGERPRINT, KIND, Store
+from runners.tracking.store import FINGERPRINT, KIND, Store
 from tests.conftest import tiny_toml
 from tests.helpers import run_cli
 
@@ -72,7 +72,7 @@ def test_controls_and_retrain_variants_are_logged(write_toml, tmp_path):
     ids = {r["variant"]: r for r in rows if r["eval_set"] == "id" and r["subcase"] == "all" and r["selected"]}
     assert set(ids) == {"pruned", "random", "bad", "retrained", "random_retrained", "bad_retrained"}
     assert len({r["sparsity"] for r in ids.values()}) == 1 and ids["pruned"]["step"] == 2  # same size as the kept mask
-    from runners.masks import load_weight_masks
+    from runners.pruning.masks import load_weight_masks
 
     kept = load_weight_masks(art / "masks" / "step_002.safetensors")
     bad = load_weight_masks(art / "masks" / "bad_step_002.safetensors")
@@ -100,7 +100,7 @@ def test_structured_method_logs_units_and_exports(write_toml, tmp_path):
     assert m["export.params_exported"] < m["export.params_full"]
     from transformers import AutoModelForSequenceClassification
 
-    import runners.export  # noqa: F401  (registers the subnet model types with the Auto classes)
+    import runners.pruning.export  # noqa: F401  (registers the subnet model types with the Auto classes)
 
     exported = AutoModelForSequenceClassification.from_pretrained(art / "export")
     assert sum(p.numel() for p in exported.parameters()) == m["export.params_exported"]

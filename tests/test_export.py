@@ -16,8 +16,8 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from runners.data import Batch
-from runners.export import (
+from runners.data.examples import Batch
+from runners.pruning.export import (
     SubnetBertForSequenceClassification,
     SubnetRobertaForSequenceClassification,
     build_subnetwork,
@@ -26,9 +26,9 @@ from runners.export import (
     export_subnetwork,
     measure_latency,
 )
-from runners.gates import Gates, UnsupportedArchitecture, attach, compute_unit_means
-from runners.tokenizer import build_word_tokenizer
-from runners.units import geometry, head_params, mlp_params
+from runners.pruning.gates import Gates, UnsupportedArchitecture, attach, compute_unit_means
+from runners.data.tokenizer import build_word_tokenizer
+from runners.pruning.units import geometry, head_params, mlp_params
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
             initializer_range=0.2, num_labels=3)

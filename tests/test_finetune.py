@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from runners.data import encode
-from runners.finetune import finetune, linear_schedule
-from runners.models import load_pretrained
-from runners.progress import Progress
-from runners.tasks.synthetic_nli import SyntheticNLIParams, generate, vocabulary
-from runners.tokenizer import build_word_tokenizer
+from runners.data.examples import encode
+from runners.training.finetune import finetune, linear_schedule
+from runners.training.models import load_pretrained
+from runners.tracking.progress import Progress
+from runners.data.synthetic_nli import SyntheticNLIParams, generate, vocabulary
+from runners.data.tokenizer import build_word_tokenizer
 from registry.schema import FinetuneSpec, ModelSpec
 
 

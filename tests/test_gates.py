@@ -16,8 +16,8 @@ from transformers import (
 )
 from transformers.pytorch_utils import prune_linear_layer
 
-from runners.data import Batch
-from runners.gates import (
+from runners.data.examples import Batch
+from runners.pruning.gates import (
     Gates,
     UnitMeans,
     UnsupportedArchitecture,

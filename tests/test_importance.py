@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runners.data import batches
-from runners.gates import Gates, attach
-from runners.methods import importance
+from runners.data.examples import batches
+from runners.pruning.gates import Gates, attach
+from runners.pruning.recipes import importance
 from tests.helpers import scripted_context, random_rows, tiny_float64_bert
 
 

@@ -9,12 +9,12 @@ import torch
 from pydantic import ValidationError
 from transformers import BertConfig, BertForSequenceClassification
 
-from runners.data import Batch
-from runners.evaluate import EvalResult
-from runners.gates import Gates, attach, compute_unit_means
-from runners.methods import l0
-from runners.methods.base import PruneContext
-from runners.progress import Progress
+from runners.data.examples import Batch
+from runners.training.evaluate import EvalResult
+from runners.pruning.gates import Gates, attach, compute_unit_means
+from runners.pruning.recipes import l0
+from runners.pruning.recipe import PruneContext
+from runners.tracking.progress import Progress
 
 T, LEFT, RIGHT = 2 / 3, -0.1, 1.1
 
@@ -169,7 +169,7 @@ def test_short_run_reaches_targets_with_weights_untouched():
 
 
 def test_params_validate_targets_and_l0_is_registered():
-    from runners.methods import METHODS
+    from runners.pruning.recipes import METHODS
 
     with pytest.raises(ValidationError):
         l0.Params(targets=[0.0, 0.5])

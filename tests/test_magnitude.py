@@ -7,11 +7,11 @@ import torch
 from torch.nn.utils import prune
 from transformers import BertConfig, BertForSequenceClassification
 
-from runners.masks import load_weight_masks, save_weight_masks
-from runners.methods import magnitude
-from runners.methods.base import PruneContext
-from runners.progress import Progress
-from runners.units import apply_weight_masks, prunable_weights
+from runners.pruning.masks import load_weight_masks, save_weight_masks
+from runners.pruning.recipes import magnitude
+from runners.pruning.recipe import PruneContext
+from runners.tracking.progress import Progress
+from runners.pruning.units import apply_weight_masks, prunable_weights
 
 
 def tiny_model(seed: int = 0):
@@ -50,7 +50,7 @@ def test_iterative_masks_equal_torch_global_unstructured():
 
 def _ctx(model, accuracies):
     """A context whose evaluate() returns the next scripted ID accuracy."""
-    from runners.evaluate import EvalResult
+    from runners.training.evaluate import EvalResult
 
     it = iter(accuracies)
 

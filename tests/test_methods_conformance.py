@@ -10,15 +10,15 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from runners.data import batches, encode
-from runners.evaluate import EncodedSet, evaluate
-from runners.gates import attach, compute_unit_means, sparsity as gate_sparsity
-from runners.methods import METHODS
-from runners.methods.base import PruneContext, PruneStep, keeps_id
-from runners.progress import Progress
-from runners.tasks.synthetic_nli import SyntheticNLIParams, generate, vocabulary
-from runners.tokenizer import build_word_tokenizer
-from runners.units import prunable_weights
+from runners.data.examples import batches, encode
+from runners.training.evaluate import EncodedSet, evaluate
+from runners.pruning.gates import attach, compute_unit_means, sparsity as gate_sparsity
+from runners.pruning.recipes import METHODS
+from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
+from runners.tracking.progress import Progress
+from runners.data.synthetic_nli import SyntheticNLIParams, generate, vocabulary
+from runners.data.tokenizer import build_word_tokenizer
+from runners.pruning.units import prunable_weights
 
 # quick settings per method; a method registered without an entry here fails the suite on purpose
 QUICK = {

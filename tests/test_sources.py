@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from registry.schema import OODSpec, SourceSpec, TaskSpec
-from runners.tasks import build_task
-from runners.tasks.sources import SourceError, read_rows, to_examples
+from runners.data.tasks import build_task
+from runners.data.sources import SourceError, read_rows, to_examples
 
 ROWS = [{"p": "a cat sat", "h": "a cat", "y": "entailment", "kind": "x"},
         {"p": "the dog ran", "h": "a bird", "y": "contradiction", "kind": "y"}]

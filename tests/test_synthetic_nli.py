@@ -3,8 +3,8 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-from runners.data import TaskData
-from runners.tasks.synthetic_nli import (
+from runners.data.examples import TaskData
+from runners.data.synthetic_nli import (
     LABEL_NAMES,
     SUBCASES,
     SyntheticNLIParams,

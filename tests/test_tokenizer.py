@@ -1,9 +1,9 @@
 import pytest
 from transformers import AutoTokenizer
 
-from runners.data import Example, batches, encode
-from runners.tasks.synthetic_nli import SyntheticNLIParams, vocabulary
-from runners.tokenizer import build_word_tokenizer
+from runners.data.examples import Example, batches, encode
+from runners.data.synthetic_nli import SyntheticNLIParams, vocabulary
+from runners.data.tokenizer import build_word_tokenizer
 
 WORDS = ["the", "doctor", "saw", "lawyer", "danced"]
 

@@ -1,0 +1,99 @@
+"""Read a declared data source (local csv/tsv/jsonl/parquet file, or a hub dataset) into Examples."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from runners.data.examples import Example
+
+
+class SourceError(ValueError):
+    pass
+
+
+def read_rows(source, base_dir: str) -> list[dict[str, Any]]:
+    if source.hub is not None:
+        return _hub_rows(source)
+    path = Path(source.path)
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    if not path.exists():
+        raise SourceError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return _delimited_rows(path, "\t" if suffix == ".tsv" else ",", source.header, source.limit)
+    if suffix == ".jsonl":
+        with path.open() as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return rows[: source.limit] if source.limit else rows
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+        return rows[: source.limit] if source.limit else rows
+    raise SourceError(f"unsupported data file type {suffix!r} ({path}); use .csv, .tsv, .jsonl or .parquet")
+
+
+def _delimited_rows(path: Path, delimiter: str, header: bool, limit: int | None) -> list[dict[str, Any]]:
+    # GLUE-style TSVs contain unbalanced quotes inside sentences: read them without quote handling.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+        first = next(reader, None)
+        if first is None:
+            return []
+        names = first if header else [str(i) for i in range(len(first))]
+        rows = [] if header else [first]
+        for row in reader:
+            rows.append(row)
+            if limit and len(rows) >= limit:
+                break
+    return [dict(zip(names, r)) for r in rows if r]
+
+
+def _hub_rows(source) -> list[dict[str, Any]]:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a declared dependency
+        raise SourceError("hub datasets need the `datasets` package") from e
+    split = source.split or "train"
+    if source.limit:
+        split = f"{split}[:{source.limit}]"
+    try:
+        ds = datasets.load_dataset(source.hub, source.config, split=split)
+    except Exception as e:  # offline machines land here: say what was asked for
+        raise SourceError(f"cannot load hub dataset {source.hub!r} (config {source.config!r}, split {split!r}): {e}") from e
+    return list(ds)
+
+
+def to_examples(rows: Iterable[dict[str, Any]], source, labels: list[str], where: str) -> list[Example]:
+    """Map columns to Examples; labels may be indices, label names, or mapped by `label_map`."""
+    out = []
+    for i, row in enumerate(rows):
+        for col in (source.text_a, source.text_b, source.label, source.subcase):
+            if col is not None and col not in row:
+                raise SourceError(f"{where}: column {col!r} not found (columns: {', '.join(map(str, row))})")
+        label = _label(row[source.label], source.label_map, labels)
+        if label is None:
+            if str(row[source.label]).strip() in ("", "-", "-1"):
+                continue  # unlabelled rows (e.g. SNLI without gold label)
+            raise SourceError(f"{where}: row {i}: label {row[source.label]!r} is not one of {labels} and no label_map covers it")
+        text_b = str(row[source.text_b]).strip() if source.text_b else None
+        sub = str(row[source.subcase]) if source.subcase else None
+        out.append(Example(str(row[source.text_a]).strip(), text_b, label, sub))
+    return out
+
+
+def _label(raw: Any, label_map: dict[str, int] | None, labels: list[str]) -> int | None:
+    key = str(raw).strip()
+    if label_map is not None:
+        return label_map.get(key)
+    if key in labels:
+        return labels.index(key)
+    try:
+        value = int(float(key))
+    except ValueError:
+        return None
+    return value if 0 <= value < len(labels) else None

@@ -1,0 +1,58 @@
+"""Materialise a declared task (registry.tasks) into training, in-domain and out-of-domain examples."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from registry.schema import OODSpec, TaskSpec
+from registry.tasks import CUSTOM, TASKS, label_names
+from runners.data import synthetic_nli
+from runners.data.examples import EvalSet, TaskData
+from runners.data.sources import read_rows, to_examples
+
+GENERATED_DATA_SEED = 0  # run seeds vary init/order/dropout; generated data stay the same across seeds
+
+
+@dataclass(frozen=True)
+class Generator:
+    """How a generated built-in task makes its data and the words its tokenizer needs."""
+
+    generate: Callable[[object, int], TaskData]
+    vocabulary: Callable[[object], list[str]]
+
+
+GENERATORS: dict[str, Generator] = {
+    "synthetic-nli": Generator(synthetic_nli.generate, synthetic_nli.vocabulary),
+}
+
+
+def task_words(task: TaskSpec) -> list[str] | None:
+    """The vocabulary of a generated task (its built-in tokenizer's words), else None."""
+    if task.name not in GENERATORS:
+        return None
+    return GENERATORS[task.name].vocabulary(TASKS.get(task.name).params.model_validate(task.params))
+
+
+def build_task(task: TaskSpec, base_dir: str) -> TaskData:
+    """Materialise the task's training, in-domain and out-of-domain data."""
+    labels = label_names(task)
+    entry = TASKS.get(task.name) if task.name != CUSTOM else None
+    if entry is not None and entry.generated:
+        data = GENERATORS[task.name].generate(entry.params.model_validate(task.params), GENERATED_DATA_SEED)
+    else:
+        train_src = task.train or entry.train
+        eval_src = task.eval or entry.eval
+        data = TaskData(
+            train=to_examples(read_rows(train_src, base_dir), train_src, labels, "task.train"),
+            id_eval=EvalSet("id", "id", to_examples(read_rows(eval_src, base_dir), eval_src, labels, "task.eval")),
+            ood=[_ood_set(spec, labels, base_dir) for spec in (entry.ood if entry else ())],
+            label_names=labels,
+        )
+    data.ood += [_ood_set(spec, labels, base_dir) for spec in task.ood]
+    return data
+
+
+def _ood_set(spec: OODSpec, labels: list[str], base_dir: str) -> EvalSet:
+    own = spec.labels or labels
+    examples = to_examples(read_rows(spec, base_dir), spec, own, f"task.ood.{spec.name}")
+    return EvalSet(spec.name, "ood", examples, pred_map=spec.pred_map)

@@ -1,0 +1,67 @@
+"""Masks on disk: safetensors files, bit-packed (a BERT-base weight mask is ~10 MB instead of ~85 MB)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save_weight_masks(path: str | Path, masks: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    packed = {n: torch.from_numpy(np.packbits(m.detach().cpu().numpy().astype(bool).reshape(-1))) for n, m in masks.items()}
+    meta = {"format": "packbits", "shapes": json.dumps({n: list(m.shape) for n, m in masks.items()}), **(metadata or {})}
+    save_file(packed, str(path), metadata=meta)
+
+
+def load_weight_masks(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        shapes = json.loads(f.metadata()["shapes"])
+    packed = load_file(str(path))
+    out = {}
+    for name, shape in shapes.items():
+        n = int(np.prod(shape))
+        bits = np.unpackbits(packed[name].numpy())[:n].astype(bool)
+        out[name] = torch.from_numpy(bits).reshape(shape)
+    return out
+
+
+def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut a flat tensor (the concatenation of `like`'s tensors, in order) back into their shapes."""
+    out, offset = {}, 0
+    for n, t in like.items():
+        out[n] = flat[offset : offset + t.numel()].view_as(t)
+        offset += t.numel()
+    return out
+
+
+def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
+    """Fraction of the masked entries removed (False)."""
+    total = sum(m.numel() for m in masks.values())
+    return 1.0 - sum(int(m.sum()) for m in masks.values()) / total
+
+
+UNIT_FAMILIES = ("head", "mlp", "neuron")
+
+
+def save_gate_masks(path: str | Path, families: dict[str, torch.Tensor], scores: dict[str, torch.Tensor] | None,
+                    metadata: dict[str, str]) -> None:
+    """Binary unit gates (head (L,H), mlp (L,), neuron (L,I)) and the scores that decided them."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in families.items()}
+    tensors.update({f"score.{k}": v.detach().float().cpu().contiguous() for k, v in (scores or {}).items()})
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_gate_masks(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, str]]:
+    """(unit gates by family, scores by family, metadata) as save_gate_masks wrote them."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    tensors = load_file(str(path))
+    families = {k: v for k, v in tensors.items() if k in UNIT_FAMILIES}
+    scores = {k.removeprefix("score."): v for k, v in tensors.items() if k.startswith("score.")}
+    return families, scores, meta

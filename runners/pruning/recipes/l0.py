@@ -1,0 +1,206 @@
+"""Structured L0 pruning of heads and MLPs ("The Heuristic Core", Bhaskar, Friedman, Chen, ACL 2024).
+
+One hard-concrete gate (Louizos, Welling, Kingma 2018) per attention head and per MLP block; every model
+weight is frozen. For each declared target sparsity t (ascending), fresh log-alphas are trained with
+
+    KL(p_full || p_gated) + lambda1 (t_k - s) + lambda2 (t_k - s)^2
+
+p_full: the frozen full model's predictions on the step's batch (one no_grad forward with all gates at 1);
+s = 1 - mean_u P(z_u != 0), the expected unit sparsity (heads and MLPs count equally); t_k rises linearly
+from 0 to t over the warm-up, then stays; lambda1, lambda2 start at 0 and are trained by gradient ascent
+(Adam, maximize=True), log-alphas by descent. Gated-off units output their training mean (mean ablation).
+
+Schedule, the paper's MNLI rule (scripts/pruning/prune-all-mnli.sh: warm-up 6500 + 50 T steps, total
+warm-up + 6 T, T = target in percent, 128 examples a step) times `schedule_scale`:
+    warmup(t) = round(scale * (warmup_base + warmup_per_target * t))
+    total(t)  = warmup(t) + round(scale * settle_per_target * t)
+With t a fraction, the defaults 6500 / 5000 / 600 are the paper's rule at scale 1; the default scale
+0.05 (325 + 250 t warm-up steps) suits the embedded CPU demo. Higher targets get longer warm-ups, so the
+target rises at a similar pace (~ t / warmup per step) whatever t is.
+
+Final mask (top-k): the round(t N) units with the lowest log-alpha are pruned (N = heads + MLPs, ties:
+lower index first). Not the deterministic-gate threshold (log-alpha > 0 for a symmetric stretch): the
+declared target is the x-axis of the effective-size curve, and subnetworks at one target must be of one
+size to be compared across seeds; the Lagrangian holds only the *expected* sparsity near t. The threshold
+rule's sparsity is logged next to it (extra["threshold_unit_sparsity"]): a gap says training was short.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from runners.pruning.gates import Gates, attach, geometry, sparsity
+from registry.methods import L0Params as Params
+from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
+
+EPS = 1e-6  # u is drawn from [EPS, 1 - EPS] so log(u) and log(1 - u) stay finite
+
+
+# ---- the hard-concrete distribution --------------------------------------------------------------
+
+
+def p_nonzero(log_alpha: torch.Tensor, temperature: float, left: float, right: float) -> torch.Tensor:
+    """P(z != 0) of each hard-concrete gate (Louizos et al. 2018, eq. 12): the expected L0 norm."""
+    return torch.sigmoid(log_alpha - temperature * math.log(-left / right))
+
+
+def sample_gates(log_alpha: torch.Tensor, u: torch.Tensor, temperature: float, left: float, right: float) -> torch.Tensor:
+    """Hard-concrete samples from uniform noise u: stretched binary concrete, clamped to [0, 1]."""
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / temperature)
+    return (s * (right - left) + left).clamp(0.0, 1.0)
+
+
+def deterministic_gates(log_alpha: torch.Tensor, left: float, right: float) -> torch.Tensor:
+    """The test-time gate of Louizos et al.: clamp(sigmoid(log_alpha) (r - l) + l, 0, 1)."""
+    return (torch.sigmoid(log_alpha) * (right - left) + left).clamp(0.0, 1.0)
+
+
+def target_at(step: int, warmup: int, target: float) -> float:
+    """The sparsity target at `step` (0-based): linear from 0 to `target` over `warmup` steps, then flat."""
+    return target * min(1.0, step / warmup) if warmup > 0 else target
+
+
+def lagrangian(expected: torch.Tensor, target: float, lambdas: torch.Tensor) -> torch.Tensor:
+    """lambda1 (t - s) + lambda2 (t - s)^2: minimised over log-alphas, maximised over the lambdas."""
+    gap = target - expected
+    return lambdas[0] * gap + lambdas[1] * gap * gap
+
+
+def schedule(p: Params, target: float) -> tuple[int, int]:
+    """(warm-up steps, total steps) for one target; see the module docstring."""
+    warmup = max(1, round(p.schedule_scale * (p.warmup_base + p.warmup_per_target * target)))
+    return warmup, warmup + round(p.schedule_scale * p.settle_per_target * target)
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+
+class L0Trainer:
+    """The gate parameters of one target, the multipliers and their optimisers; `step` is the hot path.
+
+    `gates` must be attached to `model` (runners.pruning.gates.attach): each step assigns to it the all-ones
+    tensors (teacher: every hooked layer is skipped) and then the sampled gates (student)."""
+
+    def __init__(self, model: torch.nn.Module, gates: Gates, p: Params, generator: torch.Generator):
+        g = geometry(model)
+        self.model, self.gates, self.p, self.generator = model, gates, p, generator
+        self.device = gates.head.device
+        self.n_heads = g.layers * g.heads
+        self.head_shape = (g.layers, g.heads)
+        # one vector for all units (heads then MLPs): one sample, one sigmoid, one optimiser tensor
+        self.log_alpha = torch.full((self.n_heads + g.layers,), p.init_log_alpha, device=self.device, requires_grad=True)
+        self.lambdas = torch.zeros(2, device=self.device, requires_grad=True)
+        self.opt = torch.optim.Adam([self.log_alpha], lr=p.lr)
+        self.opt_lambda = torch.optim.Adam([self.lambdas], lr=p.lambda_lr, maximize=True)
+        self.ones_head = torch.ones(self.head_shape, device=self.device)
+        self.ones_mlp = torch.ones(g.layers, device=self.device)
+
+    def split(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return t[: self.n_heads].view(self.head_shape), t[self.n_heads :]
+
+    def expected_sparsity(self) -> torch.Tensor:
+        p = self.p
+        return 1 - p_nonzero(self.log_alpha, p.temperature, p.stretch_left, p.stretch_right).mean()
+
+    def step(self, inputs: dict[str, torch.Tensor], target: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on one batch; returns (KL, expected sparsity), detached (no host sync)."""
+        p, g = self.p, self.gates
+        g.head, g.mlp = self.ones_head, self.ones_mlp
+        with torch.no_grad():
+            teacher = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
+        u = torch.rand(self.log_alpha.shape, generator=self.generator, device=self.device) * (1 - 2 * EPS) + EPS
+        z = sample_gates(self.log_alpha, u, p.temperature, p.stretch_left, p.stretch_right)
+        g.head, g.mlp = self.split(z)
+        student = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
+        kl = F.kl_div(student, teacher, reduction="batchmean", log_target=True)
+        expected = self.expected_sparsity()
+        loss = kl + lagrangian(expected, target, self.lambdas)
+        self.opt.zero_grad(set_to_none=True)
+        self.opt_lambda.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.opt_lambda.step()
+        return kl.detach(), expected.detach()
+
+    def final_keep(self, target: float) -> torch.Tensor:
+        """Bool keep-vector: all but the round(target N) units with the lowest log-alpha."""
+        la = self.log_alpha.detach()
+        keep = torch.ones_like(la, dtype=torch.bool)
+        keep[torch.sort(la, stable=True).indices[: round(target * la.numel())]] = False
+        return keep
+
+
+def _batches_forever(ctx: PruneContext, batch_size: int):
+    epoch = 0
+    while True:
+        n = 0
+        for batch in ctx.train_batches(batch_size=batch_size, shuffle=True, epoch=epoch):
+            n += 1
+            yield batch
+        if n == 0:
+            raise ValueError("L0 pruning got no training batches")
+        epoch += 1
+
+
+def _seed(seed: int, target: float) -> int:
+    # per target, so a subnetwork does not depend on which other targets were declared
+    return (seed * 1_000_003 + round(target * 1_000_000)) % (2**63)
+
+
+def train_target(ctx: PruneContext, p: Params, target: float, means) -> tuple[L0Trainer, dict[str, float]]:
+    model = ctx.model
+    device = next(model.parameters()).device
+    gates = Gates.ones(model, ablation=p.ablation, means=means)
+    gen = torch.Generator(device=device).manual_seed(_seed(ctx.seed, target))
+    trainer = L0Trainer(model, gates, p, gen)
+    warmup, total = schedule(p, target)
+    batches = _batches_forever(ctx, p.batch_size)
+    kl = expected = torch.zeros(())
+    note = ""
+    with attach(model, gates), ctx.progress.task(f"L0 pruning to {target:.2f}", total=total) as advance:
+        for step in range(total):
+            batch = next(batches)
+            inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
+            kl, expected = trainer.step(inputs, target_at(step, warmup, target))
+            if step % 20 == 0 or step == total - 1:  # reading the figures is a host sync on a GPU
+                note = f"E[s]={float(expected):.3f} kl={float(kl):.4f}"
+            advance(1, note)
+    lam = trainer.lambdas.detach().tolist()
+    return trainer, {"expected_sparsity_end": float(expected), "kl_end": float(kl), "lambda1": lam[0],
+                     "lambda2": lam[1], "warmup_steps": float(warmup), "train_steps": float(total)}
+
+
+def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterator[PruneStep]:
+    """One subnetwork per target, each from fresh gates seeded by (seed, target); a resumed run skips the
+    targets up to start.step, whose gate parameters (log-alphas) are logged as that step's scores."""
+    model = ctx.model
+    means = ctx.unit_means() if p.ablation == "mean" else None
+    flags = [(q, q.requires_grad) for q in model.parameters()]
+    was_training = model.training
+    model.eval()  # no dropout: the gated model matches the teacher exactly while all gates are 1
+    for q, _ in flags:
+        q.requires_grad_(False)
+    try:
+        first = start.step + 1 if start is not None else 1
+        for i, t in enumerate(sorted(p.targets)[first - 1 :], start=first):
+            trainer, extra = train_target(ctx, p, t, means)
+            head_keep, mlp_keep = trainer.split(trainer.final_keep(t).float())
+            gates = Gates(head_keep, mlp_keep, ablation=p.ablation, means=means)
+            with attach(model, gates):
+                results = ctx.evaluate()
+            spars = sparsity(model, gates)
+            la = trainer.log_alpha.detach()
+            threshold = deterministic_gates(la, p.stretch_left, p.stretch_right) <= 0.5
+            extra = {"target_sparsity": t, "realised_unit_sparsity": spars["units"],
+                     "threshold_unit_sparsity": float(threshold.float().mean()), **extra}
+            head_la, mlp_la = trainer.split(la.clone())
+            yield PruneStep(i, spars["params"], results, keeps_id(results, ctx.baseline, p.keep_ratio),
+                            gates=gates, scores={"head": head_la, "mlp": mlp_la}, unit_sparsity=spars["units"],
+                            strength=t, extra=extra)
+    finally:
+        for q, flag in flags:
+            q.requires_grad_(flag)
+        model.train(was_training)

@@ -1,0 +1,186 @@
+"""Execute one expanded run: fine-tune (or reuse), evaluate, prune step by step, log everything.
+
+MLflow records: a parent run per expanded run (tags: fingerprint, group, method, seeds, device, git SHA,
+versions; params: the resolved config), every pruning step as metric steps, each step's mask as a
+safetensors artifact, and the tidy Parquet tables under `tables/` (registry.results) that the warehouse
+reads. A run is FINISHED only after its tables are logged; a crash marks it FAILED, Ctrl-C marks it
+KILLED, and `subnets run` redoes it.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from registry.methods import METHODS
+from registry.schema import RunSpec
+from runners.data import build_task
+from runners.pruning.controls import build_controls, retrain
+from runners.pruning.export import export_and_measure
+from runners.pruning.recipe import PruneContext, PruneStep
+from runners.pruning.recipes import RECIPES
+from runners.run.rundata import RunData
+from runners.run.steplog import StepLogger, step_metrics
+from runners.tracking import provenance
+from runners.tracking.progress import Progress
+from runners.tracking.store import EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, SEED, Store, flatten
+from runners.tracking.tables import axis_rows, step_rows, write_table
+from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
+from runners.training.device import describe
+
+EXPORT_BATCHES = 4  # evaluation batches that check the exported logits and time both models
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    fingerprint: str
+    baseline: dict[str, EvalResult]
+    selected: PruneStep
+    steps: int
+    seconds: float
+    variants: list[PruneStep]
+    stop_reason: str = ""
+
+
+def execute(spec: RunSpec, store: Store, progress: Progress) -> RunOutcome:
+    device = resolve_device(spec.runtime)  # before anything is written: a missing GPU is a config error
+    started = time.time()
+    sha = provenance.git_sha(spec.base_dir)
+    versions = provenance.versions()
+    threads = torch.get_num_threads()
+    tags = {KIND: "run", FINGERPRINT: spec.fingerprint, GROUP: spec.group, EXPERIMENT: spec.experiment,
+            METHOD: spec.prune.method, SEED: str(spec.seed), "subnets.prune_seed": str(spec.prune_seed),
+            "subnets.label": spec.label(), "subnets.git_sha": sha, "subnets.finetune_fingerprint": spec.finetune_fingerprint,
+            "subnets.device": describe(device), "subnets.torch_threads": str(threads),
+            **{f"subnets.version.{k}": v for k, v in versions.items()}, **spec.tags}
+    run = store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}", tags)
+    try:
+        with tempfile.TemporaryDirectory() as tmp_name, precision(spec.runtime, device):
+            tmp = Path(tmp_name)
+            config = spec.resolved_config()
+            run.params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
+            run.json_artifact("config.json", {**config, "fingerprint": spec.fingerprint, "group": spec.group,
+                                              "git_sha": sha, "versions": versions, "axes": spec.axes,
+                                              "device": str(device), "torch_threads": threads}, tmp)
+            outcome = _prune_and_log(spec, store, run, progress, tmp, device)
+            ids = run_ids(spec, run.run_id)
+            write_table(tmp / "tables", "runs", [dict(
+                ids, label=spec.label(), finetune_fingerprint=spec.finetune_fingerprint, model=spec.model.name,
+                task=spec.task.name, description=spec.description, x_axis=x_axis(spec),
+                config_json=json.dumps(config, sort_keys=True), git_sha=sha, device=str(device), torch_threads=threads,
+                started_at=datetime.fromtimestamp(started, timezone.utc), duration_s=time.time() - started,
+                baseline_id_accuracy=outcome.baseline["id"].accuracy, final_step=outcome.selected.step,
+                final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason)])
+            axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
+            write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
+            run.artifact(tmp / "tables", "tables")
+        run.finish("FINISHED")
+    except KeyboardInterrupt:
+        run.finish("KILLED")
+        raise
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    outcome.seconds = time.time() - started
+    return outcome
+
+
+def run_ids(spec: RunSpec, run_id: str) -> dict:
+    """The columns that identify a run in every table."""
+    return dict(experiment=spec.experiment, run_id=run_id, fingerprint=spec.fingerprint, group_id=spec.group,
+                seed=spec.seed, prune_seed=spec.prune_seed, method=spec.prune.method)
+
+
+def x_axis(spec: RunSpec) -> str:
+    return METHODS.get(spec.prune.method).x_axis(spec.prune.params)
+
+
+def step_x(axis: str, step: PruneStep) -> float:
+    """The declared x of a step: its number (iterative), or its strength / target (0 for the full model)."""
+    if axis == "step" or step.step == 0:
+        return float(step.step)
+    return float(step.strength)
+
+
+def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Path, device: torch.device) -> RunOutcome:
+    recipe = RECIPES.get(spec.prune.method)
+    task = build_task(spec.task, spec.base_dir)
+    cache = store.root / ".subnets"
+    ft = get_finetuned(spec, task, cache, progress, device)
+    run.tags({"subnets.finetune_cache": "hit" if ft.cached else "miss"})
+    run.metrics({"finetune.seconds": ft.record["seconds"]}, step=0)
+    for step, loss in ft.record["loss"]:
+        run.metrics({"finetune.loss": loss}, step=step)
+    for row in ft.record["epochs"]:
+        run.metrics({f"finetune.{k}.accuracy": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+    model = ft.model
+    data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
+    baseline = data.evaluate(model)
+    ids = run_ids(spec, run.run_id)
+    logger = StepLogger(run, ids, tmp, spec.cka)
+    full = PruneStep(0, 0.0, baseline, True)
+    logger(full)
+    ctx = PruneContext(model=model, evaluate=lambda: data.evaluate(model), baseline=baseline, progress=progress,
+                       seed=spec.prune_seed, train_batches=data.train_batches,
+                       unit_means=lambda: data.unit_means(model, cache / "means"))
+    result = recipe.execute(ctx, spec.prune.params, done=[full], callbacks=[logger])
+    selected = result.kept
+    run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity,
+                 **{f"selected.{k}": v for k, v in step_metrics(selected).items() if k != "sparsity"}}, step=0)
+    run.tags({"subnets.stop_reason": result.stop_reason})
+    variants = _variants(spec, selected, task, data, cache, progress, device)
+    for v in variants:
+        logger(v)
+    if spec.prune.params.export and selected.gates is not None:
+        # gate methods leave the weights alone, so `model` is still the fine-tuned model; export and
+        # latency are measured on CPU, where the exported model is meant to serve
+        id_set = next(s for s in data.sets if s.eval_set.kind == "id")
+        sample = list(itertools.islice(id_set.batches(spec.finetune.eval_batch_size, data.pad), EXPORT_BATCHES))
+        cpu_model = model if device.type == "cpu" else copy.deepcopy(model).cpu()
+        gates = selected.gates.to("cpu") if device.type != "cpu" else selected.gates
+        figures = export_and_measure(cpu_model, gates, ft.tokenizer, tmp / "export", sample)
+        run.metrics(figures, step=selected.step)
+        run.artifact(tmp / "export", "export")
+    axis = x_axis(spec)
+    steps = [*result.steps, *variants]
+    rows = [r for s in steps for r in step_rows(ids, s, step_x(axis, s), s is selected or s.variant != "pruned")]
+    write_table(tmp / "tables", "steps", rows)
+    write_table(tmp / "tables", "units", logger.units)
+    write_table(tmp / "tables", "cka", logger.cka_rows)
+    return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(result.steps) - 1, 0.0, variants,
+                      result.stop_reason)
+
+
+def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Path, progress: Progress,
+              device: torch.device) -> list[PruneStep]:
+    """Controls (random, bad) of the kept subnetwork, and re-fine-tuned versions when `retrain` is set."""
+    params = spec.prune.params
+    if selected.step == 0 or not (params.controls or params.retrain):
+        return []
+
+    def load_ft():  # fresh fine-tuned weights from the cache
+        return get_finetuned(spec, task, cache, Progress(enabled=False), device).model
+
+    def evaluate_variant(m):
+        return data.evaluate(m, variant=True)
+
+    out = build_controls(selected, list(params.controls), spec.prune_seed, load_ft, evaluate_variant)
+    if params.retrain:
+        def load_pretrained():
+            return pretrained(spec, task, device)[1]
+
+        def refinetune(model, after_step):
+            finetune(model, data.train_rows, spec.finetune, spec.seed, data.pad, progress, after_step=after_step,
+                     label="re-fine-tuning")
+
+        out += [retrain(s, load_pretrained, refinetune, evaluate_variant) for s in [selected, *out]]
+    return out

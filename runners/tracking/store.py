@@ -1,0 +1,157 @@
+"""MLflow as the system of record: one store per project directory, batched logging.
+
+The store is `sqlite:///<root>/mlflow.db` with artifacts under `<root>/mlartifacts/<experiment>` unless
+MLFLOW_TRACKING_URI says otherwise. `Store.ensure()` creates the database once, before anything fans
+out (several processes creating a fresh SQLite store at once corrupt it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KIND, FINGERPRINT, EXPERIMENT, METHOD, SEED = "subnets.kind", "subnets.fingerprint", "subnets.experiment", "subnets.method", "subnets.seed"
+GROUP = "subnets.group"
+MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
+
+
+@dataclass
+class Store:
+    root: Path
+    tracking_uri: str
+
+    @classmethod
+    def at(cls, root: str | Path) -> "Store":
+        root = Path(root).resolve()
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+        return cls(root, uri)
+
+    @property
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        if not hasattr(self, "_client"):
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def exists(self) -> bool:
+        if self.tracking_uri.startswith("sqlite:///"):
+            return Path(self.tracking_uri.removeprefix("sqlite:///")).exists()
+        return True
+
+    def ensure(self) -> None:
+        """Create (or migrate) the tracking database now, in this one process."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.client.search_experiments(max_results=1)
+
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        if not create:
+            return None
+        location = (self.root / "mlartifacts" / name).as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def run_status(self, experiment: str) -> dict[str, str]:
+        """fingerprint -> best status of its parent runs (FINISHED wins), without creating anything.
+
+        A local SQLite store is read with sqlite3 (read-only), so `subnets plan` needs no MLflow import
+        (seconds of CPU); other stores go through the MLflow client."""
+        if not self.exists():
+            return {}
+        if self.tracking_uri.startswith("sqlite:///"):
+            from runners.tracking.status import sqlite_run_status
+
+            pairs = sqlite_run_status(Path(self.tracking_uri.removeprefix("sqlite:///")), experiment, KIND, FINGERPRINT)
+        else:
+            exp_id = self.experiment_id(experiment, create=False)
+            if exp_id is None:
+                return {}
+            runs = self.client.search_runs([exp_id], filter_string=f"tags.`{KIND}` = 'run'", max_results=50000)
+            pairs = [(r.data.tags.get(FINGERPRINT), r.info.status) for r in runs]
+        rank = {"FINISHED": 3, "RUNNING": 2, "FAILED": 1, "KILLED": 1}
+        out: dict[str, str] = {}
+        for fp, status in pairs:
+            if fp and rank.get(status, 0) > rank.get(out.get(fp, ""), 0):
+                out[fp] = status
+        return out
+
+    def start_run(self, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> "RunLog":
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        if parent:
+            tags = {**tags, MLFLOW_PARENT_RUN_ID: parent}
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        return RunLog(self, run.info.run_id, run.info.artifact_uri)
+
+
+@dataclass
+class RunLog:
+    """Buffers metrics and flushes them with log_batch (one SQLite transaction per 1000 metrics)."""
+
+    store: Store
+    run_id: str
+    artifact_uri: str
+    _metrics: list = field(default_factory=list)
+
+    def metrics(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._metrics += [Metric(k, float(v), now, step) for k, v in values.items()]
+        if len(self._metrics) >= MAX_METRICS:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._metrics:
+            chunk, self._metrics = self._metrics[:MAX_METRICS], self._metrics[MAX_METRICS:]
+            self.store.client.log_batch(self.run_id, metrics=chunk)
+
+    def params(self, values: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _short(v)) for k, v in values.items()]
+        for i in range(0, len(items), MAX_PARAMS):
+            self.store.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS])
+
+    def tags(self, values: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, _short(v)) for k, v in values.items()]
+        for i in range(0, len(items), MAX_TAGS):
+            self.store.client.log_batch(self.run_id, tags=items[i : i + MAX_TAGS])
+
+    def artifact(self, local: str | Path, artifact_path: str | None = None) -> None:
+        local = Path(local)
+        if local.is_dir():
+            self.store.client.log_artifacts(self.run_id, str(local), artifact_path)
+        else:
+            self.store.client.log_artifact(self.run_id, str(local), artifact_path)
+
+    def json_artifact(self, name: str, obj: Any, tmp: Path) -> None:
+        path = tmp / name
+        path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+        self.artifact(path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.store.client.set_terminated(self.run_id, status)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the resolved config as MLflow params."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out or ({prefix[:-1]: "{}"} if prefix else {})
+    return {prefix[:-1]: json.dumps(obj) if isinstance(obj, (list, tuple)) else obj}
+
+
+def _short(v: Any) -> str:
+    s = "" if v is None else str(v)
+    return s if len(s) <= 6000 else s[:5997] + "..."

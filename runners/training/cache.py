@@ -1,0 +1,83 @@
+"""The fine-tuned model of a run, trained once and cached by its fine-tune fingerprint.
+
+Runs that differ only in pruning share one fine-tuned model. The cache lives under
+<store root>/.subnets/finetuned/<fingerprint>/ and is written atomically (temp dir + rename), so a
+killed fine-tuning leaves no half-written model behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from runners.data.examples import TaskData, encode
+from runners.training.evaluate import EncodedSet, evaluate
+from runners.training.finetune import finetune
+from runners.training.models import load_pretrained, load_tokenizer
+from runners.tracking.progress import Progress
+from registry.schema import RunSpec
+from runners.data.tasks import task_words
+
+
+@dataclass
+class Finetuned:
+    model: torch.nn.Module
+    tokenizer: object
+    record: dict  # seconds, steps, loss curve, per-epoch evaluation; logged by the runner
+    cached: bool
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def pretrained(spec: RunSpec, task: TaskData, device: torch.device | str = "cpu"):
+    """(tokenizer, pre-trained model on `device`) before fine-tuning; also the start of re-fine-tuning."""
+    tokenizer = load_tokenizer(spec.model, spec.base_dir, task_words(spec.task))
+    model = load_pretrained(spec.model, spec.base_dir, task.num_labels, len(tokenizer), spec.seed)
+    return tokenizer, model.to(device)
+
+
+def get_finetuned(spec: RunSpec, task: TaskData, cache_root: Path, progress: Progress,
+                  device: torch.device | str = "cpu") -> Finetuned:
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per cached load is noise between our own bars
+    target = cache_root / "finetuned" / spec.finetune_fingerprint
+    if (target / "record.json").exists():
+        model = AutoModelForSequenceClassification.from_pretrained(target).to(device)
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(target)
+        progress.log(f"fine-tuned model from cache {target}")
+        return Finetuned(model, tokenizer, json.loads((target / "record.json").read_text()), cached=True)
+
+    tokenizer, model = pretrained(spec, task, device)
+    pad = pad_id(tokenizer)
+    rows = encode(tokenizer, task.train, spec.task.max_length)
+    sets = [EncodedSet.build(tokenizer, s, spec.task.max_length) for s in task.eval_sets]
+    per_epoch: list[dict] = []
+
+    def on_epoch(epoch: int) -> None:
+        results = {s.eval_set.name: evaluate(model, s, spec.finetune.eval_batch_size, pad).accuracy for s in sets}
+        per_epoch.append({"epoch": epoch, **results})
+        progress.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in results.items()))
+
+    history = finetune(model, rows, spec.finetune, spec.seed, pad, progress, on_epoch=on_epoch)
+    record = {"seconds": history.seconds, "steps": history.steps, "loss": history.loss, "epochs": per_epoch,
+              "train_examples": len(rows)}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "record.json").write_text(json.dumps(record))
+        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Finetuned(model, tokenizer, record, cached=False)

@@ -1,0 +1,94 @@
+"""Fine-tuning: AdamW, linear warm-up then linear decay, per-batch padding, gradient clipping.
+
+Deterministic on CPU given the seed: the shuffling generator and torch's global RNG (dropout, the
+classifier head's init) are both seeded from it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from runners.data.examples import batches
+from runners.tracking.progress import Progress
+
+
+@dataclass
+class FinetuneHistory:
+    loss: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since the last entry)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (the usual BERT recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def finetune(model, train_rows: list[dict], spec, seed: int, pad_id: int, progress: Progress,
+             on_epoch: Callable[[int], None] | None = None, log_every: int = 20,
+             after_step: Callable[[], None] | None = None, label: str = "fine-tuning") -> FinetuneHistory:
+    """Train `model` in place on tokenized rows (see runners.data.examples.encode).
+
+    `after_step` runs after every optimiser step (re-fine-tuning re-applies weight masks there)."""
+    import time
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rows = train_rows[: spec.max_train_examples] if spec.max_train_examples else train_rows
+    per_epoch = math.ceil(len(rows) / spec.batch_size)
+    total = max(1, math.ceil(spec.epochs * per_epoch))
+    opt = torch.optim.AdamW(param_groups(model, spec.weight_decay), lr=spec.lr)
+    sched = linear_schedule(opt, int(spec.warmup_ratio * total), total)
+    history = FinetuneHistory()
+    started = time.perf_counter()
+    model.train()
+    device = next(model.parameters()).device
+    step, running, count, epoch = 0, 0.0, 0, 0
+    if after_step is not None:
+        after_step()
+    with progress.task(label, total=total) as advance:
+        while step < total:
+            order = torch.randperm(len(rows), generator=gen).tolist()
+            for batch in batches(rows, spec.batch_size, pad_id, order):
+                batch = batch.to(device)
+                loss = model(**batch.model_inputs(), labels=batch.labels).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
+                opt.step()
+                sched.step()
+                if after_step is not None:
+                    after_step()
+                step += 1
+                running += loss.item()
+                count += 1
+                if step % log_every == 0 or step == total:
+                    history.loss.append((step, running / count))
+                    running, count = 0.0, 0
+                advance(1, f"loss {history.loss[-1][1]:.3f}" if history.loss else "")
+                if step >= total:
+                    break
+            epoch += 1
+            if on_epoch is not None:
+                on_epoch(epoch)
+    model.eval()
+    history.steps = step
+    history.seconds = time.perf_counter() - started
+    return history

@@ -1,0 +1,84 @@
+"""The device setting: CPU results stay bit-identical to the numbers logged before it existed, and a
+device or precision this machine lacks is a clear error (exit 2) before anything is written."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from registry.schema import RuntimeSpec
+from runners.training.device import DeviceError, resolve_device
+from runners.tracking import Store
+from typer.testing import CliRunner
+
+from registry.cli import app
+
+DATA = Path(__file__).parent / "data"
+
+
+def run_cli(args: list[str]):
+    return CliRunner().invoke(app, args)
+
+
+def logged_numbers(store_dir: Path, experiment: str) -> dict:
+    """The same extraction that wrote cpu_reference.json: losses, step values, unit scores, CKA."""
+    client = Store.at(store_dir).client
+    exp = client.get_experiment_by_name(experiment)
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`subnets.kind` = 'run'")
+    art = Path(run.info.artifact_uri.removeprefix("file://")) / "tables"
+    rec = {"fingerprint": run.data.tags["subnets.fingerprint"],
+           "finetune_loss": [[m.step, m.value] for m in client.get_metric_history(run.info.run_id, "finetune.loss")]}
+    steps = pq.read_table(art / "steps.parquet").to_pylist()
+    rec["steps"] = sorted([[r["variant"], r["step"], r["eval_set"], r["subcase"], r["sparsity"], r["value"]] for r in steps])
+    if (art / "units.parquet").exists():
+        units = pq.read_table(art / "units.parquet").to_pylist()
+        rec["units"] = sorted([[r["variant"], r["step"], r["layer"], r["unit_kind"], r["unit_index"], r["kept"], r["score"]]
+                               for r in units], key=lambda x: [str(v) for v in x])
+    if (art / "cka.parquet").exists():
+        cka = pq.read_table(art / "cka.parquet").to_pylist()
+        rec["cka"] = sorted([[r["variant"], r["step"], r["layer_base"], r["layer_pruned"], r["value"]] for r in cka])
+    return rec
+
+
+def test_cpu_results_are_bit_identical_to_the_logged_reference(tmp_path):
+    reference = json.loads((DATA / "cpu_reference.json").read_text())
+    toml = tmp_path / "experiments.toml"
+    toml.write_text((DATA / "cpu_reference.toml").read_text())
+    result = run_cli(["run", "--file", str(toml), "--store", str(tmp_path / "store"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for experiment, expected in reference.items():
+        got = json.loads(json.dumps(logged_numbers(tmp_path / "store", experiment)))  # tuples -> lists, as stored
+        assert got["fingerprint"] == expected["fingerprint"], experiment  # fingerprints did not move either
+        for key in expected:
+            assert got[key] == expected[key], f"{experiment}: {key} differs from the reference"
+
+
+def test_auto_resolves_to_what_the_machine_has():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(RuntimeSpec()).type == expected
+    assert resolve_device(RuntimeSpec(device="cpu")) == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_missing_cuda_is_a_clear_error_before_anything_is_written(write_toml, tmp_path):
+    from tests.conftest import tiny_toml
+
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        resolve_device(RuntimeSpec(device="cuda"))
+    with pytest.raises(DeviceError, match="needs a CUDA device"):
+        resolve_device(RuntimeSpec(precision="bf16"))
+    toml = write_toml(tiny_toml() + '\n[experiment.runtime]\ndevice = "cuda"\n')
+    result = run_cli(["run", "--file", str(toml), "--store", str(tmp_path / "store"), "--quiet"])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+    assert not (tmp_path / "store" / "mlartifacts").exists()  # no run was started, no artifact written
+
+
+def test_bf16_on_an_explicit_cpu_device_is_rejected_by_validation(write_toml):
+    from tests.conftest import tiny_toml
+
+    toml = write_toml(tiny_toml() + '\n[experiment.runtime]\ndevice = "cpu"\nprecision = "bf16"\n')
+    result = run_cli(["validate", "--file", str(toml)])
+    assert result.exit_code == 2 and "runtime" in result.output and "CUDA only" in result.output

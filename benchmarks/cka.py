@@ -382,6 +382,31 @@ def run_reference(cfg, dump, threads):
 # Driver.
 
 
+def state_by_examples(cfg, sizes=(512, 4096, 32768)) -> dict:
+    """The CKA state (baseline features kept for every step + one step's float64 accumulators) by the
+    number of compared sequences, on random features of the benchmark's width: the baseline keeps its
+    centred features, so the state grows linearly with the examples (the accumulators are O(d^2))."""
+    import torch
+
+    import runners.cka.engine as cka
+
+    torch.manual_seed(SEED)
+    width, reps, batch = cfg["hidden"], cfg["layers"] + 1, 256
+    out = {}
+    for n in sizes:
+        base = cka.BaselineFeatures(estimators=("linear",))
+        chunks = [min(batch, n - s) for s in range(0, n, batch)]
+        for i, rows in enumerate(chunks):
+            base.add(i, [torch.randn(rows, width) for _ in range(reps)])
+        base.finalize()
+        acc = cka.CKAAccumulator(base, "linear")
+        for i, rows in enumerate(chunks):
+            acc.update(i, [torch.randn(rows, width) for _ in range(reps)])
+        out[str(n)] = {"baseline_mb": base.nbytes() / 2**20, "accumulator_mb": acc.nbytes() / 2**20}
+        del base, acc
+    return out
+
+
 def child(job_args, env_extra=None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = f.name
@@ -482,6 +507,8 @@ def main() -> None:
         log("float64 references (not timed)")
         ref = child(common + ["--job", "reference", "--dump", dump])
     fig = summarise(cfg, args, timing, memory, ref, time.perf_counter() - t0)
+    fig["cka_state_mb_by_examples"] = state_by_examples(cfg)
+    log(f"CKA state by examples: {fig['cka_state_mb_by_examples']}")
     log(f"overhead ours/plain {fig['overhead_ratio_ours_vs_plain']}, speedup vs torch-cka "
         f"{fig['speedup_ours_vs_torch_cka_over_steps']}, CKA memory {fig['cka_peak_memory_mb']}, "
         f"max |ours - float64| {fig['max_abs_diff']['ours_vs_float64_linear_reference']:.2e}")

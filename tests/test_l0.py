@@ -169,7 +169,8 @@ def test_short_run_reaches_targets_with_weights_untouched():
 
 
 def test_params_validate_targets_and_l0_is_registered():
-    from runners.pruning.recipes import METHODS
+    from registry.methods import METHODS
+    from runners.pruning.recipes import RECIPES
 
     with pytest.raises(ValidationError):
         l0.Params(targets=[0.0, 0.5])
@@ -177,4 +178,4 @@ def test_params_validate_targets_and_l0_is_registered():
         l0.Params(targets=[0.5, 0.5])
     with pytest.raises(ValidationError):
         l0.Params(stretch_left=0.1)
-    assert METHODS.get("l0") is l0
+    assert METHODS.get("l0").params is l0.Params and RECIPES.get("l0").run is l0.run

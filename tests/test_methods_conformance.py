@@ -1,7 +1,7 @@
 """One conformance suite over every registered pruning method.
 
 Each method runs on a tiny model with a real evaluation (a small synthetic task) and must honour the
-recipe contract of runners/methods/base.py: steps numbered 1..n, one evaluation per step, a mask or
+recipe contract of runners/pruning/recipe.py: steps numbered 1..n, one evaluation per step, a mask or
 gates that really are what the step reports (sparsity, results), weights untouched by gate methods.
 """
 from __future__ import annotations
@@ -13,7 +13,9 @@ from transformers import BertConfig, BertForSequenceClassification
 from runners.data.examples import batches, encode
 from runners.training.evaluate import EncodedSet, evaluate
 from runners.pruning.gates import attach, compute_unit_means, sparsity as gate_sparsity
-from runners.pruning.recipes import METHODS
+from registry.methods import METHODS
+from runners.pruning.masks import load_step, save_gate_masks, save_weight_masks
+from runners.pruning.recipes import RECIPES
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
 from runners.tracking.progress import Progress
 from runners.data.synthetic_nli import SyntheticNLIParams, generate, vocabulary
@@ -70,6 +72,12 @@ def test_every_method_has_quick_settings():
     assert sorted(QUICK) == METHODS.names()
 
 
+def test_every_declared_method_has_its_recipe():
+    assert RECIPES.names() == METHODS.names()
+    for name in METHODS.names():
+        assert RECIPES.get(name).params is METHODS.get(name).params
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_honours_the_recipe_contract(name, setting):
     import copy
@@ -77,8 +85,8 @@ def test_method_honours_the_recipe_contract(name, setting):
     model, sets, rows, pad = setting
     model = copy.deepcopy(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    recipe = METHODS.get(name)
-    params = recipe.Params.model_validate(QUICK[name])
+    recipe = RECIPES.get(name)
+    params = recipe.params.model_validate(QUICK[name])
     calls: list = []
     ctx = make_ctx(model, sets, rows, pad, calls)
     steps: list[PruneStep] = list(recipe.run(ctx, params))
@@ -116,3 +124,89 @@ def test_method_honours_the_recipe_contract(name, setting):
         assert all(bool((weights[n][~m] == 0).all()) for n, m in last.weight_masks.items())
         again = {s.eval_set.name: evaluate(model, s, 64, pad) for s in sets}
     assert {k: v.correct for k, v in again.items()} == {k: v.correct for k, v in last.results.items()}
+
+
+def _through_disk(step: PruneStep, tmp_path) -> PruneStep:
+    """The step as a resumed run gets it back: from its logged mask file."""
+    meta = {"step": str(step.step), "variant": step.variant, "sparsity": repr(step.sparsity), "passed": str(step.passed).lower()}
+    path = tmp_path / f"step_{step.step}.safetensors"
+    if step.weight_masks is not None:
+        save_weight_masks(path, step.weight_masks, meta)
+    else:
+        fams = {k: getattr(step.gates, k) for k in ("head", "mlp", "neuron") if getattr(step.gates, k) is not None}
+        save_gate_masks(path, fams, step.scores, {**meta, "ablation": step.gates.ablation})
+    return load_step(path)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_starting_from_a_logged_step_reproduces_the_rest(name, setting, tmp_path):
+    """A recipe started from step k with the state it logged there yields exactly the steps k+1.. of an
+    uninterrupted run (results, sparsity, masks, scores): the seam a killed run resumes through."""
+    import copy
+
+    model, sets, rows, pad = setting
+    recipe = RECIPES.get(name)
+    params = recipe.params.model_validate(QUICK[name])
+    whole_model = copy.deepcopy(model)
+    whole = list(recipe.run(make_ctx(whole_model, sets, rows, pad, []), params))
+    assert len(whole) >= 2
+    k = 1
+    start = _through_disk(whole[k - 1], tmp_path)
+    resumed_model = copy.deepcopy(model)
+    calls: list = []
+    rest = list(recipe.run(make_ctx(resumed_model, sets, rows, pad, calls), params, start))
+    assert len(calls) == len(rest)  # no step before k was recomputed
+    assert [s.step for s in rest] == [s.step for s in whole[k:]]
+    for a, b in zip(whole[k:], rest):
+        assert a.sparsity == b.sparsity and a.passed == b.passed and a.strength == b.strength
+        assert {n: (r.correct, r.subcases) for n, r in a.results.items()} == {n: (r.correct, r.subcases) for n, r in b.results.items()}
+        if a.weight_masks is not None:
+            assert all(torch.equal(a.weight_masks[n], b.weight_masks[n]) for n in a.weight_masks)
+        else:
+            for fam in ("head", "mlp", "neuron"):
+                x, y = getattr(a.gates, fam), getattr(b.gates, fam)
+                assert (x is None and y is None) or torch.equal(x, y)
+            assert set(a.scores) == set(b.scores) and all(torch.equal(a.scores[f], b.scores[f]) for f in a.scores)
+    if whole[-1].weight_masks is not None:  # the resumed model ends pruned exactly like the uninterrupted one
+        assert all(torch.equal(p, q) for p, q in zip(whole_model.parameters(), resumed_model.parameters()))
+
+
+def test_execute_hands_every_step_to_callbacks_and_applies_the_keep_rule(setting):
+    import copy
+
+    from runners.pruning.recipe import StopPruning
+
+    model, sets, rows, pad = setting
+    recipe = RECIPES.get("magnitude")
+    params = recipe.params.model_validate(dict(rate=0.3, max_steps=3, keep_ratio=0.0))
+    ctx = make_ctx(copy.deepcopy(model), sets, rows, pad, [])
+    full = PruneStep(0, 0.0, ctx.baseline, True)
+    seen: list[int] = []
+    outcome = recipe.execute(ctx, params, done=[full], callbacks=[lambda s: seen.append(s.step)])
+    assert seen == [1, 2, 3] and [s.step for s in outcome.steps] == [0, 1, 2, 3]
+    assert outcome.kept.step == 3 and outcome.stop_reason == "max_steps"
+
+    def stop_after_two(step):
+        if step.step == 2:
+            raise StopPruning
+
+    ctx = make_ctx(copy.deepcopy(model), sets, rows, pad, [])
+    outcome = recipe.execute(ctx, params, done=[full], callbacks=[stop_after_two])
+    assert [s.step for s in outcome.steps] == [0, 1, 2] and outcome.stop_reason == "callback"
+
+
+def test_keep_rule_and_stop_reason():
+    from runners.pruning.recipe import kept_step, stop_reason
+
+    iterative = RECIPES.get("magnitude").params.model_validate(dict(max_steps=3))
+    one_shot = RECIPES.get("magnitude").params.model_validate(dict(strengths=[0.2, 0.5]))
+    s = lambda i, sp, ok: PruneStep(i, sp, {}, ok)  # noqa: E731
+    failing = [s(0, 0.0, True), s(1, 0.1, True), s(2, 0.2, False)]
+    assert kept_step(failing).step == 1 and stop_reason(failing, iterative) == "keep_rule"
+    capped = [s(0, 0.0, True), s(1, 0.1, True), s(2, 0.2, True), s(3, 0.3, True)]
+    assert kept_step(capped).step == 3 and stop_reason(capped, iterative) == "max_steps"
+    assert stop_reason(capped[:3], iterative) == "exhausted"  # ended before max_steps with every step passing
+    # one-shot: every strength is evaluated; the sparsest passing one is kept, wherever it lies
+    shots = [s(0, 0.0, True), s(1, 0.2, True), s(2, 0.5, False)]
+    assert kept_step(shots).step == 1 and stop_reason(shots, one_shot) == "declared"
+    assert kept_step([s(0, 0.0, True), s(1, 0.3, False)]).step == 0  # the full model always passes

@@ -40,7 +40,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from runners.pruning.gates import Gates, UnsupportedArchitecture, encoder_layers, geometry
+from runners.pruning.gates import Gates, UnsupportedArchitecture, attach, encoder_layers, geometry
 
 __all__ = ["ExportInfo", "LatencyComparison", "SubnetBertConfig", "SubnetBertForSequenceClassification",
            "SubnetRobertaConfig", "SubnetRobertaForSequenceClassification", "build_subnetwork",

@@ -65,3 +65,22 @@ def load_gate_masks(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     families = {k: v for k, v in tensors.items() if k in UNIT_FAMILIES}
     scores = {k.removeprefix("score."): v for k, v in tensors.items() if k.startswith("score.")}
     return families, scores, meta
+
+
+def load_step(path: str | Path):
+    """The state of a logged step, as a recipe's `start`: its number, sparsity, whether it passed, and
+    its weight masks, or its binary gates and scores (results are not stored here: they are in MLflow)."""
+    from safetensors import safe_open
+
+    from runners.pruning.gates import Gates
+    from runners.pruning.recipe import PruneStep
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    common = dict(step=int(meta["step"]), sparsity=float(meta["sparsity"]), results={},
+                  passed=meta.get("passed", "true") == "true", variant=meta.get("variant", "pruned"))
+    if meta.get("format") == "packbits":
+        return PruneStep(**common, weight_masks=load_weight_masks(path))
+    families, scores, _ = load_gate_masks(path)
+    gates = Gates(families["head"], families["mlp"], families.get("neuron"), meta.get("ablation", "zero"))
+    return PruneStep(**common, gates=gates, scores=scores or None)

@@ -58,11 +58,17 @@ def markdown() -> str:
 
 
 def update_readme(path) -> None:
-    """Replace the reference table in the README with the one generated from the schema."""
+    """Replace the README's experiments.toml reference (from the schema) and its results-table reference
+    (from the results contract) with freshly generated ones."""
     from pathlib import Path
+
+    from registry import results
 
     path = Path(path)
     text = path.read_text()
     start = text.index("| table | key | default | description |")
     end = text.index("\n\n", start)
-    path.write_text(text[:start] + markdown() + text[end:])
+    text = text[:start] + markdown() + text[end:]
+    begin, stop = "<!-- results-contract: begin -->\n", "\n<!-- results-contract: end -->"
+    start, end = text.index(begin) + len(begin), text.index(stop)
+    path.write_text(text[:start] + results.markdown() + text[end:])

@@ -38,6 +38,12 @@ DERIVED_VIEWS = ("run_groups",)
 RUN_FILTER = "tags.`subnets.kind` = 'run' and attributes.status = 'FINISHED'"
 
 
+def sql_names() -> list[str]:
+    """Every named query in reports/sql/."""
+    return sorted(p.name.removesuffix(".sql") for p in (resources.files("reports") / "sql").iterdir()
+                  if p.name.endswith(".sql"))
+
+
 def load_sql(name: str) -> str:
     """The text of reports/sql/<name>.sql."""
     return (resources.files("reports") / "sql" / f"{name}.sql").read_text(encoding="utf-8")
@@ -165,20 +171,27 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per table over the given files."""
+def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per table over the given files.
+
+    Normally every declared column exists in its view (NULL where an older file lacks it, an empty typed
+    view where no run logged the table). `strict` builds views from the files alone, so a query naming a
+    column the runners did not write fails: the check that runners and reports still agree."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")  # timestamps read the same on every machine
     for view, (_, columns) in TABLES.items():
+        files = sources.files.get(view) or []
+        listing = ", ".join(_sql_str(str(p)) for p in files)
+        if strict:
+            if files:
+                con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet([{listing}], union_by_name = true)')
+            continue
         cols = ", ".join(f'"{name}" {typ}' for name, typ in columns)
         # The typed empty table fixes the view's columns even when no run has this table yet.
         con.execute(f'CREATE TABLE "_empty_{view}" ({cols})')
         body = f'SELECT * FROM "_empty_{view}"'
-        files = sources.files.get(view) or []
         if files:
-            listing = ", ".join(_sql_str(str(p)) for p in files)
-            body += (f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], "
-                     "union_by_name = true)")
+            body += f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], union_by_name = true)"
         con.execute(f'CREATE VIEW "{view}" AS {body}')
     for view in DERIVED_VIEWS:
         con.execute(f'CREATE VIEW "{view}" AS {load_sql(view)}')
@@ -188,9 +201,9 @@ def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
 class Warehouse:
     """An open warehouse; use as a context manager or call close()."""
 
-    def __init__(self, sources: Sources):
+    def __init__(self, sources: Sources, strict: bool = False):
         self.sources = sources
-        self.con = connect(sources)
+        self.con = connect(sources, strict)
 
     def query(self, sql: str, params: dict[str, Any] | None = None
               ) -> tuple[list[str], list[tuple]]:
@@ -225,10 +238,10 @@ class Warehouse:
         self.close()
 
 
-def open_warehouse(tracking_uri: str, experiments: Iterable[str] | None = None) -> Warehouse:
+def open_warehouse(tracking_uri: str, experiments: Iterable[str] | None = None, strict: bool = False) -> Warehouse:
     """Build the warehouse from MLflow: FINISHED parent runs of all (or the named) experiments."""
     names = list(experiments) if experiments is not None else None
-    return Warehouse(find_tables(tracking_uri, names))
+    return Warehouse(find_tables(tracking_uri, names), strict)
 
 
 def query(tracking_uri: str, sql: str, experiments: Iterable[str] | None = None

@@ -28,6 +28,7 @@ test-all: setup
 	$(BIN)/pytest -q
 
 bench: setup
+	$(BIN)/python benchmarks/validate.py
 	$(BIN)/python benchmarks/pruning.py
 	$(BIN)/python benchmarks/cka.py
 

@@ -121,9 +121,10 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
         except (SourceError, OSError, UnsupportedArchitecture, DeviceError) as e:  # missing data, unreachable hub, bad model, no GPU
             raise _fail(f"{file}: experiment {spec.experiment!r}: {e}\n(the run is marked FAILED; finished runs are kept)")
         ood = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in o.selected.results.items() if k != "id")
-        out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} of {o.steps}, stopped: {o.stop_reason} "
+        out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} of {o.steps} "
                   f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].accuracy:.3f}"
-                  f"{'; ' + ood if ood else ''}  [{o.seconds:.0f} s, run {o.run_id}]")
+                  f"{'; ' + ood if ood else ''}")
+        out.print(f"  stopped: {o.stop_reason}  [{o.seconds:.0f} s, run {o.run_id}]")
         for v in o.variants:
             vood = ", ".join(f"{k} {r.accuracy:.3f}" for k, r in v.results.items() if k != "id")
             out.print(f"    {v.variant}: ID {v.results['id'].accuracy:.3f}{'; ' + vood if vood else ''}")

@@ -117,3 +117,28 @@ def test_missing_data_file_fails_cleanly(write_toml, tmp_path):
     store = Store.at(tmp_path / "s")
     (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_pruning_seeds_share_one_fine_tuned_model(write_toml, tmp_path):
+    """Two pruning seeds of one L0 grid point: one fine-tuning (the second run hits the cache), two
+    different subnetworks, and `plan` shows the fine-tuned model both use."""
+    text = tiny_toml().replace('method = "magnitude"\nrate = 0.3\nkeep_ratio = 0.0\nmax_steps = 3',
+                               'method = "l0"\ntargets = [0.5]\nkeep_ratio = 0.0\nschedule_scale = 0.002\ninit_log_alpha = 0.0')
+    toml = write_toml(text.replace("seeds = [0]", "seeds = [0]\nprune_seeds = [1, 2]"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    store = Store.at(tmp_path / "s")
+    exp = store.client.get_experiment_by_name("tiny")
+    runs = sorted(store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND}` = 'run'"),
+                  key=lambda r: r.data.tags["subnets.prune_seed"])
+    assert [r.data.tags["subnets.prune_seed"] for r in runs] == ["1", "2"]
+    assert sorted(r.data.tags["subnets.finetune_cache"] for r in runs) == ["hit", "miss"]
+    assert len({r.data.tags["subnets.finetune_fingerprint"] for r in runs}) == 1
+    assert len({r.data.tags["subnets.group"] for r in runs}) == 1
+    # the pruning seed drives the gate noise: the last training step's KL (on sampled gates) differs
+    kl = [store.client.get_metric_history(r.info.run_id, "method.kl_end")[0].value for r in runs]
+    assert kl[0] != kl[1]
+    plan = runner.invoke(app, ["plan", "--file", str(toml), "--store", str(tmp_path / "s")])
+    assert "2 run(s) on 1 fine-tuned model(s): 2 done, 0 to run" in plan.output
+    assert runs[0].data.tags["subnets.finetune_fingerprint"][:8] in plan.output

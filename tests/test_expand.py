@@ -42,3 +42,33 @@ def test_defaults_merge_deeply_and_experiments_override(write_toml):
     runs = {r.experiment: r for r in load_runs(write_toml(text))}
     assert runs["two"].finetune.lr == 5e-4 and runs["two"].finetune.batch_size == 32  # rest from [defaults]
     assert runs["two"].model.name == "micro-bert" and runs["two"].prune.params.rate == 0.1  # method default
+
+
+def test_pruning_seeds_are_declared_apart_from_fine_tuning_seeds(write_toml):
+    """The Heuristic Core's design: many pruned subnetworks of one fine-tuned model, differing only in the
+    pruning seed. Each fine-tuning seed is fine-tuned once; every pruning seed prunes each of them."""
+    text = tiny_toml().replace("seeds = [0]", "seeds = [0, 1]\nprune_seeds = [7, 8, 9]")
+    runs = load_runs(write_toml(text))
+    assert [(r.seed, r.prune_seed) for r in runs] == [(s, p) for s in (0, 1) for p in (7, 8, 9)]
+    assert len({r.fingerprint for r in runs}) == 6
+    assert len({r.finetune_fingerprint for r in runs}) == 2  # one fine-tuned model per fine-tuning seed
+    assert len({r.group for r in runs}) == 1  # seeds of one grid point group together
+    assert runs[0].label() == "seed=0, prune_seed=7"
+
+
+def test_undeclared_pruning_seed_is_the_fine_tuning_seed_and_keeps_old_fingerprints(write_toml):
+    (run,) = load_runs(write_toml(tiny_toml()))
+    assert run.prune_seed == run.seed == 0 and "prune_seed" not in run.identity()
+    same = load_runs(write_toml(tiny_toml().replace("seeds = [0]", "seeds = [0]\nprune_seeds = [0]"), "b.toml"))[0]
+    assert same.fingerprint == run.fingerprint  # declaring the default changes nothing
+    other = load_runs(write_toml(tiny_toml().replace("seeds = [0]", "seeds = [0]\nprune_seeds = [1]"), "c.toml"))[0]
+    assert other.fingerprint != run.fingerprint and other.finetune_fingerprint == run.finetune_fingerprint
+    assert other.group == run.group
+
+
+def test_device_is_not_part_of_the_fingerprint_but_bf16_is(write_toml):
+    base = load_runs(write_toml(tiny_toml()))[0]
+    cpu = load_runs(write_toml(tiny_toml() + '\n[experiment.runtime]\ndevice = "cpu"\n', "b.toml"))[0]
+    bf16 = load_runs(write_toml(tiny_toml() + '\n[experiment.runtime]\nprecision = "bf16"\n', "c.toml"))[0]
+    assert cpu.fingerprint == base.fingerprint and cpu.runtime.device == "cpu"
+    assert bf16.fingerprint != base.fingerprint and bf16.finetune_fingerprint != base.finetune_fingerprint

@@ -9,11 +9,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from registry.schema import CkaSpec
 from runners.cka.engine import BaselineFeatures, CKAAccumulator, CKAResult, capture
 
 
 class CKATracker:
-    def __init__(self, spec):
+    def __init__(self, spec: CkaSpec):
         self.spec = spec
         self.baseline: BaselineFeatures | None = None
         self.calls = 0  # pruning-step evaluations seen (step k is the k-th call)
@@ -44,7 +45,7 @@ class CKATracker:
             yield on_batch, result
 
 
-def cka_rows(ids: dict, step, result: CKAResult, spec) -> list[dict]:
+def cka_rows(ids: dict, step, result: CKAResult, spec: CkaSpec) -> list[dict]:
     n = result.matrix.shape
     return [dict(ids, variant=step.variant, step=step.step, sparsity=step.sparsity, representation=spec.representation,
                  pooling=spec.pooling, estimator=result.estimator, layer_base=i, layer_pruned=j,

@@ -6,6 +6,7 @@ from typing import Iterator
 
 import torch
 
+from registry.schema import RunSpec
 from runners.data.examples import Batch, TaskData, batches, encode
 from runners.training.evaluate import EncodedSet, EvalResult, evaluate
 from runners.cka.tracker import CKATracker
@@ -17,7 +18,7 @@ MEAN_EXAMPLES = 2048  # training examples whose tokens define each unit's mean o
 class RunData:
     """Tokenized evaluation sets (built once) and lazily tokenized training rows."""
 
-    def __init__(self, spec, task: TaskData, tokenizer, pad: int):
+    def __init__(self, spec: RunSpec, task: TaskData, tokenizer, pad: int):
         self.spec, self.task, self.tokenizer, self.pad = spec, task, tokenizer, pad
         cka = spec.cka
         self.cka = CKATracker(cka) if cka is not None else None

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from registry.schema import FinetuneSpec
 from runners.data.examples import batches
 from runners.tracking.progress import Progress
 
@@ -41,7 +42,7 @@ def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_schedu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def finetune(model, train_rows: list[dict], spec, seed: int, pad_id: int, progress: Progress,
+def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_id: int, progress: Progress,
              on_epoch: Callable[[int], None] | None = None, log_every: int = 20,
              after_step: Callable[[], None] | None = None, label: str = "fine-tuning") -> FinetuneHistory:
     """Train `model` in place on tokenized rows (see runners.data.examples.encode).

@@ -90,44 +90,163 @@ def _interrupt(*_):
     raise KeyboardInterrupt
 
 
+StorageOpt = typer.Option(None, "--storage", envvar="SUBNETS_STORAGE",
+                          help="Optuna storage URL: the work queue and search record (default: sqlite under --store; "
+                               "a postgresql:// URL to share it between machines).")
+TrackingOpt = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                           help="MLflow tracking URI (default: sqlite under --store; an http:// tracking server for many machines).")
+WorkersOpt = typer.Option(1, "--workers", "-w", min=1, help="Local worker processes pulling from the queue.")
+ThreadsOpt = typer.Option(None, "--threads", min=1, envvar="SUBNETS_THREADS",
+                         help="torch threads per worker (default: cores / workers; recorded with every run).")
+
+
+def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
+    from runners.queue import default_url
+    from runners.tracking import Store
+
+    st = Store.at(store, tracking_uri)
+    st.ensure()  # create the tracking store once, before any worker starts
+    return st, storage or default_url(st.root)
+
+
+def _work(runs, st, url: str, studies: list[str], workers: int, threads: int | None, quiet: bool, file: Path,
+          experiment: str | None, mode: str, store: Path) -> None:
+    """Run the queue's work: in this process for one worker, else in N worker processes."""
+    from runners.queue import spawn, threads_per_worker
+
+    threads = threads or threads_per_worker(workers)
+    if workers == 1:
+        _work_here(runs, st, url, studies, threads, quiet, file, 0)
+        return
+    args = ["--file", str(file), "--store", str(store), "--storage", url, "--tracking-uri", st.tracking_uri,
+            "--mode", mode, *(["--quiet"] if quiet else []), *([experiment] if experiment else [])]
+    code = spawn(workers, args, threads, echo=out.print)
+    if code != 0:
+        raise typer.Exit(130 if code in (130, -2) else code if code > 0 else 1)
+
+
+def _work_here(runs, st, url: str, studies: list[str], threads: int, quiet: bool, file: Path, index: int) -> None:
+    import signal
+
+    import torch
+
+    from runners.queue import Worker
+    from runners.queue.work import RunError
+    from runners.tracking import Progress
+
+    torch.set_num_threads(threads)
+    # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
+    signal.signal(signal.SIGTERM, _interrupt)
+    prefix = f"[worker {index}] " if index else ""
+    worker = Worker(runs, url, st, Progress(enabled=not quiet, prefix=prefix), index,
+                    echo=lambda s: out.print(s, markup=False, highlight=False))
+    try:
+        worker.run(studies)
+    except KeyboardInterrupt:
+        raise _fail("interrupted: the current run is marked KILLED; finished runs are kept", 130)
+    except RunError as e:  # missing data, unreachable hub, bad model, no GPU
+        raise _fail(f"{file}: experiment {e.spec.experiment!r}: {e.cause}\n(the run is marked FAILED; finished runs are kept)")
+
+
 @app.command()
 def run(experiment: Optional[str] = typer.Argument(None, help="Only this experiment (default: all)."),
         file: Path = FileOpt, store: Path = StoreOpt,
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars.")):
-    """Run every expanded run not already FINISHED (matched by fingerprint) and log it to MLflow."""
-    import signal
-
-    from runners.data import SourceError
-    from runners.pruning import UnsupportedArchitecture
-    from runners.run import execute
-    from runners.tracking import Progress, Store
-    from runners.training import DeviceError
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        workers: int = WorkersOpt, storage: Optional[str] = StorageOpt, tracking_uri: Optional[str] = TrackingOpt,
+        threads: Optional[int] = ThreadsOpt):
+    """Run every expanded run not already FINISHED (by fingerprint): each is a trial in the work queue, so
+    several workers, here or on other machines pointed at the same --storage and --tracking-uri, share it."""
+    from runners.queue import prepare_grid, redact
 
     runs = _load(file, experiment)
-    # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
-    signal.signal(signal.SIGTERM, _interrupt)
-    st = Store.at(store)
-    st.ensure()  # create the tracking store once, before any work
-    progress = Progress(enabled=not quiet)
-    status = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
-    todo = [r for r in runs if status[r.experiment].get(r.fingerprint) != "FINISHED"]
-    out.print(f"{len(runs)} run(s), {len(runs) - len(todo)} already done, {len(todo)} to run")
-    for i, spec in enumerate(todo, 1):
-        out.print(f"[bold]\\[{i}/{len(todo)}] {spec.experiment}[/] {spec.fingerprint} {spec.prune.method} ({spec.label()})")
-        try:
-            o = execute(spec, st, progress)
-        except KeyboardInterrupt:
-            raise _fail("interrupted: the current run is marked KILLED; finished runs are kept", 130)
-        except (SourceError, OSError, UnsupportedArchitecture, DeviceError) as e:  # missing data, unreachable hub, bad model, no GPU
-            raise _fail(f"{file}: experiment {spec.experiment!r}: {e}\n(the run is marked FAILED; finished runs are kept)")
-        ood = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in o.selected.results.items() if k != "id")
-        out.print(f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} of {o.steps} "
-                  f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].accuracy:.3f}"
-                  f"{'; ' + ood if ood else ''}")
-        out.print(f"  stopped: {o.stop_reason}  [{o.seconds:.0f} s, run {o.run_id}]")
-        for v in o.variants:
-            vood = ", ".join(f"{k} {r.accuracy:.3f}" for k, r in v.results.items() if k != "id")
-            out.print(f"    {v.variant}: ID {v.results['id'].accuracy:.3f}{'; ' + vood if vood else ''}")
+    st, url = _queue_setup(store, tracking_uri, storage)
+    prep = prepare_grid(url, st, runs)
+    todo = prep.enqueued + prep.pending
+    out.print(f"{len(runs)} run(s), {prep.already_done} already done, {todo} to run  (queue: {redact(url)})")
+    if todo:
+        _work(runs, st, url, prep.studies, workers, threads, quiet, file, experiment, "grid", store)
+
+
+@app.command()
+def sweep(experiment: str = typer.Argument(..., help="The experiment whose [experiment.search] to run."),
+          file: Path = FileOpt, store: Path = StoreOpt,
+          trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1, help="Trials per searched run (default: search.trials)."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+          workers: int = WorkersOpt, storage: Optional[str] = StorageOpt, tracking_uri: Optional[str] = TrackingOpt,
+          threads: Optional[int] = ThreadsOpt):
+    """Search the method's parameters toward the effective size (Optuna); several processes may join one study."""
+    from runners.queue import finish_sweeps, prepare_search, redact, summarise
+
+    runs = _load(file, experiment)
+    searched = [r for r in runs if r.search is not None]
+    if not searched:
+        raise _fail(f"{file}: experiment {experiment!r} declares no [experiment.search] table")
+    st, url = _queue_setup(store, tracking_uri, storage)
+    prep = prepare_search(url, st, searched, trials)
+    out.print(f"{len(prep.studies)} search(es) of {experiment!r}  (storage: {redact(url)})")
+    _work(searched, st, url, prep.studies, workers, threads, quiet, file, experiment, "search", store)
+    finish_sweeps(url, st, prep.studies)
+    _print_studies(summarise(url, prep.studies))
+
+
+@app.command(hidden=True)
+def work(experiment: Optional[str] = typer.Argument(None), file: Path = FileOpt, store: Path = StoreOpt,
+         storage: str = typer.Option(..., "--storage"), tracking_uri: str = typer.Option(..., "--tracking-uri"),
+         mode: str = typer.Option("grid", "--mode"), threads: int = typer.Option(1, "--threads"),
+         worker_index: int = typer.Option(0, "--worker-index"), quiet: bool = typer.Option(False, "--quiet", "-q")):
+    """One worker process (started by `run`/`sweep --workers N`): pull trials until the queue is empty."""
+    from runners.queue import grid_study, search_study
+    from runners.tracking import Store
+
+    runs = _load(file, experiment)
+    st = Store.at(store, tracking_uri)
+    if mode == "grid":
+        studies = [grid_study(e) for e in dict.fromkeys(r.experiment for r in runs)]
+    else:
+        runs = [r for r in runs if r.search is not None]
+        studies = [search_study(r) for r in runs]
+    _work_here(runs, st, storage, studies, threads, quiet, file, worker_index + 1)
+
+
+def _print_studies(summaries) -> None:
+    table = Table("study", "run", "trials", "running (worker, s)", "effective size", "best")
+    for s in summaries:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s.states.items())) or "none yet"
+        budget = f" of {s.budget}" if s.budget else ""
+        running = "; ".join(f"#{n} {w} {sec:.0f}" for n, w, sec in s.running) or "—"
+        best = "—" if s.best_kept is None else f"{s.best_kept:.3f}"
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (s.best_params or {}).items())
+        if s.pareto is not None:
+            params = f"{s.pareto} on the Pareto front"
+        table.add_row(s.name.split("/", 2)[-1], s.label or "—", states + budget, running, best, params or "—")
+    out.print(table)
+
+
+@app.command()
+def status(experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
+           file: Path = FileOpt, store: Path = StoreOpt, storage: Optional[str] = StorageOpt):
+    """What the queue holds: per study, trials by state, what each worker is running, and what is left."""
+    from runners.queue import default_url, grid_study, search_study, summarise
+
+    runs = _load(file, experiment)
+    url = storage or default_url(store)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise _fail(f"no queue at {url}: nothing has been run or swept with this store yet", 1)
+    names = [grid_study(e) for e in dict.fromkeys(r.experiment for r in runs)]
+    names += [search_study(r) for r in runs if r.search is not None]
+    _print_studies(summarise(url, names))
+
+
+@app.command()
+def dashboard(store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
+              port: int = typer.Option(8080, help="Port on 127.0.0.1.")):
+    """Open optuna-dashboard on the study storage, bound to 127.0.0.1."""
+    from runners.queue.storage import default_url
+
+    url = storage or default_url(store)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise _fail(f"no study storage at {url}: run `subnets run` or `subnets sweep` first", 1)
+    os.execvp(sys.executable, [sys.executable, "-m", "optuna_dashboard", url, "--host", "127.0.0.1", "--port", str(port)])
 
 
 @app.command()

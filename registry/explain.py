@@ -8,12 +8,14 @@ from pydantic_core import PydanticUndefined
 
 from registry.methods import METHODS
 from registry.schema import CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, OODSpec, RuntimeSpec, SourceSpec, TaskSpec
+from registry.search import FloatRange, SearchSpec
 from registry.tasks import TASKS
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("experiment", ExperimentSpec), ("experiment.model", ModelSpec), ("experiment.task", TaskSpec),
     ("experiment.task.train / .eval", SourceSpec), ("experiment.task.ood[]", OODSpec),
     ("experiment.finetune", FinetuneSpec), ("experiment.cka", CkaSpec), ("experiment.runtime", RuntimeSpec),
+    ("experiment.search", SearchSpec), ("experiment.search.space.<param>", FloatRange),
 ]
 
 

@@ -111,15 +111,45 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
         if spec.cka is not None and spec.cka.split not in (sets := eval_set_names(spec.task)):
             report(name, "cka.split", f"no evaluation set {spec.cka.split!r}{_did_you_mean(spec.cka.split, sets)} (sets: {', '.join(sets)})")
             continue
+        if spec.search is not None and _check_search(spec, name, report):
+            continue
         for seed in spec.seeds:
             for prune_seed in spec.prune_seeds or [seed]:
                 runs.append(RunSpec(
                     experiment=spec.name, description=spec.description, tags=spec.tags, seed=seed,
                     prune_seed=prune_seed, model=spec.model, task=spec.task, finetune=spec.finetune,
-                    prune=spec.prune, cka=spec.cka, runtime=spec.runtime,
+                    prune=spec.prune, cka=spec.cka, runtime=spec.runtime, search=spec.search,
                     axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
                 ))
     return runs
+
+
+def _check_search(spec: ExperimentSpec, name: str, report) -> bool:
+    """Search-space keys must be the method's searchable parameters, and both ends of each range must be
+    values the method accepts. True when a problem was reported."""
+    method = METHODS.get(spec.prune.method)
+    known = method.searchable()
+    found = False
+    for key, dim in spec.search.space.items():
+        where = f"search.space.{key}"
+        if key not in known:
+            report(name, where, f"{spec.prune.method} has no searchable parameter {key!r}{_did_you_mean(key, known)} (searchable: {', '.join(known)})")
+            found = True
+            continue
+        ends = dim.choices if hasattr(dim, "choices") else [dim.low, dim.high]
+        for value in ends:
+            try:
+                method.with_values(spec.prune.params, {key: value})
+            except ValidationError as e:
+                report(name, where, f"{value!r} is not a valid {key}: {e.errors()[0]['msg']}")
+                found = True
+    if spec.search.sampler == "bisection" and not found:
+        knob = method.size_knob[0] if method.size_knob else None
+        if knob not in spec.search.space:
+            report(name, "search.sampler", "the bisection sampler searches the size knob "
+                   + (f"`{knob}`" if knob else f"(target or strength), which {spec.prune.method} does not have") + "; use tpe or random")
+            found = True
+    return found
 
 
 def _check_names(raw: dict, name: str, base_dir: str, report) -> bool:
@@ -160,7 +190,7 @@ def _report_errors(err: ValidationError, prefix: str, name: str, report, model, 
         dotted = ".".join([prefix, *loc] if prefix else loc)
         if skip_prefix and dotted.startswith(skip_prefix):
             continue
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key" + _did_you_mean(loc[-1], _field_names(model, loc[:-1]))
         elif e["type"] == "missing":

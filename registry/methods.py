@@ -124,6 +124,28 @@ class Method:
     summary: str
     structured: bool  # prunes whole heads/MLPs/neurons (gates) rather than single weights
 
+    @property
+    def size_knob(self) -> tuple[str, str] | None:
+        """(search key, list field) of the one-value-per-subnetwork size knob: target (l0) or strength."""
+        return {"l0": ("target", "targets"), "attribution": ("strength", "strengths"),
+                "magnitude": ("strength", "strengths")}.get(self.name)
+
+    def searchable(self) -> list[str]:
+        """Keys a search space may name: every scalar parameter, and the size knob."""
+        import typing
+
+        scalar = [k for k, f in self.params.model_fields.items()
+                  if typing.get_origin(f.annotation) not in (list, tuple) and k not in ("retrain", "export")
+                  and "list" not in str(f.annotation)]
+        return sorted(scalar + ([self.size_knob[0]] if self.size_knob else []))
+
+    def with_values(self, params: MethodParams, values: dict) -> MethodParams:
+        """`params` with searched values applied (the size knob becomes a one-element list); validated."""
+        update = dict(values)
+        if self.size_knob and self.size_knob[0] in update:
+            update[self.size_knob[1]] = [float(update.pop(self.size_knob[0]))]
+        return self.params.model_validate({**params.model_dump(), **update})
+
     def x_axis(self, params: MethodParams) -> XAxis:
         """What a step's declared x is: the iteration number, a one-shot strength, or an L0 target."""
         if self.name == "l0":

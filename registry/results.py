@@ -68,6 +68,10 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         Column("final_step", "int64", "The kept step (the recipe's keep rule)."),
         Column("final_sparsity", "float64", "Sparsity of the kept step."),
         Column("stop_reason", "string", "Why pruning ended: keep_rule (a step failed it), max_steps, declared (the declared strengths/targets ran out), exhausted (nothing left to prune) or callback (stopped by a search)."),
+        Column("keep_rule", "string", "How a subnetwork keeps ID performance for the effective size: ratio (>= keep_threshold x the full model's) or margin (>= the full model's - keep_threshold)."),
+        Column("keep_threshold", "float64", "The keep rule's ratio or margin (the method's keep_ratio for a grid run, the search's for a trial)."),
+        Column("study", "string", "The Optuna study a search trial belongs to (NULL for a grid run)."),
+        Column("trial", "int64", "The trial's number in that study (NULL for a grid run)."),
     )),
     Table("axes", "axes.parquet", "One row per grid axis of a run: the declared values that define its grid point.", _RUN_IDS[:4] + (
         Column("axis", "string", "Dotted key of the swept field, e.g. prune.rate, or seed / prune_seed."),

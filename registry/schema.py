@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
 from registry.methods import MethodParams
+from registry.search import SearchSpec
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -111,6 +112,7 @@ class ExperimentSpec(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Fine-tuning seeds; every grid point fine-tunes (or reuses) one model per seed.")
     prune_seeds: list[int] | None = Field(default=None, min_length=1, description="Pruning seeds (L0 gate noise, random controls, L0 batch order), each applied to every fine-tuned model; omitted: each run prunes with its fine-tuning seed.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Device and precision of every computation of the run.")
+    search: SearchSpec | None = Field(default=None, description="An Optuna search over the method's parameters toward the effective size (`subnets sweep`); omit for a plain grid.")
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied onto every MLflow run.")
 
 
@@ -136,6 +138,7 @@ class RunSpec(Strict):
     prune: PruneSpec
     cka: CkaSpec | None = None
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    search: SearchSpec | None = None  # how `subnets sweep` searches around this run (not part of its identity)
     axes: dict[str, Any] = Field(default_factory=dict)  # the grid values that define this point
     base_dir: str = "."  # directory of experiments.toml; relative data paths resolve against it
 

@@ -33,7 +33,7 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
 }
 
 # Derived views, defined in reports/sql/<name>.sql, created after the table views.
-DERIVED_VIEWS = ("run_groups",)
+DERIVED_VIEWS = ("run_groups", "effective_size")
 
 RUN_FILTER = "tags.`subnets.kind` = 'run' and attributes.status = 'FINISHED'"
 
@@ -220,6 +220,11 @@ class Warehouse:
             warnings.simplefilter("ignore")  # "Arrow output on a DB-API result makes a copy"
             table = cur.to_arrow_table()
         return cols, list(zip(*(c.to_pylist() for c in table.columns)))
+
+    def named_rows(self, sql: str) -> list[dict[str, Any]]:
+        """Rows of any SQL as dicts."""
+        cols, rows = self.query(sql)
+        return [dict(zip(cols, row)) for row in rows]
 
     def named(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """Run reports/sql/<name>.sql with $-named parameters; rows as dicts."""

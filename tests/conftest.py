@@ -11,6 +11,7 @@ import torch
 # Tests use tiny models: one thread is as fast, and it avoids pathological slowdowns when the
 # machine's cores are oversubscribed (measured: a tiny forward went from 3 ms to 0.44 s at 2 threads).
 torch.set_num_threads(1)
+os.environ["SUBNETS_THREADS"] = "1"  # and so does every `subnets run` a test starts (in-process or not)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

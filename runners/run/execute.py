@@ -48,9 +48,24 @@ class RunOutcome:
     seconds: float
     variants: list[PruneStep]
     stop_reason: str = ""
+    pruned_steps: list[PruneStep] | None = None  # step 0 and the recipe's steps, in order
 
 
-def execute(spec: RunSpec, store: Store, progress: Progress) -> RunOutcome:
+@dataclass
+class TrialContext:
+    """A run executed as a search trial: its parent (sweep) run, the study and trial number, the keep rule
+    the search judges it by, and callbacks that see each step (intermediate values, early stopping)."""
+
+    parent_run_id: str | None
+    study: str
+    trial: int
+    keep_rule: tuple[str, float]
+    callbacks: list = None  # type: ignore[assignment]
+
+
+def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext | None = None) -> RunOutcome:
+    """Run `spec` and log it. As a search trial (`trial`), a run stopped early by a callback is marked
+    KILLED (tag subnets.stopped_by = search), so its fingerprint is not taken for a finished run."""
     device = resolve_device(spec.runtime)  # before anything is written: a missing GPU is a config error
     started = time.time()
     sha = provenance.git_sha(spec.base_dir)
@@ -61,7 +76,11 @@ def execute(spec: RunSpec, store: Store, progress: Progress) -> RunOutcome:
             "subnets.label": spec.label(), "subnets.git_sha": sha, "subnets.finetune_fingerprint": spec.finetune_fingerprint,
             "subnets.device": describe(device), "subnets.torch_threads": str(threads),
             **{f"subnets.version.{k}": v for k, v in versions.items()}, **spec.tags}
-    run = store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}", tags)
+    if trial is not None:
+        tags.update({"subnets.study": trial.study, "subnets.trial": str(trial.trial)})
+    keep_rule = trial.keep_rule if trial is not None else ("ratio", getattr(spec.prune.params, "keep_ratio", 0.9))
+    run = store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}",
+                          tags, parent=trial.parent_run_id if trial is not None else None)
     try:
         with tempfile.TemporaryDirectory() as tmp_name, precision(spec.runtime, device):
             tmp = Path(tmp_name)
@@ -70,7 +89,7 @@ def execute(spec: RunSpec, store: Store, progress: Progress) -> RunOutcome:
             run.json_artifact("config.json", {**config, "fingerprint": spec.fingerprint, "group": spec.group,
                                               "git_sha": sha, "versions": versions, "axes": spec.axes,
                                               "device": str(device), "torch_threads": threads}, tmp)
-            outcome = _prune_and_log(spec, store, run, progress, tmp, device)
+            outcome = _prune_and_log(spec, store, run, progress, tmp, device, list(trial.callbacks or []) if trial else [])
             ids = run_ids(spec, run.run_id)
             write_table(tmp / "tables", "runs", [dict(
                 ids, label=spec.label(), finetune_fingerprint=spec.finetune_fingerprint, model=spec.model.name,
@@ -78,11 +97,17 @@ def execute(spec: RunSpec, store: Store, progress: Progress) -> RunOutcome:
                 config_json=json.dumps(config, sort_keys=True), git_sha=sha, device=str(device), torch_threads=threads,
                 started_at=datetime.fromtimestamp(started, timezone.utc), duration_s=time.time() - started,
                 baseline_id_accuracy=outcome.baseline["id"].accuracy, final_step=outcome.selected.step,
-                final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason)])
+                final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason,
+                keep_rule=keep_rule[0], keep_threshold=float(keep_rule[1]),
+                study=trial.study if trial else None, trial=trial.trial if trial else None)])
             axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
             write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
             run.artifact(tmp / "tables", "tables")
-        run.finish("FINISHED")
+        if outcome.stop_reason == "callback":
+            run.tags({"subnets.stopped_by": "search"})
+            run.finish("KILLED")
+        else:
+            run.finish("FINISHED")
     except KeyboardInterrupt:
         run.finish("KILLED")
         raise
@@ -110,7 +135,8 @@ def step_x(axis: str, step: PruneStep) -> float:
     return float(step.strength)
 
 
-def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Path, device: torch.device) -> RunOutcome:
+def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Path, device: torch.device,
+                   callbacks: list) -> RunOutcome:
     recipe = RECIPES.get(spec.prune.method)
     task = build_task(spec.task, spec.base_dir)
     cache = store.root / ".subnets"
@@ -128,19 +154,20 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     ids = run_ids(spec, run.run_id)
     logger = StepLogger(run, ids, tmp, spec.cka)
     full = PruneStep(0, 0.0, baseline, True)
-    logger(full)
+    for callback in (logger, *callbacks):
+        callback(full)
     ctx = PruneContext(model=model, evaluate=lambda: data.evaluate(model), baseline=baseline, progress=progress,
                        seed=spec.prune_seed, train_batches=data.train_batches,
                        unit_means=lambda: data.unit_means(model, cache / "means"))
-    result = recipe.execute(ctx, spec.prune.params, done=[full], callbacks=[logger])
+    result = recipe.execute(ctx, spec.prune.params, done=[full], callbacks=[logger, *callbacks])
     selected = result.kept
     run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity,
                  **{f"selected.{k}": v for k, v in step_metrics(selected).items() if k != "sparsity"}}, step=0)
     run.tags({"subnets.stop_reason": result.stop_reason})
-    variants = _variants(spec, selected, task, data, cache, progress, device)
+    variants = [] if result.stop_reason == "callback" else _variants(spec, selected, task, data, cache, progress, device)
     for v in variants:
         logger(v)
-    if spec.prune.params.export and selected.gates is not None:
+    if spec.prune.params.export and selected.gates is not None and result.stop_reason != "callback":
         # gate methods leave the weights alone, so `model` is still the fine-tuned model; export and
         # latency are measured on CPU, where the exported model is meant to serve
         id_set = next(s for s in data.sets if s.eval_set.kind == "id")
@@ -157,7 +184,7 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     write_table(tmp / "tables", "units", logger.units)
     write_table(tmp / "tables", "cka", logger.cka_rows)
     return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(result.steps) - 1, 0.0, variants,
-                      result.stop_reason)
+                      result.stop_reason, result.steps)
 
 
 def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Path, progress: Progress,

@@ -1,6 +1,8 @@
-"""Rich progress bars for long steps; a quiet variant for tests and non-interactive use."""
+"""Progress of long steps: rich bars on a terminal; periodic plain lines when the output is a log file
+(a worker under nohup or a scheduler), so a log shows where a run is before the step ends; or nothing."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -8,18 +10,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+PLAIN_EVERY_S = 30.0  # seconds between plain progress lines
+
 
 class Progress:
-    """`with progress.task("label", total) as advance: advance(1, "note")`."""
+    """`with progress.task("label", total) as advance: advance(1, "note")`.
 
-    def __init__(self, console: Console | None = None, enabled: bool = True):
+    `plain=None` decides by the console: bars on a terminal, lines otherwise. `prefix` names the worker."""
+
+    def __init__(self, console: Console | None = None, enabled: bool = True, plain: bool | None = None,
+                 every_s: float = PLAIN_EVERY_S, prefix: str = ""):
         self.console = console or Console(stderr=True)
         self.enabled = enabled
+        self.plain = (not self.console.is_terminal) if plain is None else plain
+        self.every_s, self.prefix = every_s, prefix
 
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[Callable[[int, str], None]]:
         if not self.enabled:
             yield lambda n=1, note="": None
+            return
+        if self.plain:
+            with self._lines(label, total) as advance:
+                yield advance
             return
         with RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -27,6 +40,37 @@ class Progress:
             tid = bar.add_task(label, total=total, note="")
             yield lambda n=1, note="": bar.update(tid, advance=n, note=note)
 
+    @contextmanager
+    def _lines(self, label: str, total: int) -> Iterator[Callable[[int, str], None]]:
+        started = last = time.monotonic()
+        state = {"done": 0, "note": ""}
+
+        def line(final: bool = False) -> None:
+            elapsed = time.monotonic() - started
+            done = state["done"]
+            eta = f", ~{elapsed / done * (total - done):.0f} s left" if done and not final and done < total else ""
+            note = f" {state['note']}" if state["note"] else ""
+            self._print(f"{label}: {done}/{total}{note} [{elapsed:.0f} s{eta}]")
+
+        def advance(n: int = 1, note: str = "") -> None:
+            nonlocal last
+            state["done"] += n
+            state["note"] = note or state["note"]
+            if time.monotonic() - last >= self.every_s:
+                last = time.monotonic()
+                line()
+
+        self._print(f"{label}: started ({total} steps)")
+        yield advance
+        line(final=True)
+
+    def _print(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.console.print(f"{stamp} {self.prefix}{text}", markup=False, highlight=False, soft_wrap=True)
+
     def log(self, message: str) -> None:
         if self.enabled:
-            self.console.print(message)
+            if self.plain:
+                self._print(message)
+            else:
+                self.console.print(message)

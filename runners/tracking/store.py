@@ -24,10 +24,17 @@ class Store:
     tracking_uri: str
 
     @classmethod
-    def at(cls, root: str | Path) -> "Store":
+    def at(cls, root: str | Path, tracking_uri: str | None = None) -> "Store":
+        """The store under `root` (caches always live there); tracking in `tracking_uri`, else
+        MLFLOW_TRACKING_URI, else `sqlite:///<root>/mlflow.db`."""
         root = Path(root).resolve()
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
         return cls(root, uri)
+
+    @property
+    def local(self) -> bool:
+        """Tracking in a local database whose artifacts this machine writes under <root>/mlartifacts."""
+        return self.tracking_uri.startswith("sqlite:///")
 
     @property
     def client(self):
@@ -53,8 +60,15 @@ class Store:
             return exp.experiment_id
         if not create:
             return None
-        location = (self.root / "mlartifacts" / name).as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        # a tracking server keeps artifacts where it was told to; a local store keeps them beside it
+        location = (self.root / "mlartifacts" / name).as_uri() if self.local else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # another process created it first: MLflow says RESOURCE_ALREADY_EXISTS
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def run_status(self, experiment: str) -> dict[str, str]:
         """fingerprint -> best status of its parent runs (FINISHED wins), without creating anything.

@@ -6,6 +6,7 @@ killed fine-tuning leaves no half-written model behind.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -50,12 +51,25 @@ def get_finetuned(spec: RunSpec, task: TaskData, cache_root: Path, progress: Pro
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per cached load is noise between our own bars
     target = cache_root / "finetuned" / spec.finetune_fingerprint
     if (target / "record.json").exists():
-        model = AutoModelForSequenceClassification.from_pretrained(target).to(device)
-        model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(target)
-        progress.log(f"fine-tuned model from cache {target}")
-        return Finetuned(model, tokenizer, json.loads((target / "record.json").read_text()), cached=True)
+        return _load_cached(target, device, progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Workers that need the same fine-tuned model at once: one trains, the others wait and load it.
+    with open(target.parent / f"{spec.finetune_fingerprint}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "record.json").exists():
+            return _load_cached(target, device, progress)
+        return _train(spec, task, target, progress, device)
 
+
+def _load_cached(target: Path, device, progress: Progress) -> Finetuned:
+    model = AutoModelForSequenceClassification.from_pretrained(target).to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    progress.log(f"fine-tuned model from cache {target}")
+    return Finetuned(model, tokenizer, json.loads((target / "record.json").read_text()), cached=True)
+
+
+def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, device) -> Finetuned:
     tokenizer, model = pretrained(spec, task, device)
     pad = pad_id(tokenizer)
     rows = encode(tokenizer, task.train, spec.task.max_length)
@@ -70,7 +84,6 @@ def get_finetuned(spec: RunSpec, task: TaskData, cache_root: Path, progress: Pro
     history = finetune(model, rows, spec.finetune, spec.seed, pad, progress, on_epoch=on_epoch)
     record = {"seconds": history.seconds, "steps": history.steps, "loss": history.loss, "epochs": per_epoch,
               "train_examples": len(rows)}
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         model.save_pretrained(tmp)

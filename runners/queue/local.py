@@ -1,0 +1,39 @@
+"""Local workers: N processes on this machine pulling from one queue, the cores split between them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Cores split between the workers (at least one thread each): workers x threads <= cores, because
+    torch processes that oversubscribe the cores each run many times slower."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> int:
+    """Start `subnets work ...` N times and wait; forwards Ctrl-C/SIGTERM to them. Returns the worst exit code."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "registry.cli", "work", *worker_args, "--threads", str(threads),
+                               "--worker-index", str(i)], env=env) for i in range(workers)]
+    echo(f"{workers} worker(s) started (pids {', '.join(str(p.pid) for p in procs)}), {threads} torch thread(s) each")
+
+    def forward(signum, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.2)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    codes = [p.returncode for p in procs]
+    return max(codes, key=lambda c: (c != 0, abs(c)))

@@ -1,0 +1,51 @@
+"""Optuna's study storage: the record of searches and the work queue for grids.
+
+One machine: `sqlite:///<store>/optuna.db`, created once by the coordinating process before any worker
+starts. Many machines: a PostgreSQL URL. Either way an RDB storage, so trials carry heartbeats: a worker
+killed mid-trial stops beating, the next worker to ask for work marks that trial FAILED, and
+RetryFailedTrialCallback puts a copy back in the queue.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+import os
+
+# a running trial records a heartbeat this often; one whose last heartbeat is older than GRACE_S belongs to a
+# dead worker (tests shorten both through the environment)
+HEARTBEAT_S = int(os.environ.get("SUBNETS_HEARTBEAT_S", "5"))
+GRACE_S = int(os.environ.get("SUBNETS_GRACE_S", "20"))
+MAX_RETRY = 3  # a trial killed with its worker is retried at most this often
+SQLITE_TIMEOUT_S = 60  # writers wait for SQLite's lock instead of failing
+
+
+def default_url(store_root: Path) -> str:
+    return f"sqlite:///{Path(store_root).resolve() / 'optuna.db'}"
+
+
+def open_storage(url: str, create: bool = False) -> RDBStorage:
+    """The storage at `url`; only the coordinating process passes create=True (table creation)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run is reported by us, without its traceback
+    import warnings
+
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    if url.startswith("sqlite:///") and create:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
+                          skip_table_creation=not create)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    from urllib.parse import urlparse
+
+    p = urlparse(url)
+    if p.password:
+        return url.replace(f":{p.password}@", ":***@")
+    return url

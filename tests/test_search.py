@@ -1,0 +1,110 @@
+"""The search: declaration and validation, the bisection sampler, and a tiny sweep end to end."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from registry.cli import app
+from registry.loader import ConfigError, load_runs
+from runners.queue.samplers import BisectionSampler
+from tests.conftest import tiny_toml
+
+L0 = ('method = "magnitude"\nrate = 0.3\nkeep_ratio = 0.0\nmax_steps = 3',
+      'method = "l0"\ntargets = [0.5]\nschedule_scale = 0.002\ninit_log_alpha = 0.0')
+
+
+def l0_search(search: str) -> str:
+    return tiny_toml().replace(*L0) + "\n[experiment.search]\n" + search
+
+
+def problems(write_toml, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load_runs(write_toml(text))
+    return [f"{p.key}: {p.message}" for p in e.value.problems]
+
+
+def test_search_space_is_checked_like_every_other_key(write_toml):
+    msgs = problems(write_toml, l0_search('space = { targte = { low = 0.1, high = 0.9 } }\nsampler = "tpe"'))
+    assert len(msgs) == 1 and "search.space.targte" in msgs[0] and "did you mean 'target'" in msgs[0]
+    msgs = problems(write_toml, l0_search('space = { target = { low = 0.1, high = 1.5 } }'))
+    assert "search.space.target: 1.5 is not a valid target" in msgs[0]
+    msgs = problems(write_toml, l0_search('space = { lr = { low = 0.01, high = 1.0, log = true } }'))
+    assert "search.sampler: the bisection sampler searches the size knob `target`" in msgs[0]
+    msgs = problems(write_toml, l0_search('space = { target = { low = 0.1, high = 0.9 } }\nsampler = "grid"'))
+    assert "needs a finite grid" in msgs[0]
+    msgs = problems(write_toml, l0_search('space = { target = { low = 0.9, high = 0.1 } }'))
+    assert "low (0.9) must be below high (0.1)" in msgs[0]
+    msgs = problems(write_toml, l0_search('space = { target = { low = 0.1, high = 0.9 } }\nobjective = "pareto"'))
+    assert "use tpe or random for pareto" in msgs[0]
+    (run,) = load_runs(write_toml(l0_search('space = { target = { low = 0.1, high = 0.9, step = 0.1 } }')))
+    assert run.search.sampler == "bisection" and run.search.threshold(0.8) == pytest.approx(0.72)
+
+
+def test_search_does_not_change_the_runs_fingerprint(write_toml):
+    plain = load_runs(write_toml(tiny_toml().replace(*L0), "a.toml"))[0]
+    searched = load_runs(write_toml(l0_search('space = { target = { low = 0.1, high = 0.9 } }'), "b.toml"))[0]
+    assert plain.fingerprint == searched.fingerprint
+
+
+def _holds_below(boundary: float):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("target", 0.05, 0.95, step=0.05)
+        trial.set_user_attr("constraint", [x - boundary])  # holds (<= 0) up to the boundary
+        return 1 - x
+    return objective
+
+
+@pytest.mark.parametrize("boundary", [0.05, 0.33, 0.62, 0.95])
+def test_bisection_finds_the_largest_holding_value(boundary):
+    sampler = BisectionSampler("target", 0.05, 0.95, step=0.05)
+    study = optuna.create_study(sampler=sampler)
+    n = 0
+    while not sampler.finished(study):
+        study.optimize(_holds_below(boundary), n_trials=1)
+        n += 1
+        assert n <= 6, "19 grid points take at most ceil(log2(20)) = 5 trials"
+    lo, hi = sampler.bracket(study)
+    expected = round(max(0.05 * k for k in range(1, 20) if 0.05 * k <= boundary + 1e-9), 10)
+    assert lo == pytest.approx(expected)
+    assert hi is None or hi == pytest.approx(expected + 0.05)
+
+
+def test_bisection_spreads_parallel_workers():
+    sampler = BisectionSampler("target", 0.0, 1.0, tolerance=0.01)
+    study = optuna.create_study(sampler=sampler)
+    first = study.ask()
+    a = first.suggest_float("target", 0.0, 1.0)
+    second = study.ask()  # the first is still running: the second worker must not propose the same value
+    b = second.suggest_float("target", 0.0, 1.0)
+    assert a == pytest.approx(0.5) and b != pytest.approx(a) and 0.0 < b < 1.0
+
+
+def test_sweep_end_to_end(write_toml, tmp_path):
+    """A bisection search of the L0 target: trial runs are child runs of one sweep run, the effective size
+    lands in the warehouse, and a second sweep finds nothing left to do."""
+    from reports.warehouse import open_warehouse
+    from runners.tracking import Store
+
+    toml = write_toml(l0_search('space = { target = { low = 0.1, high = 0.9, step = 0.2 } }\ntrials = 6\nkeep_ratio = 0.5'))
+    store_dir = tmp_path / "s"
+    runner = CliRunner()
+    result = runner.invoke(app, ["sweep", "tiny", "--file", str(toml), "--store", str(store_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    store = Store.at(store_dir)
+    exp = store.client.get_experiment_by_name("tiny")
+    (sweep,) = store.client.search_runs([exp.experiment_id], filter_string="tags.`subnets.kind` = 'sweep'")
+    trials = store.client.search_runs([exp.experiment_id], filter_string="tags.`subnets.kind` = 'run'")
+    assert 1 <= len(trials) <= 3  # 5 grid points, tolerance one step: at most 3 bisection trials
+    assert all(t.data.tags["mlflow.parentRunId"] == sweep.info.run_id for t in trials)
+    assert {t.data.tags["subnets.study"] for t in trials} == {sweep.data.tags["subnets.study"]}
+    assert sorted(int(t.data.tags["subnets.trial"]) for t in trials) == list(range(len(trials)))
+    assert sweep.info.status == "FINISHED" and sweep.data.metrics["trials.complete"] == len(trials)
+    with open_warehouse(store.tracking_uri) as wh:
+        (row,) = wh.named_rows("SELECT * FROM effective_size WHERE eval_set = 'id'")
+    assert row["found_by"] == "search" and row["runs_used"] == len(trials) and row["keep_rule"] == "ratio"
+    if "effective_size" in sweep.data.metrics:  # a target held: the study and the warehouse agree on it
+        assert row["effective_units"] == pytest.approx(sweep.data.metrics["effective_size"])
+    again = runner.invoke(app, ["sweep", "tiny", "--file", str(toml), "--store", str(store_dir), "--quiet"])
+    assert again.exit_code == 0, again.output
+    assert len(store.client.search_runs([exp.experiment_id], filter_string="tags.`subnets.kind` = 'run'")) == len(trials)

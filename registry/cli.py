@@ -104,9 +104,16 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     from runners.queue import default_url
     from runners.tracking import Store
 
+    from runners.queue import open_storage, redact
+
     st = Store.at(store, tracking_uri)
     st.ensure()  # create the tracking store once, before any worker starts
-    return st, storage or default_url(st.root)
+    url = storage or default_url(st.root)
+    try:
+        open_storage(url, create=True)  # likewise the queue's tables
+    except Exception as e:  # a wrong URL, an unreachable server, a missing driver: say so, no traceback
+        raise _fail(f"cannot open the queue storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}")
+    return st, url
 
 
 def _work(runs, st, url: str, studies: list[str], workers: int, threads: int | None, quiet: bool, file: Path,
@@ -120,9 +127,19 @@ def _work(runs, st, url: str, studies: list[str], workers: int, threads: int | N
         return
     args = ["--file", str(file), "--store", str(store), "--storage", url, "--tracking-uri", st.tracking_uri,
             "--mode", mode, *(["--quiet"] if quiet else []), *([experiment] if experiment else [])]
-    code = spawn(workers, args, threads, echo=out.print)
-    if code != 0:
-        raise typer.Exit(130 if code in (130, -2) else code if code > 0 else 1)
+    codes = spawn(workers, args, threads, echo=out.print)
+    from runners.queue import summarise
+
+    failed = [c for c in codes if c > 0]
+    if failed:  # a worker stopped on an error (it printed why) or on Ctrl-C
+        raise typer.Exit(max(failed))
+    left = [s for s in summarise(url, studies) if s.states.get("WAITING") or s.states.get("RUNNING")]
+    died = [c for c in codes if c < 0]
+    if died:
+        out.print(f"{len(died)} worker(s) were killed (signal {', '.join(str(-c) for c in died)}); "
+                  + ("the others took over their trials." if not left else "work is left: run the same command again."))
+    if left:
+        raise typer.Exit(1)
 
 
 def _work_here(runs, st, url: str, studies: list[str], threads: int, quiet: bool, file: Path, index: int) -> None:

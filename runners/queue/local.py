@@ -15,8 +15,9 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, cores // workers)
 
 
-def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> int:
-    """Start `subnets work ...` N times and wait; forwards Ctrl-C/SIGTERM to them. Returns the worst exit code."""
+def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> list[int]:
+    """Start `subnets work ...` N times and wait; forwards Ctrl-C/SIGTERM to them. Returns their exit codes
+    (negative: killed by that signal)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "registry.cli", "work", *worker_args, "--threads", str(threads),
@@ -35,5 +36,4 @@ def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> int
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    codes = [p.returncode for p in procs]
-    return max(codes, key=lambda c: (c != 0, abs(c)))
+    return [p.returncode for p in procs]

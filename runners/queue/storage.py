@@ -3,14 +3,15 @@
 One machine: `sqlite:///<store>/optuna.db`, created once by the coordinating process before any worker
 starts. Many machines: a PostgreSQL URL. Either way an RDB storage, so trials carry heartbeats: a worker
 killed mid-trial stops beating, the next worker to ask for work marks that trial FAILED, and
-RetryFailedTrialCallback puts a copy back in the queue.
+RetryHeartbeatStaleTrialCallback puts a copy back in the queue.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 import os
 
@@ -19,6 +20,7 @@ import os
 HEARTBEAT_S = int(os.environ.get("SUBNETS_HEARTBEAT_S", "5"))
 GRACE_S = int(os.environ.get("SUBNETS_GRACE_S", "20"))
 MAX_RETRY = 3  # a trial killed with its worker is retried at most this often
+CREATE_ATTEMPTS = 4
 SQLITE_TIMEOUT_S = 60  # writers wait for SQLite's lock instead of failing
 
 
@@ -34,11 +36,20 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite:///") and create:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
-                          skip_table_creation=not create)
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                                  skip_table_creation=not create)
+        except Exception:
+            # two coordinators (machines) creating the tables at the same moment: the loser's CREATE fails on
+            # the winner's rows; once the winner is done the tables exist and a second try just opens them
+            if not create or attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def redact(url: str) -> str:

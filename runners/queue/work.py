@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,8 +289,10 @@ class Worker:
         running = False
         for name in studies:
             study = optuna.load_study(study_name=name, storage=self.storage)
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAILED, and a retry enqueued
-            running |= bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            with warnings.catch_warnings():  # experimental since Optuna 2.9, public and documented
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAILED, and a retry enqueued
+            running |= bool(study.get_trials(deepcopy=False, states=PENDING))  # incl. a retry just enqueued
         return running
 
     def _load(self, name: str) -> optuna.Study:

@@ -1,0 +1,183 @@
+"""The work queue with real worker processes: N local workers share one grid, a worker killed with SIGKILL
+leaves its trial to the others, and many machines share a PostgreSQL queue and an MLflow tracking server.
+Every run executes exactly once and the warehouse sees each once."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from registry.loader import load_runs
+from reports.warehouse import open_warehouse
+from runners.queue import grid_study, open_storage
+from runners.tracking import Store
+from tests.conftest import tiny_toml
+
+GRID = tiny_toml(max_steps=2).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4, 0.5]")
+
+
+def cli(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "registry.cli", *args], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def finished(store: Store, experiment: str = "tiny") -> list:
+    exp = store.client.get_experiment_by_name(experiment)
+    return store.client.search_runs([exp.experiment_id], filter_string="tags.`subnets.kind` = 'run' and attributes.status = 'FINISHED'")
+
+
+def assert_each_run_once(toml: Path, store: Store, storage_url: str) -> None:
+    expected = {r.fingerprint for r in load_runs(toml)}
+    runs = finished(store)
+    fps = [r.data.tags["subnets.fingerprint"] for r in runs]
+    assert sorted(fps) == sorted(expected), "every run finished exactly once"
+    study = optuna.load_study(study_name=grid_study("tiny"), storage=open_storage(storage_url))
+    complete = [t.user_attrs["fingerprint"] for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    assert sorted(complete) == sorted(expected), "one complete trial per run, no duplicate"
+    with open_warehouse(store.tracking_uri) as wh:
+        assert wh.query("SELECT count(*), count(DISTINCT fingerprint) FROM runs")[1] == [(len(expected), len(expected))]
+        (total, distinct, runs_with_steps), = wh.query(
+            "SELECT count(*), count(DISTINCT (run_id, variant, step)), count(DISTINCT run_id) FROM steps "
+            "WHERE subcase = 'all' AND eval_set = 'id'")[1]
+        assert total == distinct and runs_with_steps == len(expected)  # each step of each run counted once
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_local_workers_share_one_grid(write_toml, tmp_path, workers):
+    toml = write_toml(GRID)
+    proc = cli(["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--workers", str(workers), "--quiet"])
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert f"{workers} worker(s) started" in output and "1 torch thread(s) each" in output
+    store = Store.at(tmp_path / "s")
+    assert_each_run_once(toml, store, f"sqlite:///{tmp_path / 's' / 'optuna.db'}")
+    caches = sorted(r.data.tags["subnets.finetune_cache"] for r in finished(store))
+    assert caches == ["hit"] * 3 + ["miss"], "one worker fine-tuned, the others waited for the cache"
+
+
+def test_a_worker_killed_mid_trial_is_taken_over(write_toml, tmp_path):
+    toml = write_toml(tiny_toml(max_steps=8, rate=0.1).replace("rate = 0.1", "rate = [0.1, 0.11, 0.12]"))
+    url = f"sqlite:///{tmp_path / 's' / 'optuna.db'}"
+    proc = cli(["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--workers", "2", "--quiet"],
+               env={"SUBNETS_HEARTBEAT_S": "1", "SUBNETS_GRACE_S": "4"})
+    victim = None
+    deadline = time.time() + 300
+    while victim is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (tmp_path / "s" / "optuna.db").exists():
+            continue
+        try:
+            study = optuna.load_study(study_name=grid_study("tiny"), storage=open_storage(url))
+        except (KeyError, optuna.exceptions.StorageInternalError):
+            continue  # the coordinator is still creating the study
+        running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if "worker" in t.user_attrs
+                   and t.datetime_start and time.time() - t.datetime_start.timestamp() > 1.0]
+        if running:
+            victim = running[0]
+            os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    assert victim is not None, "no trial was seen running"
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert "1 worker(s) were killed (signal 9); the others took over their trials." in output
+    assert_each_run_once(toml, Store.at(tmp_path / "s"), url)
+    study = optuna.load_study(study_name=grid_study("tiny"), storage=open_storage(url))
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert [t.number for t in failed] == [victim.number]  # the stale trial, retried once
+
+
+# ---- PostgreSQL and an MLflow tracking server, as many machines would use them ---------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin() -> Path | None:
+    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (root / "initdb").exists():
+            return root
+    return None
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 (as the postgres user when the tests run as root)."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (make test installs Debian's postgresql package where it can)")
+    pytest.importorskip("psycopg", reason="psycopg is needed for a postgresql:// storage")
+    import shutil
+    import tempfile
+
+    # outside pytest's private (0700) temp tree, so the postgres user can reach it when we are root
+    top = Path(tempfile.mkdtemp(prefix="subnets-pg-"))
+    data, port = top / "data", free_port()
+    data.mkdir()
+    as_user = []
+    if os.geteuid() == 0:
+        os.chmod(top, 0o755)
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "subnets"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "subnets", "queue"],
+                       check=True, capture_output=True)
+        yield f"postgresql://subnets@127.0.0.1:{port}/queue"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                import urllib.request
+
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the MLflow tracking server did not start")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_two_machines_share_postgres_and_a_tracking_server(write_toml, tmp_path, postgres, tracking_server):
+    """Two `subnets run` processes with separate caches ("machines") pointed at one PostgreSQL queue and one
+    tracking server: the grid finishes, each run once, and the warehouse reads it through the server."""
+    toml = write_toml(GRID)
+    args = ["run", "--file", str(toml), "--storage", postgres, "--tracking-uri", tracking_server, "--quiet"]
+    first = cli([*args, "--store", str(tmp_path / "machine-a")])
+    time.sleep(1.0)  # let the first create the studies' tables; the second then joins the same queue
+    second = cli([*args, "--store", str(tmp_path / "machine-b")])
+    out_a, _ = first.communicate(timeout=600)
+    out_b, _ = second.communicate(timeout=600)
+    assert first.returncode == 0, out_a
+    assert second.returncode == 0, out_b
+    store = Store.at(tmp_path / "machine-a", tracking_server)
+    assert_each_run_once(toml, store, postgres)
+    assert "Traceback" not in out_a + out_b

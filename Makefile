@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all bench report ui reference clean
+.PHONY: setup system-deps demo test test-all bench report ui dashboard reference clean
 
 setup: $(VENV)/.installed
 
@@ -21,7 +21,15 @@ demo: setup
 	$(BIN)/subnets run demo
 	$(BIN)/subnets report --experiment demo
 
-test: setup
+# PostgreSQL for the tests of a queue shared between machines (Debian's package; needs root). Where it
+# cannot be installed those tests are skipped and say why.
+system-deps:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "note: PostgreSQL is not installed and this is not root: its tests will be skipped"; fi
+
+test: setup system-deps
 	$(BIN)/pytest -q -m "not slow"
 
 test-all: setup
@@ -37,6 +45,9 @@ report: setup
 
 ui: setup
 	$(BIN)/subnets ui
+
+dashboard: setup  # optuna-dashboard on the study storage (the queue), http://127.0.0.1:8080
+	$(BIN)/subnets dashboard
 
 reference: setup  # regenerate the README's experiments.toml reference from the schema
 	$(BIN)/python -c "from registry.explain import update_readme; update_readme('README.md')"

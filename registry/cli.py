@@ -67,12 +67,15 @@ def validate(file: Path = FileOpt,
 
 @app.command()
 def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
-         file: Path = FileOpt, store: Path = StoreOpt):
-    """Print the expanded runs, their fingerprints and whether each is already done."""
+         file: Path = FileOpt, store: Path = StoreOpt,
+         storage: Optional[str] = typer.Option(None, "--storage", envvar="SUBNETS_STORAGE", help="Optuna storage URL (default: sqlite under --store)."),
+         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")):
+    """Print the expanded runs, the fine-tuned model each uses, their fingerprints and what is done; and
+    the queue's studies (grids and searches) with their trials."""
     from runners.tracking import Store
 
     runs = _load(file, experiment)
-    st = Store.at(store)
+    st = Store.at(store, tracking_uri)
     status = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
     table = Table("experiment", "method", "run", "fine-tuned model", "status")
     table.add_column("fingerprint", no_wrap=True, min_width=16)
@@ -84,6 +87,24 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     done = sum(status[r.experiment].get(r.fingerprint) == "FINISHED" for r in runs)
     models = len({r.finetune_fingerprint for r in runs})
     out.print(f"{len(runs)} run(s) on {models} fine-tuned model(s): {done} done, {len(runs) - done} to run")
+    _plan_queue(runs, st.root, storage)
+
+
+def _plan_queue(runs, root: Path, storage: str | None) -> None:
+    """The studies of these runs in the queue's storage, when it exists (a fresh store has none)."""
+    searched = [r for r in runs if r.search is not None]
+    url = storage or f"sqlite:///{Path(root).resolve() / 'optuna.db'}"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        if searched:
+            out.print(f"{len(searched)} search(es) declared, none started: `subnets sweep EXPERIMENT`")
+        return
+    from runners.queue import grid_study, redact, search_study, summarise
+
+    names = [grid_study(e) for e in dict.fromkeys(r.experiment for r in runs)] + [search_study(r) for r in searched]
+    summaries = summarise(url, names)
+    out.print(f"queue: {redact(url)}")
+    if summaries:
+        _print_studies(summaries)
 
 
 def _interrupt(*_):
@@ -235,7 +256,9 @@ def _print_studies(summaries) -> None:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (s.best_params or {}).items())
         if s.pareto is not None:
             params = f"{s.pareto} on the Pareto front"
-        table.add_row(s.name.split("/", 2)[-1], s.label or "—", states + budget, running, best, params or "—")
+        shown = s.name.removeprefix("subnets/")
+        shown = shown[: shown.rfind("/") + 9] if "/search/" in shown else shown  # a short fingerprint
+        table.add_row(shown, s.label or "—", states + budget, running, best, params or "—")
     out.print(table)
 
 
@@ -263,7 +286,10 @@ def dashboard(store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
     url = storage or default_url(store)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise _fail(f"no study storage at {url}: run `subnets run` or `subnets sweep` first", 1)
-    os.execvp(sys.executable, [sys.executable, "-m", "optuna_dashboard", url, "--host", "127.0.0.1", "--port", str(port)])
+    # exec, single-process server: the dashboard is this process, so stopping it (even by SIGKILL) leaves
+    # nothing serving (gunicorn, which it would pick when installed, forks workers that outlive a killed master)
+    os.execvp(sys.executable, [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", url,
+                               "--host", "127.0.0.1", "--port", str(port), "--server", "wsgiref"])
 
 
 @app.command()

@@ -142,3 +142,23 @@ def test_pruning_seeds_share_one_fine_tuned_model(write_toml, tmp_path):
     plan = runner.invoke(app, ["plan", "--file", str(toml), "--store", str(tmp_path / "s")])
     assert "2 run(s) on 1 fine-tuned model(s): 2 done, 0 to run" in plan.output
     assert runs[0].data.tags["subnets.finetune_fingerprint"][:8] in plan.output
+
+
+def test_headless_progress_prints_plain_lines():
+    """Under nohup or a scheduler (no terminal), progress is periodic plain lines, not a silent log."""
+    import io
+
+    from rich.console import Console
+
+    from runners.tracking import Progress
+
+    buf = io.StringIO()
+    progress = Progress(Console(file=buf, force_terminal=False, width=200), every_s=0.0, prefix="[worker 1] ")
+    assert progress.plain
+    with progress.task("m-pruning", total=3) as advance:
+        for i in range(3):
+            advance(1, f"step {i}")
+    lines = buf.getvalue().splitlines()
+    assert "[worker 1] m-pruning: started (3 steps)" in lines[0]
+    assert any("m-pruning: 2/3 step 1" in line and "s left" in line for line in lines)
+    assert "m-pruning: 3/3 step 2" in lines[-1] and "\x1b[" not in buf.getvalue()

@@ -181,3 +181,43 @@ def test_two_machines_share_postgres_and_a_tracking_server(write_toml, tmp_path,
     store = Store.at(tmp_path / "machine-a", tracking_server)
     assert_each_run_once(toml, store, postgres)
     assert "Traceback" not in out_a + out_b
+
+
+def test_plan_status_and_dashboard_show_the_queue(write_toml, tmp_path):
+    """After a run: `plan` and `status` list the grid study's trials; `subnets dashboard` serves the same
+    storage on 127.0.0.1 and stopping it leaves no process behind."""
+    import json
+    import urllib.request
+
+    from typer.testing import CliRunner
+
+    from registry.cli import app
+
+    toml = write_toml(tiny_toml(max_steps=1))
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"]).exit_code == 0
+    plan = runner.invoke(app, ["plan", "--file", str(toml), "--store", str(tmp_path / "s")], env={"COLUMNS": "200"})
+    assert plan.exit_code == 0 and "queue: sqlite:///" in plan.output and "complete 1" in plan.output
+    status = runner.invoke(app, ["status", "--file", str(toml), "--store", str(tmp_path / "s")], env={"COLUMNS": "200"})
+    assert status.exit_code == 0 and "tiny/grid" in status.output and "complete 1" in status.output
+    empty = runner.invoke(app, ["status", "--file", str(toml), "--store", str(tmp_path / "nothing")])
+    assert empty.exit_code == 1 and "no queue at" in empty.output and not (tmp_path / "nothing").exists()
+
+    port = free_port()
+    dash = subprocess.Popen([sys.executable, "-m", "registry.cli", "dashboard", "--store", str(tmp_path / "s"),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "optuna-dashboard did not answer"
+        assert [s["study_name"] for s in studies] == [grid_study("tiny")]
+    finally:
+        dash.kill()  # SIGKILL: the dashboard is this very process (exec), nothing is left serving
+        dash.wait(timeout=10)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2)

@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/validate.py
 	$(BIN)/python benchmarks/pruning.py
 	$(BIN)/python benchmarks/cka.py
+	$(BIN)/python benchmarks/search.py
 
 report: setup
 	$(BIN)/subnets report

@@ -197,6 +197,12 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
     from runners.queue import prepare_grid, redact
 
     runs = _load(file, experiment)
+    searched = list(dict.fromkeys(r.experiment for r in runs if r.search is not None))
+    if searched:  # a search's declared run is only its starting point: `sweep` runs its trials
+        out.print(f"declaring a search, run with `subnets sweep`: {', '.join(searched)}")
+        runs = [r for r in runs if r.search is None]
+        if not runs:
+            return
     st, url = _queue_setup(store, tracking_uri, storage)
     prep = prepare_grid(url, st, runs)
     todo = prep.enqueued + prep.pending

@@ -152,6 +152,7 @@ def experiment_section(wh: Warehouse, info: dict) -> dict[str, Any]:
         "subcase_tables": subcase_tables(wh.named("subcases", experiment=name)),
         "cka_heatmaps": cka_heatmaps(name, wh.named("cka_selected", experiment=name)),
         "cka_diagonal": cka_diagonal_charts(name, wh.named("cka_diagonal", experiment=name)),
+        "effective_size": wh.named("effective_size_of", experiment=name),
     }
 
 

@@ -50,7 +50,7 @@ def make_tables(exp: str, run_id: str, fp: str, seed: int, method: str, acc: dic
     run = [dict(ident, label=f"seed={seed}", model="tiny-bert", task="synthetic-nli", description=f"{exp} <desc> & more",
                 config_json=json.dumps(config, sort_keys=True), git_sha="abc123",
                 started_at=datetime(2026, 1, 1, tzinfo=timezone.utc), duration_s=12.5,
-                baseline_id_accuracy=acc[("id", "all")][0], final_step=selected,
+                baseline_id_accuracy=acc[("id", "all")][0], final_step=selected, keep_rule="ratio", keep_threshold=0.9,
                 final_sparsity=SPARSITY[selected])]
     steps = []
     for variant in variants:
@@ -301,3 +301,14 @@ def test_local_artifact_paths(tmp_path):
     assert _local_path(f"file://{d}") == d  # MLflow's unencoded form
     assert _local_path(str(d)) == d
     assert _local_path("s3://bucket/x") is None
+
+
+def test_effective_size_view(wh):
+    """Per seed, the largest sparsity whose ID accuracy is >= 0.9 x the full model's: seed 0 holds at step 1
+    only (0.88 >= 0.81, 0.80 < 0.81), seed 1 at both steps (0.84 >= 0.828)."""
+    rows = {(r["seed"], r["eval_set"]): r for r in wh.named("effective_size_of", experiment=EXP_A)}
+    assert rows[(0, "id")]["effective_size"] == pytest.approx(0.9) and rows[(0, "id")]["x"] is None
+    assert rows[(1, "id")]["effective_size"] == pytest.approx(0.81)
+    assert rows[(0, "id")]["found_by"] == "grid" and rows[(0, "id")]["subnetworks_evaluated"] == 2
+    # hans: full 0.52, threshold 0.468; both steps hold for seed 0 (0.5512, 0.60)
+    assert rows[(0, "hans")]["effective_size"] == pytest.approx(0.81)

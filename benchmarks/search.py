@@ -49,35 +49,26 @@ targets = {targets}
 keep_ratio = 0.0
 schedule_scale = {scale}
 
-[[experiment]]
-name = "bisection"
-[experiment.prune]
-method = "l0"
-targets = [0.5]
-keep_ratio = 0.0
-schedule_scale = {scale}
-[experiment.search]
-space = {{ target = {{ low = 0.05, high = 0.95, step = 0.05 }} }}
-sampler = "bisection"
-tolerance = 0.1
-trials = {trials}
-keep = "margin"
-margin = {margin}
-
-[[experiment]]
-name = "tpe"
-[experiment.prune]
-method = "l0"
-targets = [0.5]
-keep_ratio = 0.0
-schedule_scale = {scale}
-[experiment.search]
-space = {{ target = {{ low = 0.05, high = 0.95, step = 0.05 }} }}
-sampler = "tpe"
-trials = {trials}
-keep = "margin"
-margin = {margin}
 """
+
+
+SEARCH = """
+[[experiment]]
+name = "{sampler}"
+[experiment.prune]
+method = "l0"
+targets = [0.5]
+keep_ratio = 0.0
+schedule_scale = {scale}
+[experiment.search]
+space = {{ target = {{ low = 0.05, high = 0.95, step = 0.05 }} }}
+sampler = "{sampler}"
+trials = {trials}
+keep = "margin"
+margin = {margin}
+{extra}
+"""
+SAMPLERS = {"bisection": "tolerance = 0.1", "tpe": ""}  # bisection stops once the answer is within one grid step
 
 
 def subnets(*args: str, cwd: Path) -> float:
@@ -133,7 +124,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="subnets-bench-search-"))
     print(f"working in {root} ({cfg})", file=sys.stderr)
     toml = root / "experiments.toml"
-    toml.write_text(EXPERIMENTS.format(targets=json.dumps(TARGETS), trials=args.trials, margin=MARGIN, **cfg))
+    toml.write_text(EXPERIMENTS.format(targets=json.dumps(TARGETS), **cfg) + "".join(
+        SEARCH.format(sampler=s, extra=extra, trials=args.trials, margin=MARGIN, scale=cfg["scale"]) for s, extra in SAMPLERS.items()))
     env_threads = {"SUBNETS_THREADS": os.environ.get("SUBNETS_THREADS", "")}
     wall = {}
     try:

@@ -301,28 +301,31 @@ def dashboard(store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
 @app.command()
 def report(store: Path = StoreOpt,
            output: Path = typer.Option(Path("out/report.html"), "--out", "-o", help="Where to write the HTML report."),
-           experiment: Optional[list[str]] = typer.Option(None, "--experiment", "-e", help="Only these experiments.")):
+           experiment: Optional[list[str]] = typer.Option(None, "--experiment", "-e", help="Only these experiments."),
+           tracking_uri: Optional[str] = TrackingOpt):
     """Write one self-contained HTML report from the logged results (DuckDB over the runs' Parquet tables)."""
     from reports.build import build_report
     from runners.tracking import Store
 
-    st = Store.at(store)
+    st = Store.at(store, tracking_uri)
     if not st.exists():
         raise _fail(f"no tracking store at {st.tracking_uri}: run `subnets run` first")
-    path = build_report(st.tracking_uri, output, experiment or None)
+    path = build_report(st.tracking_uri, output, experiment or None, cache_dir=st.root / ".subnets" / "tables")
     out.print(f"report written to {path}")
 
 
 @app.command()
-def query(sql: str = typer.Argument(..., help="SQL over the views runs, steps, units, cka."),
-          store: Path = StoreOpt):
+def query(sql: str = typer.Argument(..., help="SQL over the views runs, axes, steps, units, cka, effective_size."),
+          store: Path = StoreOpt, tracking_uri: Optional[str] = TrackingOpt):
     """Run SQL over the warehouse (DuckDB views over every finished run's tables) and print the result."""
     from reports.warehouse import query as run_query
     from runners.tracking import Store
 
-    st = Store.at(store)
+    st = Store.at(store, tracking_uri)
+    if not st.exists():  # a read-only command never creates a store (a mistyped --store is not "0 rows")
+        raise _fail(f"no tracking store at {st.tracking_uri}: check --store, or run `subnets run` first")
     try:
-        columns, rows = run_query(st.tracking_uri, sql)
+        columns, rows = run_query(st.tracking_uri, sql, cache_dir=st.root / ".subnets" / "tables")
     except Exception as e:  # DuckDB's own message names the problem (parse error, unknown column, ...)
         raise _fail(f"query failed: {e}")
     table = Table(*columns)
@@ -337,6 +340,8 @@ def ui(store: Path = StoreOpt, port: int = typer.Option(5000, help="Port on 127.
     from runners.tracking import Store
 
     st = Store.at(store)
+    if not st.exists():
+        raise _fail(f"no tracking store at {st.tracking_uri}: check --store, or run `subnets run` first")
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", st.tracking_uri,
                                "--host", "127.0.0.1", "--port", str(port)])
 

@@ -19,14 +19,24 @@ from registry.models import check_model_name
 from registry.tasks import check_task, eval_set_names
 
 
+MAX_RUNS = 10_000  # expanded runs per experiment: a larger grid is almost surely a typo
+
+
 def load_runs(path: str | Path) -> list[RunSpec]:
     """Parse, validate and expand every experiment; raise ConfigError listing all problems."""
     path = Path(path)
     fname = str(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError([Problem(fname, None, None, "", f"cannot read the file: {e.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:  # TOML is UTF-8; say where the offending byte is
+        line = raw[: e.start].count(b"\n") + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise ConfigError([Problem(fname, line, None, "", f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column "
+                                   f"{column} (save the file as UTF-8)")]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -98,6 +108,20 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
                 return []
             axes.append((f"{section}.{key}", value))
 
+    size = 1
+    for _, values in axes:
+        size *= len(values)
+    seeds = raw.get("seeds", [0]) if isinstance(raw.get("seeds", [0]), list) else [0]
+    prune_seeds = raw.get("prune_seeds") if isinstance(raw.get("prune_seeds"), list) else [None]
+    if size * max(1, len(seeds)) * max(1, len(prune_seeds)) > MAX_RUNS:  # refused before the grid is built
+        report(name, axes[0][0] if axes else "seeds", f"the grid expands to {size * len(seeds) * len(prune_seeds):,} runs; "
+               f"at most {MAX_RUNS:,} per experiment (split it into several experiments)")
+        return []
+    for key in ("seeds", "prune_seeds"):
+        values = raw.get(key)
+        if isinstance(values, list) and len(set(map(repr, values))) != len(values):
+            report(name, key, f"each seed may appear once (got {values})")
+            return []
     runs: list[RunSpec] = []
     points = list(itertools.product(*[v for _, v in axes])) or [()]
     for point in points:
@@ -113,6 +137,8 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
             continue
         if spec.search is not None and _check_search(spec, name, report):
             continue
+        if _check_paths(spec, name, base_dir, report):
+            continue
         for seed in spec.seeds:
             for prune_seed in spec.prune_seeds or [seed]:
                 runs.append(RunSpec(
@@ -122,6 +148,22 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
                     axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
                 ))
     return runs
+
+
+def _check_paths(spec: ExperimentSpec, name: str, base_dir: str, report) -> bool:
+    """Local data files must exist (relative paths resolve against experiments.toml's folder)."""
+    sources = [("task.train", spec.task.train), ("task.eval", spec.task.eval),
+               *((f"task.ood.{o.name}", o) for o in spec.task.ood)]
+    found = False
+    for key, source in sources:
+        if source is None or source.path is None:
+            continue
+        path = Path(source.path).expanduser()
+        path = path if path.is_absolute() else Path(base_dir) / path
+        if not path.is_file():
+            report(name, f"{key}.path", f"data file not found: {path}")
+            found = True
+    return found
 
 
 def _check_search(spec: ExperimentSpec, name: str, report) -> bool:

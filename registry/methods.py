@@ -28,6 +28,12 @@ def scoring_fields(what: str, batch_note: str) -> tuple[Any, Any]:
             Field(default=32, ge=1, le=4096, description=f"Batch size of the scoring passes{batch_note}."))
 
 
+def _ascending(v: list[float] | None) -> list[float] | None:
+    """Strengths and targets are evaluated in ascending order; storing them so makes every spelling of one
+    experiment one fingerprint."""
+    return None if v is None else sorted(v)
+
+
 class MethodParams(BaseModel):
     """Keys every method accepts besides its own."""
 
@@ -50,6 +56,8 @@ class MagnitudeParams(MethodParams):
     keep_ratio: float = keep_ratio_field("iterative pruning stops at the first failing step (0: every step passes).")
     max_steps: int = Field(default=30, ge=1, le=200, description="Iterative: at most this many pruning steps.")
     strengths: list[float] | None = Field(default=None, description="One-shot: prune these fractions of all prunable weights (each from the fine-tuned weights) instead of iterating.")
+
+    _sorted = field_validator("strengths")(classmethod(lambda cls, v: _ascending(v)))
 
     @model_validator(mode="after")
     def _structured_only(self):
@@ -79,6 +87,7 @@ _ATTRIBUTION_SCORING = scoring_fields("attributions are summed", " (the sum over
 
 class AttributionParams(MethodParams):
     strengths: list[Strength] = Field(default=[0.1, 0.3, 0.5, 0.7, 0.9], min_length=1, description="Fractions of each layer's MLP neurons to prune, one step per strength (ascending), each from the fine-tuned model.")
+    _sorted = field_validator("strengths")(classmethod(lambda cls, v: _ascending(v)))
     keep_ratio: float = keep_ratio_field("every strength is still evaluated.")
     scoring_examples: int = _ATTRIBUTION_SCORING[0]
     batch_size: int = _ATTRIBUTION_SCORING[1]
@@ -109,7 +118,7 @@ class L0Params(MethodParams):
     def _distinct(cls, v: list[float]) -> list[float]:
         if len(set(v)) != len(v):
             raise ValueError("targets must be distinct")
-        return v
+        return _ascending(v)
 
 
 XAxis = Literal["step", "strength", "target"]

@@ -17,6 +17,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+def _check_range(low: float, high: float, log: bool) -> None:
+    if not low < high:
+        raise ValueError(f"low ({low}) must be below high ({high})")
+    if log and low <= 0:
+        raise ValueError("a log-scale range needs low > 0")
+
+
 class FloatRange(_Strict):
     low: float = Field(description="Lower bound.")
     high: float = Field(description="Upper bound.")
@@ -25,10 +32,7 @@ class FloatRange(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log-scale range needs low > 0")
+        _check_range(self.low, self.high, self.log)
         if self.log and self.step is not None:
             raise ValueError("give either log or step, not both")
         return self
@@ -42,10 +46,7 @@ class IntRange(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log-scale range needs low > 0")
+        _check_range(self.low, self.high, self.log)
         return self
 
 

@@ -84,6 +84,29 @@ for _t in (
 
 def check_task(task: TaskSpec) -> list[tuple[str, str]]:
     """Problems with a task spec as (dotted key, message); empty when it can be built."""
+    problems = _check_ood_maps(task) if task.name == CUSTOM or task.name in TASKS else []
+    return problems + _check_task_name(task)
+
+
+def _check_ood_maps(task: TaskSpec) -> list[tuple[str, str]]:
+    """pred_map: one entry per model label, each an index into the OOD set's labels."""
+    if task.name == CUSTOM and task.labels is None:
+        return []
+    n_model = len(label_names(task))
+    out = []
+    for o in task.ood:
+        if o.pred_map is None:
+            continue
+        n_set = len(o.labels or label_names(task))
+        if len(o.pred_map) != n_model:
+            out.append((f"task.ood.{o.name}.pred_map", f"needs one entry per model label ({n_model}), got {len(o.pred_map)}"))
+        bad = [i for i in o.pred_map if not 0 <= i < n_set]
+        if bad:
+            out.append((f"task.ood.{o.name}.pred_map", f"indices {bad} are outside this set's {n_set} labels"))
+    return out
+
+
+def _check_task_name(task: TaskSpec) -> list[tuple[str, str]]:
     if task.name == CUSTOM:
         missing = [k for k in ("labels", "train", "eval") if getattr(task, k) is None]
         return [(f"task.{k}", "required for a custom task") for k in missing]

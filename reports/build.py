@@ -198,8 +198,8 @@ def write_atomic(out_path: Path, text: str) -> Path:
 
 
 def build_report(tracking_uri: str, out_path: Path,
-                 experiments: list[str] | None = None) -> Path:
+                 experiments: list[str] | None = None, cache_dir: Path | None = None) -> Path:
     """Render the report for all (or the named) experiments to out_path; return the path."""
-    with open_warehouse(tracking_uri, experiments) as wh:
+    with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir) as wh:
         html = render_report(wh, tracking_uri, experiments)
     return write_atomic(Path(out_path), html)

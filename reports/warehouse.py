@@ -8,6 +8,8 @@ DuckDB connection with one view per table, so it can be rebuilt from MLflow at a
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -112,14 +114,17 @@ def _finished_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
     return kept
 
 
-def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None) -> Sources:
-    """Locate the Parquet tables of FINISHED parent runs (optionally of the named experiments)."""
+def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None, cache_dir: Path | None = None) -> Sources:
+    """Locate the Parquet tables of FINISHED parent runs (optionally of the named experiments).
+
+    Tables of runs on a remote artifact store (a tracking server) are downloaded through the MLflow client,
+    into `cache_dir/<run_id>` when given: a finished run's tables never change, so each is fetched once."""
     from mlflow import MlflowClient  # imported lazily: mlflow is slow to import
 
     client = MlflowClient(tracking_uri=tracking_uri)
     src = Sources()
     for run in _finished_runs(client, _experiment_ids(client, experiments)):
-        tables_dir = _tables_dir(run, tracking_uri, src)
+        tables_dir = _tables_dir(run, tracking_uri, src, cache_dir)
         if tables_dir is None or not tables_dir.is_dir():
             log.warning("finished run %s has no tables/ artifacts; skipped", run.info.run_id)
             continue
@@ -148,12 +153,29 @@ def _readable(path: Path) -> bool:
     return True
 
 
-def _tables_dir(run: Any, tracking_uri: str, src: Sources) -> Path | None:
+def _tables_dir(run: Any, tracking_uri: str, src: Sources, cache_dir: Path | None = None) -> Path | None:
     local = _local_path(run.info.artifact_uri)
-    if local is not None:
+    if local is not None and local.exists():
         return local / "tables"
     import mlflow.artifacts  # remote artifact store: download into a directory we own
 
+    if cache_dir is not None:
+        done = Path(cache_dir) / run.info.run_id / "tables"
+        if done.is_dir():
+            return done
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
+        try:
+            got = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="tables",
+                                                           dst_path=str(staging), tracking_uri=tracking_uri))
+            (done.parent).mkdir(exist_ok=True)
+            os.replace(got, done)  # atomic: a half-downloaded run is never taken for a cached one
+            return done
+        except Exception as exc:  # noqa: BLE001 - a run without tables is skipped, not fatal
+            log.warning("could not download tables of run %s: %s", run.info.run_id, exc)
+            return None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     if src.tmpdir is None:
         src.tmpdir = tempfile.TemporaryDirectory(prefix="subnets-warehouse-")
     dst = Path(src.tmpdir.name) / run.info.run_id
@@ -243,14 +265,15 @@ class Warehouse:
         self.close()
 
 
-def open_warehouse(tracking_uri: str, experiments: Iterable[str] | None = None, strict: bool = False) -> Warehouse:
+def open_warehouse(tracking_uri: str, experiments: Iterable[str] | None = None, strict: bool = False,
+                   cache_dir: Path | None = None) -> Warehouse:
     """Build the warehouse from MLflow: FINISHED parent runs of all (or the named) experiments."""
     names = list(experiments) if experiments is not None else None
-    return Warehouse(find_tables(tracking_uri, names), strict)
+    return Warehouse(find_tables(tracking_uri, names, cache_dir), strict)
 
 
-def query(tracking_uri: str, sql: str, experiments: Iterable[str] | None = None
+def query(tracking_uri: str, sql: str, experiments: Iterable[str] | None = None, cache_dir: Path | None = None
           ) -> tuple[list[str], list[tuple]]:
     """One-shot query for the CLI (`subnets query "SQL"`): (column names, rows)."""
-    with open_warehouse(tracking_uri, experiments) as wh:
+    with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir) as wh:
         return wh.query(sql)

@@ -6,6 +6,7 @@
     cka/       layer-by-layer CKA riding on evaluation passes
     tracking/  MLflow store and batched run logging, the run's Parquet tables, provenance, progress
     run/       one expanded run end to end: fine-tune -> prune step by step -> log
+    queue/     the work queue and the search: Optuna studies shared by any number of workers
 
 Imports point one way: registry -> runners; runners never import reports.
 """

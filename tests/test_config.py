@@ -93,3 +93,57 @@ def test_cli_explain_lists_every_field():
     for key in ("`keep_ratio`", "`max_length`", "`warmup_ratio`", "`n_ood_per_subcase`", "`pred_map`"):
         assert key in result.output
     assert "| `experiment.finetune` | `lr` | `5e-05` | Peak AdamW learning rate. |" in result.output
+
+
+def _messages(path) -> list[str]:
+    return [f"{p.line}|{p.key}|{p.message}" for p in problems(path)]
+
+
+def test_a_non_utf8_byte_is_a_located_problem(tmp_path):
+    path = tmp_path / "experiments.toml"
+    path.write_bytes(tiny_toml().encode().replace(b'description = "tiny', b'description = "t\xe9iny'))
+    (msg,) = _messages(path)
+    line = tiny_toml().splitlines().index('description = "tiny end-to-end check"') + 1
+    assert msg.startswith(f"{line}||not UTF-8 text: byte 0xe9")
+    result = CliRunner().invoke(app, ["validate", "--file", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_an_oversized_grid_is_refused_before_it_is_built(write_toml):
+    axis = "[" + ", ".join(str(i) for i in range(1, 101)) + "]"
+    text = tiny_toml().replace("lr = 1e-3", f"lr = {axis}\nbatch_size = {axis}").replace("batch_size = 32\n", "")
+    text = text.replace("seeds = [0]", "seeds = [0, 1]")
+    (msg,) = _messages(write_toml(text))
+    assert "expands to 20,000 runs; at most 10,000" in msg
+
+
+def test_duplicate_seeds_are_refused(write_toml):
+    (msg,) = _messages(write_toml(tiny_toml().replace("seeds = [0]", "seeds = [0, 0]")))
+    assert "seeds|each seed may appear once" in msg
+
+
+def test_equivalent_spellings_share_one_fingerprint(write_toml):
+    one = tiny_toml().replace("rate = 0.3", "strengths = [0.2, 0.5, 0.8]")
+    other = tiny_toml().replace("rate = 0.3", "strengths = [0.8, 0.2, 0.5]")
+    a, b = load_runs(write_toml(one, "a.toml"))[0], load_runs(write_toml(other, "b.toml"))[0]
+    assert a.fingerprint == b.fingerprint and b.prune.params.strengths == [0.2, 0.5, 0.8]
+
+
+def test_model_config_keys_and_head_geometry_are_checked(write_toml):
+    text = tiny_toml().replace('name = "micro-bert"', 'name = "micro-bert"\nconfig = { hiden_size = 48, num_attention_heads = 5 }')
+    msgs = _messages(write_toml(text))
+    assert any("model.config.hiden_size|not a BertConfig key" in m and "did you mean 'hidden_size'" in m for m in msgs)
+    assert any("hidden_size 32 is not a multiple of num_attention_heads 5" in m for m in msgs)
+
+
+def test_pred_map_and_data_paths_are_checked_before_running(write_toml, tmp_path):
+    data = tmp_path / "ood.tsv"
+    data.write_text("s\tlabel\nx\t0\n")
+    text = tiny_toml().replace("max_length = 48", f'max_length = 48\nood = [{{ name = "o", path = "{data}", text_a = "s", pred_map = [0, 1, 2] }},'
+                                                   ' { name = "gone", path = "missing.tsv", text_a = "s" }]')
+    msgs = _messages(write_toml(text))
+    assert any("task.ood.o.pred_map|needs one entry per model label (2), got 3" in m for m in msgs)
+    assert any("task.ood.o.pred_map|indices [2] are outside" in m for m in msgs)
+    fixed = text.replace("pred_map = [0, 1, 2]", "pred_map = [0, 1]")
+    (msg,) = _messages(write_toml(fixed, "b.toml"))
+    assert "task.ood.gone.path|data file not found" in msg and msg.endswith("missing.tsv")

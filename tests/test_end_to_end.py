@@ -114,6 +114,21 @@ def test_missing_data_file_fails_cleanly(write_toml, tmp_path):
     result = CliRunner().invoke(app, ["run", "--file", str(write_toml(text)), "--store", str(tmp_path / "s"), "--quiet"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output and "data file not found" in result.output and "experiment 'tiny'" in result.output
+    assert "task.train.path" in result.output
+    assert not (tmp_path / "s").exists()  # found by validation, before anything is written
+
+
+def test_a_source_error_during_the_run_is_a_failed_run_and_exit_2(write_toml, tmp_path):
+    """A problem only the data reveal (a missing column) still ends cleanly: FAILED run, exit 2, no traceback."""
+    data = tmp_path / "d.tsv"
+    data.write_text("sentence\tlabel\nok\t0\nfine\t1\n")
+    text = tiny_toml().replace('name = "synthetic-nli"', 'name = "custom"\nlabels = ["a", "b"]\n'
+                               f'train = {{ path = "{data}", text_a = "nosuchcolumn" }}\neval = {{ path = "{data}", text_a = "sentence" }}')
+    text = text.replace('params = { n_train = 256, n_id_eval = 64, n_ood_per_subcase = 8 }\n', "")
+    text = text.replace('name = "micro-bert"', 'name = "micro-bert"\ntokenizer = "."')
+    result = CliRunner().invoke(app, ["run", "--file", str(write_toml(text)), "--store", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "experiment 'tiny'" in result.output and "nosuchcolumn" in result.output
     store = Store.at(tmp_path / "s")
     (run,) = store.client.search_runs([store.client.get_experiment_by_name("tiny").experiment_id])
     assert run.info.status == "FAILED"

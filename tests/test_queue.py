@@ -181,6 +181,18 @@ def test_two_machines_share_postgres_and_a_tracking_server(write_toml, tmp_path,
     store = Store.at(tmp_path / "machine-a", tracking_server)
     assert_each_run_once(toml, store, postgres)
     assert "Traceback" not in out_a + out_b
+    # the warehouse fetches each run's tables through the server once, into a local cache
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        with open_warehouse(tracking_server, cache_dir=cache) as wh:
+            assert wh.query("SELECT count(*) FROM runs")[1] == [(4,)]
+    assert sorted(p.name for p in (cache).iterdir() if not p.name.startswith(".")) == sorted(
+        r.info.run_id for r in finished(store))
+    report = cli(["report", "--store", str(tmp_path / "machine-a"), "--tracking-uri", tracking_server,
+                  "--out", str(tmp_path / "r.html")])
+    out, _ = report.communicate(timeout=300)
+    assert report.returncode == 0, out
+    assert "tiny" in (tmp_path / "r.html").read_text()
 
 
 def test_plan_status_and_dashboard_show_the_queue(write_toml, tmp_path):

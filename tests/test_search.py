@@ -108,3 +108,70 @@ def test_sweep_end_to_end(write_toml, tmp_path):
     again = runner.invoke(app, ["sweep", "tiny", "--file", str(toml), "--store", str(store_dir), "--quiet"])
     assert again.exit_code == 0, again.output
     assert len(store.client.search_runs([exp.experiment_id], filter_string="tags.`subnets.kind` = 'run'")) == len(trials)
+
+
+def test_reporter_reports_the_best_holding_size_and_stops_hopeless_trials():
+    from registry.search import SearchSpec
+    from runners.pruning.recipe import PruneStep, StopPruning
+    from runners.queue.work import Reporter
+    from runners.training.evaluate import EvalResult
+
+    class FakeTrial:
+        def __init__(self, prune_at):
+            self.reported, self.prune_at = [], prune_at
+
+        def report(self, value, step):
+            self.reported.append((step, value))
+
+        def should_prune(self):
+            return len(self.reported) > self.prune_at
+
+    search = SearchSpec(space={"target": {"low": 0.1, "high": 0.9}}, keep="margin", margin=0.05)
+    res = lambda acc: {"id": EvalResult("id", "id", int(acc * 100), 100)}  # noqa: E731
+    trial = FakeTrial(prune_at=99)
+    reporter = Reporter(trial, search, use_pruner=True)
+    for step, (acc, sparsity) in enumerate([(0.80, 0.0), (0.78, 0.2), (0.70, 0.4), (0.76, 0.5)]):
+        reporter(PruneStep(step, sparsity, res(acc), True, unit_sparsity=sparsity))
+    # 0.78 and 0.76 hold (>= 0.75), 0.70 does not: the best kept fraction only improves when a step holds
+    assert trial.reported == [(0, 1.0), (1, 0.8), (2, 0.8), (3, 0.5)]
+    stopping = Reporter(FakeTrial(prune_at=1), search, use_pruner=True)
+    stopping(PruneStep(0, 0.0, res(0.8), True))
+    with pytest.raises(StopPruning):
+        stopping(PruneStep(1, 0.2, res(0.8), True))
+
+
+def test_a_run_stopped_by_a_search_callback_is_not_a_finished_run(write_toml, tmp_path):
+    from registry.loader import load_runs
+    from runners.pruning.recipe import StopPruning
+    from runners.run.execute import TrialContext, execute
+    from runners.tracking import Progress, Store
+
+    def stop_at_two(step):
+        if step.step == 2:
+            raise StopPruning
+
+    spec = load_runs(write_toml(tiny_toml(max_steps=3)))[0]
+    store = Store.at(tmp_path / "s")
+    store.ensure()
+    outcome = execute(spec, store, Progress(enabled=False), TrialContext(None, "study", 0, ("ratio", 0.9), [stop_at_two]))
+    assert outcome.stop_reason == "callback" and [s.step for s in outcome.pruned_steps] == [0, 1, 2]
+    run = store.client.get_run(outcome.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["subnets.stopped_by"] == "search"
+    assert store.run_status("tiny") == {spec.fingerprint: "KILLED"}  # `subnets run` would still run it
+
+
+def test_pareto_sweep_keeps_a_front(write_toml, tmp_path):
+    import optuna
+
+    from runners.queue import open_storage, search_study
+
+    toml = write_toml(l0_search('space = { target = { low = 0.2, high = 0.8 } }\nsampler = "random"\n'
+                                'objective = "pareto"\ntrials = 2'))
+    result = CliRunner().invoke(app, ["sweep", "tiny", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (base,) = load_runs(toml)
+    study = optuna.load_study(study_name=search_study(base), storage=open_storage(f"sqlite:///{tmp_path / 's' / 'optuna.db'}"))
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MAXIMIZE", "MAXIMIZE"]  # kept, ID, hans_like
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 2 and all(len(t.values) == 3 for t in trials)
+    assert 1 <= len(study.best_trials) <= 2 and "on the Pareto front" in result.output

@@ -6,13 +6,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+
+def save_deterministic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors, byte for byte the same for the same tensors and metadata: the library writes its
+    metadata map in a per-process random order, so the header is rewritten with sorted keys."""
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items())), **dict(sorted(header.items()))}
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned, as the format pads it
+    Path(path).write_bytes(len(text).to_bytes(8, "little") + text + blob[8 + n :])
 
 
 def save_weight_masks(path: str | Path, masks: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     packed = {n: torch.from_numpy(np.packbits(m.detach().cpu().numpy().astype(bool).reshape(-1))) for n, m in masks.items()}
     meta = {"format": "packbits", "shapes": json.dumps({n: list(m.shape) for n, m in masks.items()}), **(metadata or {})}
-    save_file(packed, str(path), metadata=meta)
+    save_deterministic(packed, path, meta)
 
 
 def load_weight_masks(path: str | Path) -> dict[str, torch.Tensor]:
@@ -52,7 +66,7 @@ def save_gate_masks(path: str | Path, families: dict[str, torch.Tensor], scores:
     """Binary unit gates (head (L,H), mlp (L,), neuron (L,I)) and the scores that decided them."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in families.items()}
     tensors.update({f"score.{k}": v.detach().float().cpu().contiguous() for k, v in (scores or {}).items()})
-    save_file(tensors, str(path), metadata=metadata)
+    save_deterministic(tensors, path, metadata)
 
 
 def load_gate_masks(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, str]]:

@@ -233,3 +233,38 @@ def test_plan_status_and_dashboard_show_the_queue(write_toml, tmp_path):
         dash.wait(timeout=10)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2)
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_runs_started_at_once_on_a_fresh_store_run_everything_once(write_toml, tmp_path, processes):
+    """N `subnets run` at the same moment on an empty store: one creates the stores (under the store's
+    lock, by atomic rename), all share the queue, every run executes once, no process fails."""
+    toml = write_toml(GRID)
+    procs = [cli(["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"]) for _ in range(processes)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+        assert "Traceback" not in out
+    assert_each_run_once(toml, Store.at(tmp_path / "s"), f"sqlite:///{tmp_path / 's' / 'optuna.db'}")
+    assert not list((tmp_path / "s").glob(".*.creating-*"))  # no temporary database left behind
+
+
+def test_a_kill_while_the_store_is_created_leaves_a_usable_store(tmp_path):
+    """SIGKILL while MLflow creates its tables (a temporary file then): the next command works."""
+    from runners.tracking.store import create_sqlite_atomically
+
+    db = tmp_path / "mlflow.db"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom runners.tracking.store import create_sqlite_atomically\n"
+            "def slow(url):\n    Path(url.removeprefix('sqlite:///')).write_bytes(b'half')\n    time.sleep(60)\n"
+            f"create_sqlite_atomically(Path({str(db)!r}), slow)\n")
+    victim = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".mlflow.db.creating-*")) and time.time() < deadline:
+        time.sleep(0.1)
+    victim.kill()
+    victim.wait()
+    assert not db.exists()  # the half-made database never took the real name
+    store = Store.at(tmp_path)
+    store.ensure()  # creates it properly, and clears the dead process's temporary file
+    assert store.client.search_experiments() and db.exists()
+    assert not list(tmp_path.glob(".mlflow.db.creating-*"))

@@ -13,6 +13,8 @@ from pathlib import Path
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from runners.tracking.store import create_sqlite_atomically, store_lock
+
 import os
 
 # a running trial records a heartbeat this often; one whose last heartbeat is older than GRACE_S belongs to a
@@ -35,7 +37,10 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
 
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite:///") and create:
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(url.removeprefix("sqlite:///"))
+        with store_lock(db.parent):  # processes started at once on a fresh store: one creates it
+            if not db.exists():
+                create_sqlite_atomically(db, lambda tmp_url: RDBStorage(tmp_url).engine.dispose())
     for attempt in range(CREATE_ATTEMPTS):
         try:
             with warnings.catch_warnings():

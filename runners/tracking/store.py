@@ -6,16 +6,60 @@ out (several processes creating a fresh SQLite store at once corrupt it).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 KIND, FINGERPRINT, EXPERIMENT, METHOD, SEED = "subnets.kind", "subnets.fingerprint", "subnets.experiment", "subnets.method", "subnets.seed"
 GROUP = "subnets.group"
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
+
+
+@contextlib.contextmanager
+def store_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the store directory (released by the OS if its holder dies)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".store.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def create_sqlite_atomically(db: Path, create: Callable[[str], object]) -> None:
+    """Run `create(url)` on a temporary database next to `db`, then rename it to `db`."""
+    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        create(f"sqlite:///{tmp}")
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a process killed mid-creation
+        if not _alive(int(stale.name.rsplit("-", 1)[1])):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mlflow_client(url: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=url)
 
 
 @dataclass
@@ -50,9 +94,18 @@ class Store:
         return True
 
     def ensure(self) -> None:
-        """Create (or migrate) the tracking database now, in this one process."""
+        """Create (or migrate) the tracking database now, before any worker fans out.
+
+        A local database is created under a temporary name and renamed into place, holding the store's
+        lock: processes started at once wait for one another, and a process killed while MLflow creates
+        its tables (seconds) leaves no half-made store behind, only a temporary file."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.client.search_experiments(max_results=1)
+        if self.local:
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            with store_lock(self.root):
+                if not db.exists():
+                    create_sqlite_atomically(db, lambda url: _mlflow_client(url).search_experiments(max_results=1))
+        self.client.search_experiments(max_results=1)  # migrates an older store
 
     def experiment_id(self, name: str, create: bool = True) -> str | None:
         exp = self.client.get_experiment_by_name(name)

@@ -81,7 +81,8 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     table.add_column("fingerprint", no_wrap=True, min_width=16)
     for r in runs:
         s = status[r.experiment].get(r.fingerprint)
-        shown = "[green]done[/]" if s == "FINISHED" else "to run" if s is None else f"[yellow]{s.lower()} (will rerun)[/]"
+        shown = ("[green]done[/]" if s == "FINISHED" else "to run" if s is None
+                 else "[yellow]process gone (will rerun)[/]" if s == "GONE" else f"[yellow]{s.lower()} (will rerun)[/]")
         table.add_row(r.experiment, r.prune.method, r.label(), r.finetune_fingerprint[:8], shown, r.fingerprint)
     out.print(table)
     done = sum(status[r.experiment].get(r.fingerprint) == "FINISHED" for r in runs)
@@ -206,6 +207,8 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
     st, url = _queue_setup(store, tracking_uri, storage)
     prep = prepare_grid(url, st, runs)
     todo = prep.enqueued + prep.pending
+    if prep.reaped:
+        out.print(f"{prep.reaped} run(s) marked KILLED: their process is gone (they run again)")
     out.print(f"{len(runs)} run(s), {prep.already_done} already done, {todo} to run  (queue: {redact(url)})")
     if todo:
         _work(runs, st, url, prep.studies, workers, threads, quiet, file, experiment, "grid", store)

@@ -74,7 +74,7 @@ Sampler = Literal["bisection", "tpe", "random", "grid"]
 class SearchSpec(_Strict):
     space: dict[str, Dimension] = Field(min_length=1, description="Method parameters to search: {low, high[, log, step]} for numbers, {choices = [...]} for categories; `target` (l0) or `strength` (one-shot) searches one subnetwork size.")
     trials: int = Field(default=12, ge=1, le=10_000, description="Trials per searched run (a grid point x fine-tuning seed x pruning seed); the bisection sampler may stop earlier.")
-    sampler: Sampler = Field(default="bisection", description="bisection (one size knob, assumes accuracy falls as sparsity grows; measured best here), tpe, random, or grid (every combination of choices/stepped ranges).")
+    sampler: Sampler = Field(default="bisection", description="bisection (one size knob; assumes accuracy falls as sparsity grows; beat TPE in benchmarks/search.py), tpe, random, or grid (every combination of choices/stepped ranges).")
     seed: int = Field(default=0, description="Sampler seed.")
     objective: Literal["effective_size", "pareto"] = Field(default="effective_size", description="effective_size: minimise the kept fraction subject to the keep rule; pareto: the front over kept fraction, ID and each OOD accuracy.")
     size: Literal["units", "params"] = Field(default="units", description="What the kept fraction counts: units (heads + MLPs, or neurons; weights for magnitude) or prunable parameters.")

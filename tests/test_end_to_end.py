@@ -177,3 +177,30 @@ def test_headless_progress_prints_plain_lines():
     assert "[worker 1] m-pruning: started (3 steps)" in lines[0]
     assert any("m-pruning: 2/3 step 1" in line and "s left" in line for line in lines)
     assert "m-pruning: 3/3 step 2" in lines[-1] and "\x1b[" not in buf.getvalue()
+
+
+def test_a_run_whose_process_is_gone_is_marked_and_rerun(write_toml, tmp_path):
+    """A run left RUNNING by a process that no longer exists: plan says so, the next run marks it KILLED
+    and runs the fingerprint again."""
+    import socket
+    import subprocess
+    import sys
+
+    from registry.loader import load_runs
+
+    toml = write_toml(tiny_toml(max_steps=1))
+    spec = load_runs(toml)[0]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store = Store.at(tmp_path / "s")
+    store.ensure()
+    stale = store.client.create_run(store.experiment_id("tiny"), tags={
+        KIND: "run", FINGERPRINT: spec.fingerprint, "subnets.owner": f"{socket.gethostname()}:{gone.pid}"})
+    runner = CliRunner()
+    plan = runner.invoke(app, ["plan", "--file", str(toml), "--store", str(tmp_path / "s")], env={"COLUMNS": "220"})
+    assert "process gone (will rerun)" in plan.output
+    result = runner.invoke(app, ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
+    assert result.exit_code == 0 and "1 run(s) marked KILLED: their process is gone" in result.output
+    old = store.client.get_run(stale.info.run_id)
+    assert old.info.status == "KILLED" and "process was gone" in old.data.tags["subnets.ended_by"]
+    assert store.run_status("tiny") == {spec.fingerprint: "FINISHED"}

@@ -41,3 +41,41 @@ def test_linear_warmup_then_decay():
         sched.step()
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert lrs[4:] == [1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6]
+
+
+def test_a_fine_tuning_killed_after_an_epoch_resumes_bit_identical(tmp_path):
+    """Stopped during epoch 3 (after the epoch-2 checkpoint), resumed in a fresh model: the same weights,
+    loss curve and per-epoch records as an uninterrupted run; epochs 1-2 are not recomputed."""
+    from runners.training.finetune import Checkpoint
+
+    params = SyntheticNLIParams(n_train=96, n_id_eval=8, n_ood_per_subcase=2)
+    tok = build_word_tokenizer(vocabulary(params))
+    rows = encode(tok, generate(params, 0).train, 48)
+    spec = FinetuneSpec(epochs=3.5, lr=1e-3, batch_size=16, warmup_ratio=0.2)
+
+    def run(checkpoint=None, stop_at=None):
+        model = load_pretrained(ModelSpec(name="micro-bert"), ".", 2, len(tok), 0)
+        epochs = []
+
+        def on_epoch(e):
+            if e == stop_at:
+                raise KeyboardInterrupt  # a kill right before this epoch's checkpoint is written
+            epochs.append(e)
+
+        ck = Checkpoint(checkpoint, extra=lambda: list(epochs), restore=lambda saved: epochs.extend(saved)) if checkpoint else None
+        history = finetune(model, rows, spec, 0, tok.pad_token_id, Progress(enabled=False), on_epoch=on_epoch,
+                           log_every=2, checkpoint=ck)
+        return model.state_dict(), history, epochs
+
+    whole, h_whole, e_whole = run()
+    path = tmp_path / "ft.checkpoint.pt"
+    try:
+        run(path, stop_at=3)
+    except KeyboardInterrupt:
+        pass
+    assert path.exists() and torch.load(path, weights_only=True)["epoch"] == 2
+    resumed, h_resumed, e_resumed = run(path)
+    assert h_resumed.resumed_epoch == 2
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert h_resumed.loss == h_whole.loss and h_resumed.steps == h_whole.steps == 21  # ceil(3.5 x 6)
+    assert e_resumed == e_whole == [1, 2, 3, 4]

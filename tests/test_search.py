@@ -167,7 +167,8 @@ def test_pareto_sweep_keeps_a_front(write_toml, tmp_path):
 
     toml = write_toml(l0_search('space = { target = { low = 0.2, high = 0.8 } }\nsampler = "random"\n'
                                 'objective = "pareto"\ntrials = 2'))
-    result = CliRunner().invoke(app, ["sweep", "tiny", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"])
+    result = CliRunner().invoke(app, ["sweep", "tiny", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"],
+                                env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     (base,) = load_runs(toml)
     study = optuna.load_study(study_name=search_study(base), storage=open_storage(f"sqlite:///{tmp_path / 's' / 'optuna.db'}"))

@@ -80,6 +80,7 @@ class Prepared:
     enqueued: int = 0  # grid trials added now
     already_done: int = 0  # grid runs FINISHED in MLflow before this call
     pending: int = 0  # grid runs already waiting or running in the queue
+    reaped: int = 0  # RUNNING runs whose process on this host was gone, now marked KILLED
 
 
 def prepare_grid(storage_url: str, store: Store, runs: list[RunSpec]) -> Prepared:
@@ -88,6 +89,8 @@ def prepare_grid(storage_url: str, store: Store, runs: list[RunSpec]) -> Prepare
     out = Prepared([])
     for experiment in dict.fromkeys(r.experiment for r in runs):
         store.experiment_id(experiment)  # created here, once, before any worker fans out
+        reaped = store.reap(experiment)  # runs whose process died: KILLED, so they run again
+        out.reaped += reaped
         mine = [r for r in runs if r.experiment == experiment]
         done = store.run_status(experiment)
         study = optuna.create_study(study_name=grid_study(experiment), storage=storage, load_if_exists=True,
@@ -375,8 +378,9 @@ class Worker:
                 trial.set_user_attr("reused", True)
             else:
                 self.echo(f"[{spec.experiment}] trial {trial.number} of {study.study_name.rsplit('/', 1)[-1][:8]} ({base.label()}): {label}")
-                ctx = TrialContext(parent, study.study_name, trial.number, search.rule(),
-                                   [Reporter(trial, search, search.pruner != "none")])
+                # intermediate values exist for one objective only (Optuna has no pruning of multi-objective trials)
+                reporters = [Reporter(trial, search, search.pruner != "none")] if search.objective == "effective_size" else []
+                ctx = TrialContext(parent, study.study_name, trial.number, search.rule(), reporters)
                 outcome = _execute(spec, self.store, self.progress, ctx)
                 run_id = outcome.run_id
                 if outcome.stop_reason == "callback":

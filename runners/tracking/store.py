@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 KIND, FINGERPRINT, EXPERIMENT, METHOD, SEED = "subnets.kind", "subnets.fingerprint", "subnets.experiment", "subnets.method", "subnets.seed"
 GROUP = "subnets.group"
+OWNER = "subnets.owner"  # host:pid of the process that runs it
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
 
 
@@ -124,32 +125,54 @@ class Store:
             return exp.experiment_id
 
     def run_status(self, experiment: str) -> dict[str, str]:
-        """fingerprint -> best status of its parent runs (FINISHED wins), without creating anything.
+        """fingerprint -> best status of its parent runs (FINISHED wins), without creating anything. A RUNNING
+        run whose process on this host is gone reads "GONE" (reap() marks it KILLED in MLflow).
 
         A local SQLite store is read with sqlite3 (read-only), so `subnets plan` needs no MLflow import
         (seconds of CPU); other stores go through the MLflow client."""
+        from runners.tracking.status import owner_gone
+
         if not self.exists():
             return {}
-        if self.tracking_uri.startswith("sqlite:///"):
+        if self.local:
             from runners.tracking.status import sqlite_run_status
 
-            pairs = sqlite_run_status(Path(self.tracking_uri.removeprefix("sqlite:///")), experiment, KIND, FINGERPRINT)
+            rows = sqlite_run_status(Path(self.tracking_uri.removeprefix("sqlite:///")), experiment, KIND, FINGERPRINT, OWNER)
         else:
             exp_id = self.experiment_id(experiment, create=False)
             if exp_id is None:
                 return {}
             runs = self.client.search_runs([exp_id], filter_string=f"tags.`{KIND}` = 'run'", max_results=50000)
-            pairs = [(r.data.tags.get(FINGERPRINT), r.info.status) for r in runs]
-        rank = {"FINISHED": 3, "RUNNING": 2, "FAILED": 1, "KILLED": 1}
+            rows = [(r.data.tags.get(FINGERPRINT), r.info.status, r.data.tags.get(OWNER)) for r in runs]
+        rank = {"FINISHED": 4, "RUNNING": 3, "GONE": 2, "FAILED": 1, "KILLED": 1}
         out: dict[str, str] = {}
-        for fp, status in pairs:
+        for fp, status, who in rows:
+            if status == "RUNNING" and owner_gone(who):
+                status = "GONE"
             if fp and rank.get(status, 0) > rank.get(out.get(fp, ""), 0):
                 out[fp] = status
         return out
 
+    def reap(self, experiment: str) -> int:
+        """Mark KILLED the RUNNING runs (and sweep runs) of `experiment` whose process on this host is gone."""
+        from runners.tracking.status import owner_gone
+
+        exp_id = self.experiment_id(experiment, create=False)
+        if exp_id is None:
+            return 0
+        stale = [r for r in self.client.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'", max_results=50000)
+                 if owner_gone(r.data.tags.get(OWNER))]
+        for r in stale:
+            self.client.set_tag(r.info.run_id, "subnets.ended_by", "its process was gone (killed)")
+            self.client.set_terminated(r.info.run_id, "KILLED")
+        return len(stale)
+
     def start_run(self, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> "RunLog":
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+        from runners.tracking.status import owner
+
+        tags = {**tags, OWNER: owner()}
         if parent:
             tags = {**tags, MLFLOW_PARENT_RUN_ID: parent}
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)

@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from runners.data.examples import TaskData, encode
 from runners.training.evaluate import EncodedSet, evaluate
-from runners.training.finetune import finetune
+from runners.training.finetune import Checkpoint, finetune
 from runners.training.models import load_pretrained, load_tokenizer
 from runners.tracking.progress import Progress
 from registry.schema import RunSpec
@@ -81,10 +81,15 @@ def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, devi
         per_epoch.append({"epoch": epoch, **results})
         progress.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in results.items()))
 
-    history = finetune(model, rows, spec.finetune, spec.seed, pad, progress, on_epoch=on_epoch)
+    # a kill loses at most the epoch in progress: the next run resumes from this checkpoint
+    checkpoint = Checkpoint(target.parent / f".{target.name}.checkpoint.pt", extra=lambda: per_epoch,
+                            restore=lambda saved: per_epoch.extend(saved or []))
+    history = finetune(model, rows, spec.finetune, spec.seed, pad, progress, on_epoch=on_epoch, checkpoint=checkpoint)
     record = {"seconds": history.seconds, "steps": history.steps, "loss": history.loss, "epochs": per_epoch,
-              "train_examples": len(rows)}
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+              "train_examples": len(rows), "resumed_after_epoch": history.resumed_epoch}
+    for stale in target.parent.glob(f".tmp-{target.name}-*"):  # a writer killed mid-save (we hold its lock now)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -93,4 +98,5 @@ def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, devi
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    checkpoint.clear()
     return Finetuned(model, tokenizer, record, cached=False)

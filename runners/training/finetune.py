@@ -6,8 +6,10 @@ classifier head's init) are both seeded from it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -21,6 +23,7 @@ class FinetuneHistory:
     loss: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since the last entry)
     steps: int = 0
     seconds: float = 0.0
+    resumed_epoch: int | None = None  # the epoch a checkpoint resumed from
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -42,12 +45,36 @@ def linear_schedule(optimizer, warmup: int, total: int) -> torch.optim.lr_schedu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass
+class Checkpoint:
+    """Where fine-tuning saves its whole state at the end of every epoch, so a killed fine-tuning resumes
+    from its last epoch and ends bit-identical to an uninterrupted one (model, optimiser, schedule, the
+    shuffling generator and torch's RNG, the loss curve, and the caller's `extra` records)."""
+
+    path: Path
+    extra: Callable[[], Any] = lambda: None  # the caller's state to keep (e.g. per-epoch evaluations)
+    restore: Callable[[Any], None] = lambda extra: None  # gives that state back when training resumes
+
+    def save(self, state: dict) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save({**state, "extra": self.extra()}, tmp)
+        os.replace(tmp, self.path)  # atomic: a kill mid-save keeps the previous epoch's checkpoint
+
+    def load(self) -> dict | None:
+        return torch.load(self.path, weights_only=True) if self.path.exists() else None
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_id: int, progress: Progress,
              on_epoch: Callable[[int], None] | None = None, log_every: int = 20,
-             after_step: Callable[[], None] | None = None, label: str = "fine-tuning") -> FinetuneHistory:
+             after_step: Callable[[], None] | None = None, label: str = "fine-tuning",
+             checkpoint: Checkpoint | None = None) -> FinetuneHistory:
     """Train `model` in place on tokenized rows (see runners.data.examples.encode).
 
-    `after_step` runs after every optimiser step (re-fine-tuning re-applies weight masks there)."""
+    `after_step` runs after every optimiser step (re-fine-tuning re-applies weight masks there). With a
+    `checkpoint`, training resumes from the one saved there (history.resumed_epoch) and saves one per epoch."""
     import time
 
     torch.manual_seed(seed)
@@ -62,9 +89,23 @@ def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_i
     model.train()
     device = next(model.parameters()).device
     step, running, count, epoch = 0, 0.0, 0, 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["rng"])
+        step, running, count, epoch = int(saved["step"]), float(saved["running"]), int(saved["count"]), int(saved["epoch"])
+        history.loss = [(int(s), float(v)) for s, v in saved["loss"]]
+        history.resumed_epoch = epoch
+        checkpoint.restore(saved.get("extra"))
+        started -= float(saved["seconds"])
+        progress.log(f"{label}: resumed after epoch {epoch} (step {step} of {total}) from {checkpoint.path.name}")
     if after_step is not None:
         after_step()
     with progress.task(label, total=total) as advance:
+        advance(step, "resumed" if saved is not None else "")
         while step < total:
             order = torch.randperm(len(rows), generator=gen).tolist()
             for batch in batches(rows, spec.batch_size, pad_id, order):
@@ -89,6 +130,11 @@ def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_i
             epoch += 1
             if on_epoch is not None:
                 on_epoch(epoch)
+            if checkpoint is not None and step < total:
+                checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                 "generator": gen.get_state(), "rng": torch.get_rng_state(), "step": step, "epoch": epoch,
+                                 "running": running, "count": count, "loss": history.loss,
+                                 "seconds": time.perf_counter() - started})
     model.eval()
     history.steps = step
     history.seconds = time.perf_counter() - started

@@ -15,8 +15,6 @@ of the trial's subnetwork, with the keep rule as an Optuna constraint) or a Pare
 """
 from __future__ import annotations
 
-import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from runners.queue.samplers import BisectionSampler, holds
 from runners.queue.storage import HEARTBEAT_S, open_storage
 from runners.run.execute import TrialContext, execute
 from runners.tracking.progress import Progress
+from runners.tracking.status import owner
 from runners.tracking.store import EXPERIMENT, KIND, Store
 
 PENDING = (TrialState.WAITING, TrialState.RUNNING)
@@ -67,8 +66,7 @@ def _execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContex
         raise RunError(spec, e) from e
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+worker_id = owner  # host:pid, as runs are tagged
 
 
 # ---- the coordinator: create studies, enqueue the grid, open sweep parent runs --------------------------
@@ -342,7 +340,7 @@ class Worker:
         if self.store.run_status(spec.experiment).get(fp) == "FINISHED":
             self.log.reused += 1
             trial.set_user_attr("reused", True)
-            return 1.0 - self._logged_selected_sparsity(spec)
+            return 1.0 - float(self._finished_run(spec).data.metrics.get("selected.sparsity", 0.0))
         self.echo(f"[{spec.experiment}] {spec.prune.method} ({spec.label()}) {fp}")
         outcome = _execute(spec, self.store, self.progress)
         self.log.ran += 1
@@ -351,11 +349,6 @@ class Worker:
         self.echo(_summary(outcome))
         return 1.0 - outcome.selected.sparsity
 
-    def _logged_selected_sparsity(self, spec: RunSpec) -> float:
-        exp = self.store.client.get_experiment_by_name(spec.experiment)
-        runs = self.store.client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                             filter_string=f"tags.`subnets.fingerprint` = '{spec.fingerprint}' and attributes.status = 'FINISHED'")
-        return float(runs[0].data.metrics.get("selected.sparsity", 0.0)) if runs else 0.0
 
     # -- search trials: sampled parameters on top of the base run
     def _search_objective(self, study: optuna.Study):
@@ -372,7 +365,7 @@ class Worker:
             status = self.store.run_status(spec.experiment).get(spec.fingerprint)
             label = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
             if status == "FINISHED":
-                run_id = self._finished_run_id(spec)
+                run_id = self._finished_run(spec).info.run_id
                 measured = measure_logged(self.store, run_id, spec)
                 self.log.reused += 1
                 trial.set_user_attr("reused", True)
@@ -405,12 +398,13 @@ class Worker:
 
         return objective
 
-    def _finished_run_id(self, spec: RunSpec) -> str:
+    def _finished_run(self, spec: RunSpec):
+        """The newest FINISHED MLflow run of `spec`'s fingerprint (the one the warehouse counts)."""
         exp = self.store.client.get_experiment_by_name(spec.experiment)
         (run,) = self.store.client.search_runs(
             [exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
             filter_string=f"tags.`subnets.fingerprint` = '{spec.fingerprint}' and attributes.status = 'FINISHED'")
-        return run.info.run_id
+        return run
 
 
 def _summary(o) -> str:

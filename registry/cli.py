@@ -99,10 +99,9 @@ def _plan_queue(runs, root: Path, storage: str | None) -> None:
         if searched:
             out.print(f"{len(searched)} search(es) declared, none started: `subnets sweep EXPERIMENT`")
         return
-    from runners.queue import grid_study, redact, search_study, summarise
+    from runners.queue import redact, study_names, summarise
 
-    names = [grid_study(e) for e in dict.fromkeys(r.experiment for r in runs)] + [search_study(r) for r in searched]
-    summaries = summarise(url, names)
+    summaries = summarise(url, study_names(runs))
     out.print(f"queue: {redact(url)}")
     if summaries:
         _print_studies(summaries)
@@ -242,16 +241,16 @@ def work(experiment: Optional[str] = typer.Argument(None), file: Path = FileOpt,
          mode: str = typer.Option("grid", "--mode"), threads: int = typer.Option(1, "--threads"),
          worker_index: int = typer.Option(0, "--worker-index"), quiet: bool = typer.Option(False, "--quiet", "-q")):
     """One worker process (started by `run`/`sweep --workers N`): pull trials until the queue is empty."""
-    from runners.queue import grid_study, search_study
+    from runners.queue import study_names
     from runners.tracking import Store
 
     runs = _load(file, experiment)
     st = Store.at(store, tracking_uri)
     if mode == "grid":
-        studies = [grid_study(e) for e in dict.fromkeys(r.experiment for r in runs)]
+        runs = [r for r in runs if r.search is None]
     else:
         runs = [r for r in runs if r.search is not None]
-        studies = [search_study(r) for r in runs]
+    studies = study_names(runs, grids=mode == "grid", searches=mode != "grid")
     _work_here(runs, st, storage, studies, threads, quiet, file, worker_index + 1)
 
 
@@ -275,15 +274,13 @@ def _print_studies(summaries) -> None:
 def status(experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
            file: Path = FileOpt, store: Path = StoreOpt, storage: Optional[str] = StorageOpt):
     """What the queue holds: per study, trials by state, what each worker is running, and what is left."""
-    from runners.queue import default_url, grid_study, search_study, summarise
+    from runners.queue import default_url, study_names, summarise
 
     runs = _load(file, experiment)
     url = storage or default_url(store)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise _fail(f"no queue at {url}: nothing has been run or swept with this store yet", 1)
-    names = [grid_study(e) for e in dict.fromkeys(r.experiment for r in runs)]
-    names += [search_study(r) for r in runs if r.search is not None]
-    _print_studies(summarise(url, names))
+    _print_studies(summarise(url, study_names(runs)))
 
 
 @app.command()

@@ -47,6 +47,12 @@ def search_study(base: RunSpec) -> str:
     return f"subnets/{base.experiment}/search/{base.fingerprint}"
 
 
+def study_names(runs: list[RunSpec], grids: bool = True, searches: bool = True) -> list[str]:
+    """The studies these runs live in: one grid study per experiment, one search study per searched run."""
+    names = [grid_study(e) for e in dict.fromkeys(r.experiment for r in runs)] if grids else []
+    return names + ([search_study(r) for r in runs if r.search is not None] if searches else [])
+
+
 class RunError(Exception):
     """A run could not start or finish for a reason the user can fix (data, hub, model, device)."""
 
@@ -146,7 +152,7 @@ def ood_sets(base: RunSpec) -> list[str]:
 # ---- samplers --------------------------------------------------------------------------------------------
 
 
-def make_sampler(search: SearchSpec, method_name: str, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(search: SearchSpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """The declared sampler; parallel workers get distinct seeds (seed + worker index) so they do not
     all propose the same values."""
     seed = search.seed + worker_index
@@ -236,8 +242,8 @@ class Reporter:
         if step.variant != "pruned":
             return
         acc = step.results["id"].accuracy
-        if step.step == 0 or self.full is None:
-            self.full = acc if step.step == 0 else self.full
+        if step.step == 0:  # the full model: the keep rule's reference
+            self.full = acc
         if self.full is not None and acc >= self.search.threshold(self.full):
             self.best = min(self.best, _kept(step.sparsity, step.unit_sparsity, self.search.size))
         self.trial.report(self.best, step.step)
@@ -296,12 +302,20 @@ class Worker:
             running |= bool(study.get_trials(deepcopy=False, states=PENDING))  # incl. a retry just enqueued
         return running
 
+    def _sampler(self, name: str) -> optuna.samplers.BaseSampler | None:
+        """The search study's sampler, built once per worker (grid studies need none)."""
+        if "/search/" not in name:
+            return None
+        if name not in self._samplers:
+            self._samplers[name] = make_sampler(self._base(name).search, self.index)
+        return self._samplers[name]
+
     def _load(self, name: str) -> optuna.Study:
-        sampler = self._samplers.get(name)
-        if sampler is None and "/search/" in name:
-            base = self._base(name)
-            sampler = self._samplers[name] = make_sampler(base.search, base.prune.method, self.index)
-        return optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
+        pruner = None
+        if "/search/" in name:  # explicit, not Optuna's default: "none" must never prune
+            use_median = self._base(name).search.pruner == "median"
+            pruner = optuna.pruners.MedianPruner() if use_median else optuna.pruners.NopPruner()
+        return optuna.load_study(study_name=name, storage=self.storage, sampler=self._sampler(name), pruner=pruner)
 
     def _base(self, name: str) -> RunSpec:
         fp = name.rsplit("/", 1)[-1]
@@ -316,7 +330,7 @@ class Worker:
         if name.rsplit("/", 1)[-1] not in self.runs:
             return False
         spent = len(study.get_trials(deepcopy=False, states=SPENT))
-        sampler = self._samplers.get(name) or make_sampler(self._base(name).search, self._base(name).prune.method)
+        sampler = self._sampler(name)
         finished = isinstance(sampler, BisectionSampler) and sampler.finished(study)
         return spent < study.user_attrs.get("trials", 0) and not finished
 

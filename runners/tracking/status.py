@@ -46,18 +46,22 @@ def owner() -> str:
 def owner_gone(tag: str | None) -> bool:
     """True when the run's process was on this host and no longer exists (so its RUNNING is stale).
     A process on another host cannot be checked from here: the queue's heartbeats cover that case."""
-    import os
     import socket
 
     if not tag or ":" not in tag:
         return False
     host, pid = tag.rsplit(":", 1)
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (one we may not signal counts as alive)."""
+    import os
+
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True

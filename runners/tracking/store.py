@@ -35,6 +35,8 @@ def store_lock(root: Path) -> Iterator[None]:
 
 def create_sqlite_atomically(db: Path, create: Callable[[str], object]) -> None:
     """Run `create(url)` on a temporary database next to `db`, then rename it to `db`."""
+    from runners.tracking.status import pid_alive
+
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
@@ -43,18 +45,8 @@ def create_sqlite_atomically(db: Path, create: Callable[[str], object]) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a process killed mid-creation
-        if not _alive(int(stale.name.rsplit("-", 1)[1])):
+        if not pid_alive(int(stale.name.rsplit("-", 1)[1])):
             stale.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _mlflow_client(url: str):

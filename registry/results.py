@@ -56,6 +56,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         Column("finetune_fingerprint", "string", "Identity of the fine-tuned model the run pruned; runs that differ only in pruning share it."),
         Column("model", "string", "Model name (built-in, directory or hub id)."),
         Column("task", "string", "Task name."),
+        Column("primary_metric", "string", "The task's own metric (accuracy, mcc, f1, pearson, ...): the one the keep rule, the effective size and the report judge by; steps rows carry it in `metric`."),
         Column("description", "string", "The experiment's description."),
         Column("x_axis", "string", "What a step's x is for this run: step (iterative), strength (one-shot) or target (L0)."),
         Column("config_json", "string", "The resolved config as JSON."),

@@ -73,6 +73,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         Column("keep_threshold", "float64", "The keep rule's ratio or margin (the method's keep_ratio for a grid run, the search's for a trial)."),
         Column("study", "string", "The Optuna study a search trial belongs to (NULL for a grid run)."),
         Column("trial", "int64", "The trial's number in that study (NULL for a grid run)."),
+        Column("data_digest", "string", "A hash of the examples the run trained and evaluated on (provenance: two runs with one digest saw the same data); NULL when not recorded."),
     )),
     Table("axes", "axes.parquet", "One row per grid axis of a run: the declared values that define its grid point.", _RUN_IDS[:4] + (
         Column("axis", "string", "Dotted key of the swept field, e.g. prune.rate, or seed / prune_seed."),

@@ -1,4 +1,4 @@
-"""Tiny dependency-free inline-SVG charts: a line chart with min/max bands and a heatmap.
+"""Tiny dependency-free inline-SVG charts: a line chart with min/max bands, a scatter and a heatmap.
 
 The output is an <svg> element meant to be inlined in HTML (so no xmlns and no ids that could
 collide between charts on one page). Every piece of text goes through esc().
@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf"]
+# Okabe-Ito: told apart by readers with every common colour-vision deficiency (yellow, weakest on white,
+# last). Series also differ by dash (lines) or marker shape (scatter), so colour is never the only cue.
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+MARKERS = ["circle", "square", "triangle", "diamond"]
 DASHES = ["", "6 3", "2 3", "8 3 2 3"]
 # Stops of a perceptually ordered (viridis-like) scale for heatmaps, low -> high.
 SCALE = [(0x44, 0x01, 0x54), (0x3b, 0x52, 0x8b), (0x21, 0x91, 0x8c), (0x5e, 0xc9, 0x62),
@@ -72,16 +74,20 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "",
                y_label: str = "", subtitle: str = "", width: int = 680, height: int = 340,
                y_domain: tuple[float, float] | None = None,
                x_format: Callable[[float], str] = _num,
-               y_format: Callable[[float], str] = _num) -> str:
-    """A line chart with markers, optional min/max bands, axes with ticks and a legend."""
+               y_format: Callable[[float], str] = _num,
+               hlines: Sequence[tuple[float, str]] = ()) -> str:
+    """A line chart with markers, optional min/max bands, axes with ticks and a legend; hlines are
+    dashed horizontal reference lines (value, legend text), e.g. the keep rule's threshold."""
     # The legend sits right of the plot: widen the chart rather than clip long series names.
     mr = int(max(120, 50 + max((_text_w(s.name) for s in series), default=0)))
     ml, mt, mb = 56, 44 if subtitle else 30, 44
     width = int(max(width, ml + 300 + mr, _text_w(title) + ml, _text_w(subtitle) + ml))
+    height = int(max(height, mt + 16 * (len(series) + len(hlines)) + mb))  # room for the legend
     pw, ph = width - ml - mr, height - mt - mb
     xs = [x for s in series for x, y in s.points if _finite(x)]
     ys = [v for s in series for v in [y for _, y in s.points] + list(s.lower or [])
-          + list(s.upper or []) if _finite(v)]
+          + list(s.upper or []) if _finite(v)] + [v for v, _ in hlines if _finite(v)]
+    mr = int(max(mr, 50 + max((_text_w(t) for _, t in hlines), default=0)))
     xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0))
     yt = nice_ticks(*(y_domain or (min(ys, default=0.0), max(ys, default=1.0))))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
@@ -120,6 +126,15 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "",
         out.append(f'<line x1="{ml + pw + 12}" y1="{ly}" x2="{ml + pw + 34}" y2="{ly}" '
                    f'stroke="{color}" stroke-width="2" stroke-dasharray="{s.dash}"/>')
         out.append(f'<text x="{ml + pw + 40}" y="{ly + 4}" {FONT}>{esc(s.name)}</text>')
+    for j, (v, text) in enumerate(hlines):
+        if not _finite(v):
+            continue
+        out.append(f'<line x1="{ml}" y1="{py(v):.1f}" x2="{ml + pw}" y2="{py(v):.1f}" stroke="#444" '
+                   f'stroke-width="1.2" stroke-dasharray="4 4"><title>{esc(text)}: {esc(y_format(v))}</title></line>')
+        ly = mt + 8 + (len(series) + j) * 16
+        out.append(f'<line x1="{ml + pw + 12}" y1="{ly}" x2="{ml + pw + 34}" y2="{ly}" stroke="#444" '
+                   'stroke-width="1.2" stroke-dasharray="4 4"/>')
+        out.append(f'<text x="{ml + pw + 40}" y="{ly + 4}" {FONT}>{esc(text)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -154,6 +169,98 @@ def _line(s: Series, color: str, px: Callable, py: Callable,
     return out
 
 
+@dataclass
+class Dot:
+    """One scatter point: its group (colour and marker), shade in [0, 1] (opacity), hover text."""
+
+    x: float
+    y: float
+    group: str
+    shade: float = 1.0
+    tip: str = ""
+    highlight: bool = False  # drawn as a black star above the rest (e.g. the full model)
+
+
+def _marker(shape: str, x: float, y: float, r: float, fill: str, opacity: float, tip: str) -> str:
+    common = f'fill="{fill}" fill-opacity="{opacity:.2f}" stroke="{fill}" stroke-width="0.8"'
+    title = f"<title>{esc(tip)}</title>"
+    if shape == "square":
+        return f'<rect x="{x - r:.1f}" y="{y - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" {common}>{title}</rect>'
+    if shape in ("triangle", "diamond", "star"):
+        if shape == "triangle":
+            pts = [(x, y - r * 1.2), (x + r * 1.1, y + r * 0.8), (x - r * 1.1, y + r * 0.8)]
+        elif shape == "diamond":
+            pts = [(x, y - r * 1.3), (x + r * 1.1, y), (x, y + r * 1.3), (x - r * 1.1, y)]
+        else:
+            pts = [(x + (r * 1.8 if k % 2 == 0 else r * 0.8) * math.sin(k * math.pi / 5),
+                    y - (r * 1.8 if k % 2 == 0 else r * 0.8) * math.cos(k * math.pi / 5)) for k in range(10)]
+        coords = " ".join(f"{a:.1f},{b:.1f}" for a, b in pts)
+        return f'<polygon points="{coords}" {common}>{title}</polygon>'
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r:.1f}" {common}>{title}</circle>'
+
+
+def scatter(dots: Sequence[Dot], *, title: str = "", x_label: str = "", y_label: str = "",
+            subtitle: str = "", width: int = 460, height: int = 340, highlight_label: str = "",
+            shade_label: str = "", x_format: Callable[[float], str] = _num,
+            y_format: Callable[[float], str] = _num) -> str:
+    """A scatter: one colour and marker shape per group, opacity by shade, highlighted dots as stars,
+    axes with ticks and a legend."""
+    groups = list(dict.fromkeys(d.group for d in dots if not d.highlight))
+    legend = groups + ([highlight_label] if highlight_label and any(d.highlight for d in dots) else [])
+    mr = int(max(120, 50 + max((_text_w(g) for g in legend + [shade_label]), default=0)))
+    ml, mt, mb = 56, 44 if subtitle else 30, 44
+    width = int(max(width, ml + 260 + mr, _text_w(title) + ml, _text_w(subtitle) + ml))
+    height = int(max(height, mt + 16 * (len(legend) + 2) + mb))
+    pw, ph = width - ml - mr, height - mt - mb
+    xs = [d.x for d in dots if _finite(d.x) and _finite(d.y)]
+    ys = [d.y for d in dots if _finite(d.x) and _finite(d.y)]
+    xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0))
+    yt = nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
+    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
+
+    def px(x: float) -> float:
+        return ml + (x - x0) / (x1 - x0) * pw
+
+    def py(y: float) -> float:
+        return mt + ph - (y - y0) / (y1 - y0) * ph
+
+    out = [f'<svg class="chart" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
+           f"<title>{esc(title)}</title>",
+           f'<text x="{ml}" y="18" {FONT} font-weight="bold">{esc(title)}</text>']
+    if subtitle:
+        out.append(f'<text x="{ml}" y="32" {FONT} fill="#555">{esc(subtitle)}</text>')
+    for t in xt:
+        out.append(f'<line x1="{px(t):.1f}" y1="{mt}" x2="{px(t):.1f}" y2="{mt + ph}" stroke="#e5e5e5"/>')
+        out.append(f'<text x="{px(t):.1f}" y="{mt + ph + 14}" {FONT} text-anchor="middle">{esc(x_format(t))}</text>')
+    for t in yt:
+        out.append(f'<line x1="{ml}" y1="{py(t):.1f}" x2="{ml + pw}" y2="{py(t):.1f}" stroke="#e5e5e5"/>')
+        out.append(f'<text x="{ml - 5}" y="{py(t) + 4:.1f}" {FONT} text-anchor="end">{esc(y_format(t))}</text>')
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
+    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 6}" {FONT} text-anchor="middle">{esc(x_label)}</text>')
+    out.append(f'<text x="14" y="{mt + ph / 2:.1f}" {FONT} text-anchor="middle" '
+               f'transform="rotate(-90 14 {mt + ph / 2:.1f})">{esc(y_label)}</text>')
+    for d in sorted((d for d in dots if _finite(d.x) and _finite(d.y)), key=lambda d: d.highlight):
+        if d.highlight:
+            out.append(_marker("star", px(d.x), py(d.y), 4.0, "#000000", 1.0, d.tip))
+            continue
+        i = groups.index(d.group)
+        out.append(_marker(MARKERS[i % len(MARKERS)], px(d.x), py(d.y), 3.5, PALETTE[i % len(PALETTE)],
+                           0.25 + 0.75 * min(max(d.shade, 0.0), 1.0), d.tip))
+    for i, name in enumerate(legend):
+        ly = mt + 8 + i * 16
+        if i < len(groups):
+            out.append(_marker(MARKERS[i % len(MARKERS)], ml + pw + 20, ly, 3.5, PALETTE[i % len(PALETTE)], 1.0, name))
+        else:
+            out.append(_marker("star", ml + pw + 20, ly, 4.0, "#000000", 1.0, name))
+        out.append(f'<text x="{ml + pw + 32}" y="{ly + 4}" {FONT}>{esc(name)}</text>')
+    if shade_label:
+        ly = mt + 8 + len(legend) * 16 + 6
+        out.append(f'<text x="{ml + pw + 12}" y="{ly + 4}" {FONT} fill="#555">{esc(shade_label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
 def color_for(value: float, vmin: float = 0.0, vmax: float = 1.0) -> str:
     """The heatmap colour of a value on the SCALE between vmin and vmax (clamped)."""
     t = 0.0 if vmax <= vmin else min(max((value - vmin) / (vmax - vmin), 0.0), 1.0)
@@ -168,14 +275,15 @@ def heatmap(matrix: Sequence[Sequence[float | None]], row_labels: Sequence[objec
             col_labels: Sequence[object], *, title: str = "", x_label: str = "",
             y_label: str = "", subtitle: str = "",
             cell_titles: Sequence[Sequence[str]] | None = None,
-            vmin: float = 0.0, vmax: float = 1.0, cell: int = 26) -> str:
+            vmin: float = 0.0, vmax: float = 1.0, cell: int = 26, scale_bar: bool = True) -> str:
     """A heatmap: rows top to bottom, columns left to right, a colour scale, hover titles.
 
-    cell_titles[r][c] is the hover text of a cell (default: its value); None cells are grey.
+    cell_titles[r][c] is the hover text of a cell (default: its value); None cells are grey. Small
+    multiples leave out their colour scale (scale_bar=False) and share one drawn elsewhere.
     """
     nr, nc = len(row_labels), len(col_labels)
-    ml, mt, mb, mr = 56, 44 if subtitle else 30, 44, 90
-    bar_h = max(nr * cell, 100)  # the colour scale's height
+    ml, mt, mb, mr = (56 if scale_bar else 40), 44 if subtitle else 30, 44, (90 if scale_bar else 8)
+    bar_h = max(nr * cell, 100) if scale_bar else nr * cell  # the colour scale's height
     width = int(max(ml + nc * cell + mr, _text_w(title) + 8, _text_w(subtitle) + 8))
     height = mt + max(nr * cell, bar_h) + mb
     out = [f'<svg class="chart" width="{width}" height="{height}" '
@@ -203,6 +311,9 @@ def heatmap(matrix: Sequence[Sequence[float | None]], row_labels: Sequence[objec
                f'text-anchor="middle">{esc(x_label)}</text>')
     out.append(f'<text x="12" y="{mt + nr * cell / 2:.1f}" {FONT} text-anchor="middle" '
                f'transform="rotate(-90 12 {mt + nr * cell / 2:.1f})">{esc(y_label)}</text>')
+    if not scale_bar:
+        out.append("</svg>")
+        return "\n".join(out)
     # Colour scale: a stack of small rects (no gradient ids that could clash between charts).
     sx, steps = ml + nc * cell + 16, 20
     for k in range(steps):

@@ -2,7 +2,14 @@
 
 MLflow is the system of record; this module only reads it. Each FINISHED parent run (tag
 ``subnets.kind`` = "run") carries ``tables/*.parquet`` artifacts; the warehouse is an in-memory
-DuckDB connection with one view per table, so it can be rebuilt from MLflow at any time.
+DuckDB connection with one table per contract table (loaded once from those files), the runs' MLflow
+tags as ``run_tags`` (run_id, key, value), and the derived views of reports/sql, so it can be rebuilt
+from MLflow at any time. Runs tagged otherwise (a logged report is ``subnets.kind`` = "report") are
+never counted.
+
+Read-only: once loaded, the connection loses file-system access (DuckDB's enable_external_access, locked),
+so a query cannot read or write files (COPY ... TO, ATTACH, read_parquet('...'), INSTALL all fail); it
+can only read the loaded tables and create temporary in-memory tables that vanish with the process.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
 }
 
 # Derived views, defined in reports/sql/<name>.sql, created after the table views.
-DERIVED_VIEWS = ("run_groups", "effective_size")
+DERIVED_VIEWS = ("primary_steps", "run_groups", "effective_size")
 
 RUN_FILTER = "tags.`subnets.kind` = 'run' and attributes.status = 'FINISHED'"
 
@@ -57,6 +64,7 @@ class Sources:
 
     files: dict[str, list[Path]] = field(default_factory=lambda: {t: [] for t in TABLES})
     run_ids: list[str] = field(default_factory=list)
+    tags: list[tuple[str, str, str]] = field(default_factory=list)  # (run_id, key, value) of each run
     tmpdir: tempfile.TemporaryDirectory | None = None
 
 
@@ -129,6 +137,7 @@ def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None, cac
             log.warning("finished run %s has no tables/ artifacts; skipped", run.info.run_id)
             continue
         src.run_ids.append(run.info.run_id)
+        src.tags += [(run.info.run_id, k, v) for k, v in sorted(run.data.tags.items())]
         for view, (filename, _) in TABLES.items():
             path = tables_dir / filename
             if path.is_file() and _readable(path):
@@ -194,13 +203,17 @@ def _sql_str(text: str) -> str:
 
 
 def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per table over the given files.
+    """An in-memory DuckDB connection with one table per contract table, loaded from the given files.
 
-    Normally every declared column exists in its view (NULL where an older file lacks it, an empty typed
-    view where no run logged the table). `strict` builds views from the files alone, so a query naming a
-    column the runners did not write fails: the check that runners and reports still agree."""
+    Normally every declared column exists in its table (NULL where an older file lacks it, an empty typed
+    table where no run logged it), and the connection is then locked read-only (see the module docstring).
+    `strict` builds views from the files alone, so a query naming a column the runners did not write
+    fails: the check that runners and reports still agree."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")  # timestamps read the same on every machine
+    con.execute("CREATE TABLE run_tags (run_id VARCHAR, key VARCHAR, value VARCHAR)")
+    if sources.tags:
+        con.executemany("INSERT INTO run_tags VALUES (?, ?, ?)", sources.tags)
     for view, (_, columns) in TABLES.items():
         files = sources.files.get(view) or []
         listing = ", ".join(_sql_str(str(p)) for p in files)
@@ -214,9 +227,14 @@ def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection
         body = f'SELECT * FROM "_empty_{view}"'
         if files:
             body += f" UNION ALL BY NAME SELECT * FROM read_parquet([{listing}], union_by_name = true)"
-        con.execute(f'CREATE VIEW "{view}" AS {body}')
+        # loaded once: every figure's query then reads memory, not a thousand files again
+        con.execute(f'CREATE TABLE "{view}" AS {body}')
+        con.execute(f'DROP TABLE "_empty_{view}"')
     for view in DERIVED_VIEWS:
         con.execute(f'CREATE VIEW "{view}" AS {load_sql(view)}')
+    if not strict:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     return con
 
 
@@ -230,7 +248,10 @@ class Warehouse:
     def query(self, sql: str, params: dict[str, Any] | None = None
               ) -> tuple[list[str], list[tuple]]:
         """Run SQL; return (column names, rows)."""
-        cur = self.con.execute(sql, params) if params else self.con.execute(sql)
+        return self._fetch(self.con.execute(sql, params) if params else self.con.execute(sql))
+
+    @staticmethod
+    def _fetch(cur: duckdb.DuckDBPyConnection) -> tuple[list[str], list[tuple]]:
         if cur.description is None:
             return [], []
         cols = [d[0] for d in cur.description]
@@ -247,6 +268,21 @@ class Warehouse:
         """Rows of any SQL as dicts."""
         cols, rows = self.query(sql)
         return [dict(zip(cols, row)) for row in rows]
+
+    def statements(self, sql: str, params: dict[str, Any] | None = None
+                   ) -> list[tuple[list[str], list[tuple]]]:
+        """Run every statement of a script; (column names, rows) of each, in order. A statement is given
+        the parameters it names ($experiment); one naming a parameter not given fails with its name."""
+        results = []
+        for statement in self.con.extract_statements(sql):
+            names = set(statement.named_parameters)
+            missing = sorted(names - set(params or {}))
+            if missing:
+                raise ValueError(f"the query needs parameter(s) {', '.join(missing)}: pass --param "
+                                 + " --param ".join(f"{m}=..." for m in missing))
+            given = {k: v for k, v in (params or {}).items() if k in names}
+            results.append(self._fetch(self.con.execute(statement, given) if given else self.con.execute(statement)))
+        return results
 
     def named(self, name: str, **params: Any) -> list[dict[str, Any]]:
         """Run reports/sql/<name>.sql with $-named parameters; rows as dicts."""
@@ -274,6 +310,13 @@ def open_warehouse(tracking_uri: str, experiments: Iterable[str] | None = None, 
 
 def query(tracking_uri: str, sql: str, experiments: Iterable[str] | None = None, cache_dir: Path | None = None
           ) -> tuple[list[str], list[tuple]]:
-    """One-shot query for the CLI (`subnets query "SQL"`): (column names, rows)."""
+    """One-shot query: (column names, rows) of its last statement."""
     with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir) as wh:
         return wh.query(sql)
+
+
+def query_all(tracking_uri: str, sql: str, params: dict[str, Any] | None = None,
+              cache_dir: Path | None = None) -> list[tuple[list[str], list[tuple]]]:
+    """The CLI's `subnets query`: (column names, rows) of every statement of `sql`, in order."""
+    with open_warehouse(tracking_uri, cache_dir=cache_dir) as wh:
+        return wh.statements(sql, params)

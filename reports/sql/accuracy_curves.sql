@@ -1,31 +1,49 @@
--- Accuracy against sparsity on each whole evaluation set of one experiment ($experiment):
--- per seed group, variant and pruning step, the mean over seeds with the min/max across seeds.
+-- Score against sparsity for one experiment ($experiment), by each run's primary metric: per seed group,
+-- evaluation set, subcase ('all' = the whole set) and pruning step, the mean over seeds with the min/max
+-- across seeds. keep_line is where the keep rule draws the line on the ID score (ratio: threshold x the
+-- full model's; margin: the full model's - threshold), averaged over the group's runs.
 WITH per_run AS (
     SELECT
         g.group_label,
-        s.variant,
         s.eval_set,
         s.kind,
+        s.subcase,
         s.step,
         s.run_id,
-        avg(s.sparsity) AS sparsity,
-        avg(s.value)    AS accuracy
-    FROM steps AS s
+        any_value(s.metric) AS metric,
+        avg(s.x)            AS x,
+        avg(s.sparsity)     AS sparsity,
+        avg(s.value)        AS value
+    FROM primary_steps AS s
     JOIN run_groups AS g USING (run_id)
-    WHERE s.experiment = $experiment AND s.metric = 'accuracy' AND s.subcase = 'all'
+    WHERE s.experiment = $experiment AND s.variant = 'pruned'
     GROUP BY ALL
+), keep_lines AS (
+    SELECT g.group_label,
+           avg(CASE WHEN r.keep_rule = 'margin' THEN f.value - r.keep_threshold
+                    ELSE r.keep_threshold * f.value END) AS keep_line
+    FROM runs AS r
+    JOIN run_groups AS g USING (run_id)
+    JOIN primary_steps AS f USING (run_id)
+    WHERE r.experiment = $experiment AND f.step = 0 AND f.variant = 'pruned' AND f.kind = 'id'
+      AND f.subcase = 'all'
+    GROUP BY g.group_label
 )
 SELECT
-    group_label,
-    variant,
-    eval_set,
-    kind,
-    step,
-    avg(sparsity)  AS sparsity,
-    avg(accuracy)  AS mean_accuracy,
-    min(accuracy)  AS min_accuracy,
-    max(accuracy)  AS max_accuracy,
-    count(*)       AS n_seeds
-FROM per_run
-GROUP BY ALL
-ORDER BY group_label, kind, eval_set, variant, step
+    p.group_label,
+    p.eval_set,
+    p.kind,
+    p.subcase,
+    p.step,
+    any_value(p.metric) AS metric,
+    avg(p.x)            AS x,
+    avg(p.sparsity)     AS sparsity,
+    avg(p.value)        AS mean_value,
+    min(p.value)        AS min_value,
+    max(p.value)        AS max_value,
+    count(*)            AS n_seeds,
+    any_value(k.keep_line) AS keep_line
+FROM per_run AS p
+LEFT JOIN keep_lines AS k USING (group_label)
+GROUP BY p.group_label, p.eval_set, p.kind, p.subcase, p.step
+ORDER BY p.group_label, p.kind, p.eval_set, p.subcase <> 'all', p.subcase, p.step

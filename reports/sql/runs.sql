@@ -1,31 +1,65 @@
--- The finished runs of one experiment ($experiment), with the ID and OOD accuracy of the
--- pruned model at the step whose mask the run kept (selected), on each whole evaluation set.
-WITH final AS (
-    SELECT run_id, eval_set, kind, avg(value) AS accuracy
-    FROM steps
-    WHERE experiment = $experiment
-      AND selected
-      AND variant = 'pruned'
-      AND metric = 'accuracy'
-      AND subcase = 'all'
+-- The finished runs of one experiment ($experiment) and why each stopped: the kept (selected) step with its
+-- score on each whole evaluation set, by the run's primary metric; the stop reason and whether the kept
+-- step was chosen by the keep rule (a later step failed it) or by a cap (max_steps, the declared
+-- strengths/targets or the prunable units ran out while every step held); and, for L0 runs (x = target),
+-- the steps whose realised sparsity missed their target by more than 0.05.
+WITH pruned AS (
+    SELECT *
+    FROM primary_steps
+    WHERE experiment = $experiment AND variant = 'pruned' AND subcase = 'all'
+), kept AS (
+    SELECT run_id, eval_set, kind, avg(value) AS value
+    FROM pruned
+    WHERE selected
     GROUP BY run_id, eval_set, kind
+), per_run AS (
+    SELECT
+        p.run_id,
+        any_value(p.metric)                                                     AS metric,
+        max(p.value) FILTER (WHERE p.step = 0 AND p.kind = 'id')                AS full_id,
+        max(p.step) FILTER (WHERE p.kind = 'id')                                AS last_step,
+        any_value(p.x) FILTER (WHERE p.selected AND p.kind = 'id')              AS kept_x,
+        any_value(p.unit_sparsity) FILTER (WHERE p.selected AND p.kind = 'id')  AS kept_unit_sparsity,
+        bool_or(NOT p.passed AND p.step > r.final_step) FILTER (WHERE p.kind = 'id') AS failed_after_kept,
+        list(struct_pack(target := p.x, sparsity := p.sparsity) ORDER BY p.step)
+            FILTER (WHERE p.kind = 'id' AND r.x_axis = 'target' AND p.step > 0
+                    AND abs(p.sparsity - p.x) > 0.05)                           AS missed_targets
+    FROM pruned AS p
+    JOIN runs AS r USING (run_id)
+    GROUP BY p.run_id
 )
 SELECT
     r.run_id,
-    left(r.fingerprint, 10)                          AS fingerprint_short,
+    left(r.fingerprint, 10)                            AS fingerprint_short,
+    g.run_label,
+    r.label,
     r.seed,
+    r.prune_seed,
     r.method,
     g.group_label,
-    r.baseline_id_accuracy,
+    coalesce(p.metric, r.primary_metric, 'accuracy')   AS metric,
+    p.full_id                                          AS full_id_value,
     r.final_step,
+    r.x_axis,
+    p.kept_x,
     r.final_sparsity,
-    max(f.accuracy) FILTER (WHERE f.kind = 'id')     AS final_id_accuracy,
-    list(struct_pack(eval_set := f.eval_set, accuracy := f.accuracy) ORDER BY f.eval_set)
-        FILTER (WHERE f.kind = 'ood')                AS final_ood
+    p.kept_unit_sparsity,
+    r.stop_reason,
+    p.last_step,
+    CASE WHEN coalesce(p.failed_after_kept, false) THEN 'keep rule'
+         WHEN r.stop_reason = 'callback' THEN 'search'
+         WHEN r.stop_reason = 'keep_rule' THEN 'keep rule'
+         ELSE 'cap' END                                AS chosen_by,
+    p.missed_targets,
+    r.study,
+    r.trial,
+    max(k.value) FILTER (WHERE k.kind = 'id')          AS kept_id_value,
+    list(struct_pack(eval_set := k.eval_set, value := k.value) ORDER BY k.eval_set)
+        FILTER (WHERE k.kind = 'ood')                  AS kept_ood
 FROM runs AS r
 JOIN run_groups AS g USING (run_id)
-LEFT JOIN final AS f USING (run_id)
+LEFT JOIN per_run AS p USING (run_id)
+LEFT JOIN kept AS k USING (run_id)
 WHERE r.experiment = $experiment
-GROUP BY r.run_id, r.fingerprint, r.seed, r.method, g.group_label, r.baseline_id_accuracy,
-         r.final_step, r.final_sparsity
-ORDER BY g.group_label, r.seed, r.fingerprint
+GROUP BY ALL
+ORDER BY g.group_label, r.seed, r.prune_seed, r.label, r.run_id

@@ -1,35 +1,36 @@
--- Per-subcase accuracy of the full model (step 0) against the step each run selected, for one
--- experiment ($experiment): means over seeds per seed group and variant.
+-- Per-subcase score of the full model (step 0) against the step each run kept (selected), for one
+-- experiment ($experiment), by each run's primary metric: means over seeds per seed group and variant.
 WITH acc AS (
     SELECT s.*, g.group_label
-    FROM steps AS s
+    FROM primary_steps AS s
     JOIN run_groups AS g USING (run_id)
-    WHERE s.experiment = $experiment AND s.metric = 'accuracy'
+    WHERE s.experiment = $experiment
 ),
 -- Step 0 is the unpruned model; averaging per run first means variants that all log it count once.
 full_per_run AS (
-    SELECT group_label, run_id, eval_set, kind, subcase, avg(value) AS accuracy
+    SELECT group_label, run_id, eval_set, kind, subcase, avg(value) AS value
     FROM acc
     WHERE step = 0
     GROUP BY ALL
 ),
 full_model AS (
-    SELECT group_label, eval_set, kind, subcase, avg(accuracy) AS full_accuracy
+    SELECT group_label, eval_set, kind, subcase, avg(value) AS full_value
     FROM full_per_run
     GROUP BY ALL
 ),
 selected_per_run AS (
-    SELECT group_label, variant, run_id, eval_set, kind, subcase,
-           avg(sparsity) AS sparsity, avg(value) AS accuracy
+    SELECT group_label, variant, run_id, eval_set, kind, subcase, any_value(metric) AS metric,
+           avg(sparsity) AS sparsity, avg(value) AS value
     FROM acc
     WHERE selected
     GROUP BY ALL
 ),
 selected AS (
     SELECT group_label, variant, eval_set, kind, subcase,
-           avg(sparsity) AS selected_sparsity,
-           avg(accuracy) AS selected_accuracy,
-           count(*)      AS n_seeds
+           any_value(metric) AS metric,
+           avg(sparsity)     AS selected_sparsity,
+           avg(value)        AS selected_value,
+           count(*)          AS n_seeds
     FROM selected_per_run
     GROUP BY ALL
 )
@@ -39,9 +40,10 @@ SELECT
     s.eval_set,
     s.kind,
     s.subcase,
-    f.full_accuracy,
-    s.selected_accuracy,
-    s.selected_accuracy - f.full_accuracy AS delta,
+    s.metric,
+    f.full_value,
+    s.selected_value,
+    s.selected_value - f.full_value AS delta,
     s.selected_sparsity,
     s.n_seeds
 FROM selected AS s

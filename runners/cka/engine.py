@@ -38,6 +38,7 @@ from runners.cka.estimators import (
     linear_cka_reference,
     minibatch_cka_reference,
 )
+from runners.pruning.units import encoder_view, hook_depths
 
 Pooling = Literal["cls", "mean", "tokens"]
 Representation = Literal["layer_output", "attention_output"]
@@ -90,14 +91,6 @@ def pool_layers(hidden_states: Sequence[Tensor], attention_mask: Tensor, pooling
     return Captured([pool(h, attention_mask, pooling) for h in hidden_states], attention_mask.sum(1))
 
 
-def _encoder_parts(model):
-    base = getattr(model, "base_model", model)
-    try:
-        return base.embeddings, list(base.encoder.layer)
-    except AttributeError as exc:
-        raise TypeError(f"capture() supports BERT/RoBERTa-style encoders (embeddings + encoder.layer); got {type(model).__name__}") from exc
-
-
 def _first(output):
     return output if isinstance(output, Tensor) else output[0]
 
@@ -147,19 +140,22 @@ class Capture:
 @contextmanager
 def capture(model, representation: Representation = "layer_output", pooling: Pooling = "mean",
             max_examples: int | None = None) -> Iterator[Capture]:
-    """Hook a HF BERT/RoBERTa-family model so each forward pass leaves its L+1 pooled layer
-    representations in `cap.pop()`. layer_output = each encoder layer's output (HF's hidden_states);
-    attention_output = each layer's attention block output (after its LayerNorm); layer 0 is the
-    embeddings' output in both cases. Pooling happens inside the hooks, so full [B, T, D] states are not
-    kept. `max_examples` keeps only the first examples seen since the `with` began (later batches give
+    """Hook a HF BERT-family model (runners.pruning.units: BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT) so
+    each forward pass leaves its L+1 pooled layer representations in `cap.pop()`. layer_output = each
+    encoder layer's output (HF's hidden_states); attention_output = each layer's attention block output
+    (after its LayerNorm); layer 0 is the first layer's input in both cases (the embeddings' output,
+    projected to the hidden width where ELECTRA and ALBERT project it). ALBERT's depths share one layer:
+    each depth is still captured on its own. Pooling happens inside the hooks, so full [B, T, D] states
+    are not kept. `max_examples` keeps only the first examples seen since the `with` began (later batches give
     0 rows). The attention mask must be passed as `attention_mask=` or as the second positional input."""
     if representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
-    embeddings, layers = _encoder_parts(model)
-    cap = Capture(len(layers) + 1, pooling, max_examples)
-    taps = [embeddings] + [layer if representation == "layer_output" else layer.attention for layer in layers]
-    handles = [model.register_forward_pre_hook(cap._start, with_kwargs=True)]
-    handles += [m.register_forward_hook(cap._tap(i)) for i, m in enumerate(taps)]
+    view = encoder_view(model)
+    cap = Capture(len(view.layers) + 1, pooling, max_examples)
+    handles = [model.register_forward_pre_hook(cap._start, with_kwargs=True),
+               view.embeddings.register_forward_hook(cap._tap(0))]
+    part = "layer" if representation == "layer_output" else "attention_block"
+    handles += hook_depths(view, part, lambda i: cap._tap(i + 1))
     try:
         yield cap
     finally:

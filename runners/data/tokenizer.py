@@ -14,11 +14,12 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = SPECIAL_TOKENS
 
 
-def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+def build_word_tokenizer(words: list[str], token_types: bool = True) -> PreTrainedTokenizerFast:
     """Word-level tokenizer whose vocabulary is the special tokens followed by `words` (lower-cased).
 
     Each word must survive the lower-casing and whitespace/punctuation pre-tokenization as exactly one
-    piece, otherwise it could never be produced by encoding text and is rejected.
+    piece, otherwise it could never be produced by encoding text and is rejected. `token_types=False`
+    leaves out segment ids (token_type_ids), for models that take none (RoBERTa, DistilBERT).
     """
     normalizer = normalizers.Lowercase()
     pre_tokenizer = pre_tokenizers.Whitespace()  # splits on spaces and isolates punctuation
@@ -49,5 +50,6 @@ def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
         sep_token=SEP,
         mask_token=MASK,
         padding_side="right",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"] if token_types
+        else ["input_ids", "attention_mask"],
     )

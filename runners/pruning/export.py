@@ -13,11 +13,17 @@ contribution W_o[:, head] @ mean_head is folded into attention.output.dense.bias
 neuron's W_out[:, n] * mean_n into output.dense.bias.
 
 transformers 5 dropped `prune_heads` and per-layer shapes in BertConfig, so the smaller shapes
-live in `Subnet*Config` (model types "subnet_bert", "subnet_roberta"): `subnet_heads` (kept
-original head indices per layer), `subnet_intermediate` (MLP width per layer) and
-`subnet_mlp_bias` (whether output.dense keeps a bias). Importing this module registers them with
-AutoConfig / AutoModelForSequenceClassification (no trust_remote_code; code must be importable).
-An exported model is a leaf: the gate API (and so export) rejects its model type.
+live in `Subnet*Config` (model types "subnet_bert", "subnet_roberta", "subnet_electra",
+"subnet_distilbert"): `subnet_heads` (kept original head indices per layer), `subnet_intermediate`
+(MLP width per layer) and `subnet_mlp_bias` (whether the MLP output dense keeps a bias). Importing
+this module registers them with AutoConfig / AutoModelForSequenceClassification (no
+trust_remote_code; code must be importable). An exported model is a leaf: the gate API (and so
+export) rejects its model type. DistilBERT names its modules differently (q_lin ... out_lin, ffn.lin1,
+ffn.lin2); the same rules apply at the same places (runners.pruning.units.LAYOUTS).
+
+ALBERT is not exported: its depths run one shared layer, and per-depth gates keep different units of
+those shared weights, so no smaller ALBERT computes the gated model (unsharing the layer would
+multiply its parameters by the depth). Its gates, weight masks and CKA work like everyone else's.
 """
 from __future__ import annotations
 
@@ -36,15 +42,22 @@ from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
 )
 
-from runners.pruning.gates import Gates, UnsupportedArchitecture, attach, encoder_layers, geometry
+from registry.models import ARCHITECTURES, EXPORTABLE_MODEL_TYPES
+from runners.pruning.gates import Gates, UnsupportedArchitecture, attach, encoder_view, geometry
+from runners.pruning.units import _get
 
 __all__ = ["ExportInfo", "LatencyComparison", "SubnetBertConfig", "SubnetBertForSequenceClassification",
-           "SubnetRobertaConfig", "SubnetRobertaForSequenceClassification", "build_subnetwork",
-           "compare_latency", "count_params", "export_subnetwork", "measure_latency"]
+           "SubnetDistilBertConfig", "SubnetDistilBertForSequenceClassification", "SubnetElectraConfig",
+           "SubnetElectraForSequenceClassification", "SubnetRobertaConfig", "SubnetRobertaForSequenceClassification",
+           "build_subnetwork", "compare_latency", "count_params", "export_subnetwork", "measure_latency"]
 
 
 class _NoHeads(nn.Module):
@@ -53,6 +66,18 @@ class _NoHeads(nn.Module):
 
     def forward(self, hidden_states, *args, **kwargs):
         return hidden_states.new_zeros(*hidden_states.shape[:-1], 0), None
+
+
+class _NoHeadsProjected(nn.Module):
+    """DistilBERT's self-attention (which holds its output projection) with every head pruned: the
+    projection of a zero-width context, i.e. out_lin's bias."""
+
+    def __init__(self, out_lin: nn.Linear):
+        super().__init__()
+        self.out_lin = out_lin
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return self.out_lin(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), None
 
 
 def _linear(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
@@ -66,19 +91,29 @@ def _shrink(model: nn.Module, config) -> None:
     if config.subnet_heads is None:
         return
     hidden = config.hidden_size
-    for i, layer in enumerate(model.base_model.encoder.layer):
-        att = layer.attention
-        k, d = len(config.subnet_heads[i]), att.self.attention_head_size
+    view = encoder_view(model, as_type=SUBNET_MODEL_TYPES[config.model_type])
+    lay = view.layout
+
+    def put(layer, path: str, module: nn.Module) -> None:
+        owner, _, name = path.rpartition(".")
+        setattr(_get(layer, owner) if owner else layer, name, module)
+
+    for i, layer in enumerate(view.layers):
+        owner = _get(layer, lay.heads_owner)
+        k, d = len(config.subnet_heads[i]), owner.attention_head_size
         if k == 0:
-            att.self = _NoHeads()
+            put(layer, lay.no_heads, _NoHeadsProjected(_linear(0, hidden)) if lay.no_heads_has_out else _NoHeads())
         else:
-            att.self.num_attention_heads, att.self.all_head_size = k, k * d
-            for name in ("query", "key", "value"):
-                setattr(att.self, name, _linear(hidden, k * d))
-        att.output.dense = _linear(k * d, hidden)
+            setattr(owner, lay.heads_attr, k)
+            if hasattr(owner, "all_head_size"):
+                owner.all_head_size = k * d
+            for name in (lay.query, lay.key, lay.value):
+                put(layer, name, _linear(hidden, k * d))
+        if k or not lay.no_heads_has_out:
+            put(layer, lay.attn_out, _linear(k * d, hidden))
         width = config.subnet_intermediate[i]
-        layer.intermediate.dense = _linear(hidden, width)
-        layer.output.dense = _linear(width, hidden, bias=config.subnet_mlp_bias[i])
+        put(layer, lay.mlp_in, _linear(hidden, width))
+        put(layer, lay.mlp_out, _linear(width, hidden, bias=config.subnet_mlp_bias[i]))
 
 
 @strict
@@ -92,6 +127,22 @@ class SubnetBertConfig(BertConfig):
 @strict
 class SubnetRobertaConfig(RobertaConfig):
     model_type = "subnet_roberta"
+    subnet_heads: list | None = None
+    subnet_intermediate: list | None = None
+    subnet_mlp_bias: list | None = None
+
+
+@strict
+class SubnetElectraConfig(ElectraConfig):
+    model_type = "subnet_electra"
+    subnet_heads: list | None = None
+    subnet_intermediate: list | None = None
+    subnet_mlp_bias: list | None = None
+
+
+@strict
+class SubnetDistilBertConfig(DistilBertConfig):
+    model_type = "subnet_distilbert"
     subnet_heads: list | None = None
     subnet_intermediate: list | None = None
     subnet_mlp_bias: list | None = None
@@ -113,13 +164,33 @@ class SubnetRobertaForSequenceClassification(RobertaForSequenceClassification):
         _shrink(self, config)
 
 
+class SubnetElectraForSequenceClassification(ElectraForSequenceClassification):
+    config_class = SubnetElectraConfig
+
+    def __init__(self, config: SubnetElectraConfig):
+        super().__init__(config)
+        _shrink(self, config)
+
+
+class SubnetDistilBertForSequenceClassification(DistilBertForSequenceClassification):
+    config_class = SubnetDistilBertConfig
+
+    def __init__(self, config: SubnetDistilBertConfig):
+        super().__init__(config)
+        _shrink(self, config)
+
+
 # exact classes only: a subclass may add modules or change the forward in ways we cannot see
 _SUBNET_OF = {
     BertForSequenceClassification: SubnetBertForSequenceClassification,
     RobertaForSequenceClassification: SubnetRobertaForSequenceClassification,
+    ElectraForSequenceClassification: SubnetElectraForSequenceClassification,
+    DistilBertForSequenceClassification: SubnetDistilBertForSequenceClassification,
 }
+# the model type each subnet class is laid out like (read by runners.pruning.units for its own shapes)
+SUBNET_MODEL_TYPES = {sub.config_class.model_type: full.config_class.model_type for full, sub in _SUBNET_OF.items()}
 
-for _cls in (SubnetBertForSequenceClassification, SubnetRobertaForSequenceClassification):
+for _cls in _SUBNET_OF.values():
     AutoConfig.register(_cls.config_class.model_type, _cls.config_class, exist_ok=True)
     AutoModelForSequenceClassification.register(_cls.config_class, _cls, exist_ok=True)
 
@@ -152,8 +223,12 @@ def _binary(t: torch.Tensor | None, shape: tuple, kind: str) -> torch.Tensor | N
 @torch.no_grad()
 def build_subnetwork(model: nn.Module, gates: Gates) -> nn.Module:
     """The smaller model (eval mode, same dtype and device) computing what `model` computes under `gates`."""
-    # UnsupportedArchitecture for anything but a BERT/RoBERTa encoder, an exported subnet included
-    encoder_layers(model)
+    # UnsupportedArchitecture for anything the gates do not support, an exported subnet included
+    view = encoder_view(model)
+    arch = ARCHITECTURES.get(view.model_type)
+    if not arch.export:
+        raise UnsupportedArchitecture(f"cannot export model type {view.model_type!r}: {arch.note}; export "
+                                      f"supports {', '.join(EXPORTABLE_MODEL_TYPES)}")
     sub_cls = _SUBNET_OF.get(type(model))
     if sub_cls is None:
         raise UnsupportedArchitecture(
@@ -178,24 +253,28 @@ def build_subnetwork(model: nn.Module, gates: Gates) -> nn.Module:
         b, w = state[bias], state[weight]
         state[bias] = (b.double() + w[:, off].double() @ mu.to(dev, torch.float64)[off]).to(b.dtype)
 
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def param(i: int, part: str, t: str) -> str:  # state-dict key of a part's weight/bias at depth i
+        return f"{names[id(view.part(i, part))]}.{t}"
+
     heads_kept, widths, mlp_bias = [], [], []
     for i in range(L):
-        p = f"{model.base_model_prefix}.encoder.layer.{i}."
         kept = [h for h in range(H) if head[i, h]]
         cols = head[i].to(dev).repeat_interleave(d)  # (H*d,) bool: the kept heads' rows/columns
         for name in ("query", "key", "value"):
             for t in ("weight", "bias"):
-                key = f"{p}attention.self.{name}.{t}"
+                key = param(i, name, t)
                 state[key] = state[key][cols]
                 if not kept:
-                    del state[key]  # _NoHeads has no parameters
-        w_o, b_o = f"{p}attention.output.dense.weight", f"{p}attention.output.dense.bias"
+                    del state[key]  # the no-heads module has no Q, K, V
+        w_o, b_o = param(i, "attn_out", "weight"), param(i, "attn_out", "bias")
         if mean and not cols.all():
             fold(b_o, w_o, ~cols, means.head[i])
         state[w_o] = state[w_o][:, cols]
 
-        wi, bi = f"{p}intermediate.dense.weight", f"{p}intermediate.dense.bias"
-        wo, bo = f"{p}output.dense.weight", f"{p}output.dense.bias"
+        wi, bi = param(i, "mlp_in", "weight"), param(i, "mlp_in", "bias")
+        wo, bo = param(i, "mlp_out", "weight"), param(i, "mlp_out", "bias")
         if not mlp[i]:
             keep_n = torch.zeros(g.intermediate, dtype=torch.bool, device=dev)
             if mean:  # the whole block's output becomes its mean vector

@@ -5,11 +5,14 @@
         loss = model(**batch.model_inputs(), labels=batch.labels).loss
     loss.backward(); gates.head.grad                         # (L, H)
 
-Where each gate acts (same for BERT and RoBERTa):
+Where each gate acts (BERT, RoBERTa, ELECTRA; DistilBERT and ALBERT at the same places of their own
+modules, see `runners.pruning.units.LAYOUTS`):
 - head h of layer l: the head's context vector, i.e. its slice of the input of
   `layer.attention.output.dense` (before the output projection);
 - MLP of layer l: the output of `layer.output.dense` (before dropout, residual and LayerNorm);
 - neuron n of layer l (optional): the output of `layer.intermediate` (after the activation).
+ALBERT runs one shared layer at every depth: its gates are still per depth, applied at run time by
+hooks that know which depth is running; the shared weights are never edited.
 
 A gate g in [0, 1] gives g * out with ablation "zero", g * out + (1 - g) * mean with ablation
 "mean" (means from `compute_unit_means`). Hooks read `gates.head` / `.mlp` / `.neuron` at call
@@ -32,7 +35,9 @@ from runners.pruning.units import (  # re-exported: one import site for the whol
     UnsupportedArchitecture,
     apply_weight_masks,
     encoder_layers,
+    encoder_view,
     geometry,
+    hook_depths,
     prunable_weights,
     sparsity,
     unit_rows,
@@ -42,7 +47,7 @@ from runners.pruning.units import (  # re-exported: one import site for the whol
 __all__ = [
     "Gates", "UnitMeans", "GateHandle", "NeuronRecorder", "attach", "compute_unit_means",
     "record_neurons", "Geometry", "UnsupportedArchitecture", "apply_weight_masks",
-    "encoder_layers", "geometry", "prunable_weights", "sparsity", "unit_rows", "weight_sparsity",
+    "encoder_layers", "encoder_view", "geometry", "prunable_weights", "sparsity", "unit_rows", "weight_sparsity",
 ]
 
 ABLATIONS = ("zero", "mean")
@@ -130,15 +135,12 @@ class GateHandle:
         self.gates = gates
         self._geom = geometry(model)
         self._plan: dict[str, list] = {}
-        layers = encoder_layers(model)
+        view = encoder_view(model)
         _check(gates, self._geom)
-        self._hooks = [model.base_model.encoder.register_forward_pre_hook(self._prepare)]
-        for i, layer in enumerate(layers):
-            self._hooks += [
-                layer.attention.output.dense.register_forward_pre_hook(self._pre_hook("head", i)),
-                layer.output.dense.register_forward_hook(self._out_hook("mlp", i)),
-                layer.intermediate.register_forward_hook(self._out_hook("neuron", i)),
-            ]
+        self._hooks = [view.root.register_forward_pre_hook(self._prepare)]
+        self._hooks += hook_depths(view, "attn_out", lambda i: self._pre_hook("head", i), pre=True)
+        self._hooks += hook_depths(view, "mlp_out", lambda i: self._out_hook("mlp", i))
+        self._hooks += hook_depths(view, "neurons", lambda i: self._out_hook("neuron", i))
 
     def _prepare(self, module, args) -> None:
         """Once per forward: per-layer (scale, shift) so each hook is one addcmul (or mul)."""
@@ -225,7 +227,8 @@ def compute_unit_means(model: nn.Module, batches: Iterable) -> UnitMeans:
     """Mean output of every unit over the non-padding tokens of `batches` (objects with
     `.model_inputs()` and `.attention_mask`, like runners.data.examples.Batch), in eval mode.
     Run it on the plain model: with gates attached the means would be of the gated outputs."""
-    layers = encoder_layers(model)
+    view = encoder_view(model)
+    layers = view.layers
     device = next(model.parameters()).device
     sums: dict[tuple[str, int], torch.Tensor] = {}
     keep: list[torch.Tensor] = []  # the current batch's (B, T) padding mask, read by the hooks
@@ -234,13 +237,9 @@ def compute_unit_means(model: nn.Module, batches: Iterable) -> UnitMeans:
         s = (x.double() * keep[0][..., None]).sum(dim=(0, 1))
         sums[kind, i] = sums[kind, i] + s if (kind, i) in sums else s
 
-    hooks = []
-    for i, layer in enumerate(layers):
-        hooks += [
-            layer.attention.output.dense.register_forward_pre_hook(lambda m, a, i=i: add("head", i, a[0])),
-            layer.output.dense.register_forward_hook(lambda m, a, o, i=i: add("mlp", i, o)),
-            layer.intermediate.register_forward_hook(lambda m, a, o, i=i: add("neuron", i, o)),
-        ]
+    hooks = hook_depths(view, "attn_out", lambda i: lambda m, a: add("head", i, a[0]), pre=True)
+    hooks += hook_depths(view, "mlp_out", lambda i: lambda m, a, o: add("mlp", i, o))
+    hooks += hook_depths(view, "neurons", lambda i: lambda m, a, o: add("neuron", i, o))
     was_training, tokens = model.training, 0
     model.eval()
     try:
@@ -266,10 +265,11 @@ class NeuronRecorder:
     """Activations (after the MLP activation function) and their gradients, per layer, for the
     last forward/backward: `activations[l]`, `grads[l]` are (B, T, I)."""
 
-    def __init__(self, layers: nn.ModuleList):
-        self.activations: list[torch.Tensor | None] = [None] * len(layers)
-        self.grads: list[torch.Tensor | None] = [None] * len(layers)
-        self._hooks = [layer.intermediate.register_forward_hook(self._hook(i)) for i, layer in enumerate(layers)]
+    def __init__(self, model: nn.Module):
+        view = encoder_view(model)
+        self.activations: list[torch.Tensor | None] = [None] * len(view.layers)
+        self.grads: list[torch.Tensor | None] = [None] * len(view.layers)
+        self._hooks = hook_depths(view, "neurons", self._hook)
 
     def _hook(self, i):
         def hook(module, args, output):
@@ -302,7 +302,7 @@ class NeuronRecorder:
 @contextmanager
 def record_neurons(model: nn.Module) -> Iterator[NeuronRecorder]:
     """Record MLP-neuron activations and gradients (for activation x gradient attribution)."""
-    rec = NeuronRecorder(encoder_layers(model))
+    rec = NeuronRecorder(model)
     try:
         yield rec
     finally:

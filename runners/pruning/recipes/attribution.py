@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 import torch
 
 from runners.data.examples import Batch
-from runners.pruning.gates import Gates, attach, encoder_layers, record_neurons, sparsity
+from runners.pruning.gates import Gates, attach, encoder_view, record_neurons, sparsity
 from registry.methods import AttributionParams as Params
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
 
@@ -28,12 +28,12 @@ def neuron_attribution(model: torch.nn.Module, batches: Iterable[Batch]) -> torc
     Absolute per token, because signed contributions cancel: a neuron that lowers the loss on some
     tokens and raises it on others would look unused, yet removing it changes the model a lot.
     """
-    layers = encoder_layers(model)
     device = next(model.parameters()).device
     # Differentiating w.r.t. each intermediate bias makes autograd compute the gradient of every
     # intermediate output (the recorder's tensor hooks fire) without touching the model's .grad.
-    # (The bias gradient is cheap; every BERT/RoBERTa intermediate dense has one.)
-    targets = [layer.intermediate.dense.bias for layer in layers]
+    # (The bias gradient is cheap; every supported architecture's MLP input dense has one; ALBERT's
+    # depths share one.)
+    targets = [m.bias for m in {id(m): m for m in encoder_view(model).parts("mlp_in")}.values()]
     if not all(t is not None and t.requires_grad for t in targets):
         raise ValueError("attribution needs the intermediate dense biases to require grad")
     total = None

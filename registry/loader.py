@@ -197,7 +197,8 @@ def _check_search(spec: ExperimentSpec, name: str, report) -> bool:
 def _check_names(raw: dict, name: str, base_dir: str, report) -> bool:
     """Model and task names (did you mean), checked even when other keys of the experiment are wrong."""
     found = False
-    for key, spec_type, check in (("model", ModelSpec, lambda s: check_model_name(s, base_dir)), ("task", TaskSpec, check_task)):
+    export = isinstance(raw.get("prune"), dict) and raw["prune"].get("export") is True  # not every model exports
+    for key, spec_type, check in (("model", ModelSpec, lambda s: check_model_name(s, base_dir, export)), ("task", TaskSpec, check_task)):
         try:
             spec = spec_type.model_validate(raw.get(key))
         except ValidationError:

@@ -35,6 +35,7 @@ from runners.tracking.tables import axis_rows, step_rows, write_table
 from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
 from runners.training.device import describe
 
+from runners.training.models import check_architecture
 EXPORT_BATCHES = 4  # evaluation batches that check the exported logits and time both models
 
 
@@ -68,6 +69,7 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
     KILLED (tag subnets.stopped_by = search), so its fingerprint is not taken for a finished run."""
     device = resolve_device(spec.runtime)  # before anything is written: a missing GPU is a config error
     started = time.time()
+    check_architecture(spec.model, spec.base_dir, export=spec.prune.params.export)  # and a model the gates cannot prune
     sha = provenance.git_sha(spec.base_dir)
     versions = provenance.versions()
     threads = torch.get_num_threads()

@@ -16,7 +16,8 @@ from registry.schema import TOP_LEVEL_KEYS, CkaSpec, ExperimentSpec, FinetuneSpe
 from registry.catalogue import UnknownName, did_you_mean as _did_you_mean
 from registry.methods import METHODS
 from registry.models import check_model_name
-from registry.tasks import check_task, eval_set_names
+from registry.datafiles import check_source
+from registry.tasks import CUSTOM, REFUSED_FOR_REGRESSION, TASKS, check_task, eval_set_names, is_regression, label_names
 
 
 MAX_RUNS = 10_000  # expanded runs per experiment: a larger grid is almost surely a typo
@@ -130,14 +131,16 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
             section, key = dotted.split(".")
             concrete[section][key] = value
         spec = _validate(concrete, name, params_model, report)
-        if _check_names(concrete, name, base_dir, report) or spec is None:
+        names_bad = _check_names(concrete, name, base_dir, report)
+        if spec is None:
+            continue
+        # the data are read even when a name or map is wrong, so one pass reports every problem
+        if (_check_paths(spec, name, base_dir, report) if spec.task.name == CUSTOM or spec.task.name in TASKS else False) or names_bad:
             continue
         if spec.cka is not None and spec.cka.split not in (sets := eval_set_names(spec.task)):
             report(name, "cka.split", f"no evaluation set {spec.cka.split!r}{_did_you_mean(spec.cka.split, sets)} (sets: {', '.join(sets)})")
             continue
         if spec.search is not None and _check_search(spec, name, report):
-            continue
-        if _check_paths(spec, name, base_dir, report):
             continue
         for seed in spec.seeds:
             for prune_seed in spec.prune_seeds or [seed]:
@@ -151,17 +154,25 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
 
 
 def _check_paths(spec: ExperimentSpec, name: str, base_dir: str, report) -> bool:
-    """Local data files must exist (relative paths resolve against experiments.toml's folder)."""
-    sources = [("task.train", spec.task.train), ("task.eval", spec.task.eval),
-               *((f"task.ood.{o.name}", o) for o in spec.task.ood)]
+    """Local data files, read up front (registry.datafiles): each exists, has every declared column, and
+    only labels the task declares (or its label_map covers); relative paths resolve against the file's
+    folder. A regression task refuses the methods that need class outputs."""
+    task = spec.task
     found = False
-    for key, source in sources:
-        if source is None or source.path is None:
+    refused = REFUSED_FOR_REGRESSION.get(spec.prune.method) if is_regression(task) else None
+    if refused:
+        report(name, "prune.method", f"{spec.prune.method} cannot prune a regression task ({task.name}): {refused}")
+        found = True
+    if task.name == CUSTOM and task.labels is None:
+        return found  # reported as a missing key already
+    labels, regression = label_names(task), is_regression(task)
+    sources = [("task.train", task.train, labels), ("task.eval", task.eval, labels),
+               *((f"task.ood.{o.name}", o, o.labels or labels) for o in task.ood)]
+    for key, source, set_labels in sources:
+        if source is None:
             continue
-        path = Path(source.path).expanduser()
-        path = path if path.is_absolute() else Path(base_dir) / path
-        if not path.is_file():
-            report(name, f"{key}.path", f"data file not found: {path}")
+        for suffix, message in check_source(source, list(set_labels), regression, base_dir):
+            report(name, f"{key}.{suffix}", message)
             found = True
     return found
 

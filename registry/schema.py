@@ -34,7 +34,7 @@ class SourceSpec(Strict):
     text_a: str = Field(default="sentence1", description="Column holding the first text.")
     text_b: str | None = Field(default=None, description="Column holding the second text of a pair task (omit for single-sentence tasks).")
     label: str = Field(default="label", description="Column holding the label (an index or a label name).")
-    subcase: str | None = Field(default=None, description="Optional column whose values split accuracy into subcases (e.g. HANS heuristic).")
+    subcase: str | list[str] | None = Field(default=None, description="Optional column whose values split accuracy into subcases (e.g. heuristic), or several joined by / (HANS: [\"heuristic\", \"label\"]; the label column gives label names).")
     label_map: dict[str, int] | None = Field(default=None, description="Map from raw label values (as text) to label indices, e.g. {contradiction = 1, neutral = 1}.")
     header: bool = Field(default=True, description="Whether a csv/tsv file has a header row (columns are then named 0, 1, ... otherwise).")
     limit: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
@@ -60,6 +60,8 @@ class TaskSpec(Strict):
     eval: SourceSpec | None = Field(default=None, description="In-domain evaluation data (custom tasks, or override a built-in's).")
     ood: list[OODSpec] = Field(default_factory=list, description="Out-of-domain evaluation sets, added to a built-in's own.")
     max_length: int = Field(default=128, ge=8, le=4096, description="Truncate tokenized inputs to this many tokens.")
+    metric: str | None = Field(default=None, description="The metric the keep rule, the effective size and the report judge by (accuracy, mcc, f1, pearson, spearman); default: the task's own (accuracy for custom tasks).")
+    builtin_ood: list[str] | None = Field(default=None, description="Which of a built-in task's own OOD sets to evaluate (default: all of them; [] for none, e.g. offline with local sets under task.ood).")
 
 
 class FinetuneSpec(Strict):
@@ -150,7 +152,8 @@ class RunSpec(Strict):
         return {
             "schema": SCHEMA_VERSION,
             "model": self.model.model_dump(mode="json"),
-            "task": self.task.model_dump(mode="json"),
+            "task": self._task_identity(),
+            **({"metric": m} if (m := self.primary_metric) != "accuracy" else {}),
             "finetune": self.finetune.model_dump(mode="json"),
             "prune": self.prune.resolved(),
             "seed": self.seed,
@@ -158,6 +161,22 @@ class RunSpec(Strict):
             **({"cka": self.cka.model_dump(mode="json")} if self.cka is not None else {}),
             **({"precision": self.runtime.precision} if self.runtime.precision != "fp32" else {}),
         }
+
+    def _task_identity(self) -> dict[str, Any]:
+        """The task without its `metric` (the resolved primary metric is its own key, so spelling out a
+        task's default metric keeps the fingerprint, and fine-tuning never depends on it) and without
+        `builtin_ood` when it holds its default."""
+        task = self.task.model_dump(mode="json", exclude={"metric"})
+        if task.get("builtin_ood") is None:
+            task.pop("builtin_ood", None)
+        return task
+
+    @property
+    def primary_metric(self) -> str:
+        """The task's own metric (registry.tasks): what the keep rule and the effective size judge by."""
+        from registry.tasks import primary_metric
+
+        return primary_metric(self.task)
 
     @property
     def fingerprint(self) -> str:

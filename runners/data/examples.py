@@ -16,7 +16,7 @@ import torch
 class Example:
     text_a: str
     text_b: str | None
-    label: int
+    label: int | float  # a label index, or a regression task's score
     subcase: str | None = None
 
 
@@ -26,6 +26,10 @@ class EvalSet:
     kind: str  # "id" | "ood"
     examples: list[Example]
     pred_map: list[int] | None = None  # model label index -> this set's label index (MNLI -> HANS)
+    metrics: tuple[str, ...] = ("accuracy",)  # computed on every evaluation (registry.tasks.task_metrics)
+    primary: str = "accuracy"  # the one the keep rule judges by
+    regression: bool = False  # predictions are the model's single output, not an argmax
+    labels: tuple[str, ...] = ()  # this set's label names (binary metrics need two)
 
 
 @dataclass
@@ -34,10 +38,12 @@ class TaskData:
     id_eval: EvalSet
     ood: list[EvalSet] = field(default_factory=list)
     label_names: list[str] = field(default_factory=list)
+    regression: bool = False
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names)
+        """Outputs of the classifier head: one per label, or one score for a regression task."""
+        return 1 if self.regression else len(self.label_names)
 
     @property
     def eval_sets(self) -> list[EvalSet]:
@@ -95,5 +101,6 @@ def batches(encoded: Sequence[dict], batch_size: int, pad_id: int, order: Sequen
             mask[j, :n] = 1
             if has_tt:
                 tt[j, :n] = torch.tensor(r["token_type_ids"])
-        labels = torch.tensor([r["label"] for r in rows], dtype=torch.long)
+        floats = isinstance(rows[0]["label"], float)  # a regression task's scores (MSE loss in transformers)
+        labels = torch.tensor([r["label"] for r in rows], dtype=torch.float if floats else torch.long)
         yield Batch(ids, mask, tt, labels, [r["subcase"] for r in rows])

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from registry.datafiles import is_unlabelled, parse_label, subcase_columns
 from runners.data.examples import Example
 
 
@@ -68,32 +69,23 @@ def _hub_rows(source) -> list[dict[str, Any]]:
     return list(ds)
 
 
-def to_examples(rows: Iterable[dict[str, Any]], source, labels: list[str], where: str) -> list[Example]:
-    """Map columns to Examples; labels may be indices, label names, or mapped by `label_map`."""
+def to_examples(rows: Iterable[dict[str, Any]], source, labels: list[str], where: str,
+                regression: bool = False) -> list[Example]:
+    """Map columns to Examples; labels may be indices, label names, or mapped by `label_map` (a
+    regression task's are float scores). Rows without a gold label are skipped. Subcases join the
+    values of the subcase column(s) with "/", the label column giving its label name."""
     out = []
+    subcases = subcase_columns(source)
     for i, row in enumerate(rows):
-        for col in (source.text_a, source.text_b, source.label, source.subcase):
+        for col in (source.text_a, source.text_b, source.label, *subcases):
             if col is not None and col not in row:
                 raise SourceError(f"{where}: column {col!r} not found (columns: {', '.join(map(str, row))})")
-        label = _label(row[source.label], source.label_map, labels)
+        label = parse_label(row[source.label], source.label_map, labels, regression)
         if label is None:
-            if str(row[source.label]).strip() in ("", "-", "-1"):
-                continue  # unlabelled rows (e.g. SNLI without gold label)
+            if is_unlabelled(row[source.label]):
+                continue  # unlabelled rows (e.g. SNLI without gold label, GLUE test splits)
             raise SourceError(f"{where}: row {i}: label {row[source.label]!r} is not one of {labels} and no label_map covers it")
         text_b = str(row[source.text_b]).strip() if source.text_b else None
-        sub = str(row[source.subcase]) if source.subcase else None
+        sub = "/".join(labels[label] if c == source.label and not regression else str(row[c]) for c in subcases) or None
         out.append(Example(str(row[source.text_a]).strip(), text_b, label, sub))
     return out
-
-
-def _label(raw: Any, label_map: dict[str, int] | None, labels: list[str]) -> int | None:
-    key = str(raw).strip()
-    if label_map is not None:
-        return label_map.get(key)
-    if key in labels:
-        return labels.index(key)
-    try:
-        value = int(float(key))
-    except ValueError:
-        return None
-    return value if 0 <= value < len(labels) else None

@@ -54,13 +54,15 @@ class PruneStep:
 
 
 def keeps_id(results: dict[str, EvalResult], baseline: dict[str, EvalResult], ratio: float) -> bool:
-    """The lottery-ticket rule: ID accuracy at least `ratio` times the full model's."""
-    return results["id"].accuracy >= ratio * baseline["id"].accuracy
+    """The lottery-ticket rule on the task's own metric (`EvalResult.score`: accuracy, MCC for CoLA, F1,
+    Pearson for STS-B): the ID score at least `ratio` times the full model's."""
+    return results["id"].score >= ratio * baseline["id"].score
 
 
 def kept_step(steps: Sequence[PruneStep]) -> PruneStep:
-    """The keep rule of every method so far: the sparsest step that passed (the later one on a tie).
-    Step 0, the full model, always passes, so there is always one."""
+    """The keep rule of every method so far: the sparsest step that passed (the later one on a tie);
+    whether a step passed was judged on the task's own metric (`keeps_id`). Step 0, the full model,
+    always passes, so there is always one."""
     return max((s for s in steps if s.passed), key=lambda s: (s.sparsity, s.step))
 
 

@@ -35,14 +35,19 @@ def write_table(directory: Path, name: str, rows: list[dict]) -> Path | None:
 
 
 def step_rows(ids: dict, step, x: float | None, selected: bool) -> list[dict]:
-    """One row per evaluation set (subcase "all") and per subcase, for accuracy."""
+    """One row per evaluation set, subcase and metric: accuracy on the whole set (subcase "all") and per
+    subcase, and each of the task's own metrics (mcc, f1, pearson, ...) on the whole set. A regression
+    task has no accuracy rows."""
     rows = []
     for res in step.results.values():
         base = dict(ids, variant=step.variant, step=step.step, x=x, sparsity=step.sparsity,
-                    unit_sparsity=step.unit_sparsity, eval_set=res.name, kind=res.kind, metric="accuracy",
+                    unit_sparsity=step.unit_sparsity, eval_set=res.name, kind=res.kind,
                     passed=step.passed, selected=selected)
-        rows.append(dict(base, subcase="all", value=res.accuracy, n=res.n))
-        rows += [dict(base, subcase=name, value=c / n, n=n) for name, (c, n) in res.subcases.items()]
+        if not res.regression:
+            rows.append(dict(base, subcase="all", metric="accuracy", value=res.accuracy, n=res.n))
+            rows += [dict(base, subcase=name, metric="accuracy", value=c / n, n=n) for name, (c, n) in res.subcases.items()]
+        rows += [dict(base, subcase="all", metric=name, value=value, n=res.n)
+                 for name, value in res.metrics.items() if name != "accuracy"]
     return rows
 
 

@@ -174,50 +174,6 @@ def test_seed_groups_ignore_seed_keys(wh):
     assert rows == [(EXP_B, 1, "s-pruning"), (EXP_A, 1, "magnitude")]
 
 
-def test_curves_are_means_over_seeds(wh):
-    rows = {(r["eval_set"], r["variant"], r["step"]): r
-            for r in wh.named("accuracy_curves", experiment=EXP_A)}
-    assert len(rows) == 2 * 3  # id and hans (subcase "all") x 3 steps
-    r = rows[("id", "pruned", 1)]
-    assert r["mean_accuracy"] == pytest.approx((0.88 + 0.86) / 2)
-    assert (r["min_accuracy"], r["max_accuracy"], r["n_seeds"]) == (0.86, 0.88, 2)
-    assert r["sparsity"] == pytest.approx(0.1)
-    assert rows[("hans", "pruned", 2)]["mean_accuracy"] == pytest.approx((0.60 + 0.6434) / 2)
-
-
-def test_runs_and_subcases(wh):
-    runs = wh.named("runs", experiment=EXP_A)
-    assert [(r["seed"], r["final_id_accuracy"]) for r in runs] == [(0, 0.88), (1, 0.84)]
-    assert runs[1]["final_ood"] == [{"eval_set": "hans", "accuracy": 0.6434}]
-    assert runs[0]["fingerprint_short"] == "fa00000000"
-    sub = {(r["variant"], r["eval_set"], r["subcase"]): r
-           for r in wh.named("subcases", experiment=EXP_A)}
-    r = sub[("pruned", "hans", "lexical_overlap/non_entailment")]
-    assert r["full_accuracy"] == pytest.approx((0.09 + 0.03) / 2)
-    assert r["selected_accuracy"] == pytest.approx((0.20 + 0.48) / 2)
-    assert r["delta"] == pytest.approx(0.34 - 0.06)
-    assert r["selected_sparsity"] == pytest.approx((0.1 + 0.19) / 2)
-    # Variant rows of b: step 0 is shared by both variants, so the full model counts once.
-    sub_b = {(r["variant"], r["eval_set"]): r for r in wh.named("subcases", experiment=EXP_B)}
-    assert sub_b[("retrained", "id")]["selected_accuracy"] == pytest.approx(0.7823)
-    assert sub_b[("retrained", "id")]["full_accuracy"] == pytest.approx(0.81)
-
-
-def test_cka_queries(wh):
-    cells = {(c["layer_base"], c["layer_pruned"]): c
-             for c in wh.named("cka_selected", experiment=EXP_A)}
-    assert len(cells) == 9
-    c = cells[(1, 2)]  # seed 0 at step 1, seed 1 at step 2
-    assert c["mean_cka"] == pytest.approx((cka_value(0, 1, 1, 2) + cka_value(1, 2, 1, 2)) / 2)
-    assert cells[(0, 0)]["mean_cka"] == pytest.approx(cka_value(0, 1, 0, 0))
-    assert (cells[(0, 0)]["n_seeds"], cells[(0, 0)]["n_degenerate"]) == (1, 1)
-    diag = {(d["layer"], d["step"]): d for d in wh.named("cka_diagonal", experiment=EXP_A)}
-    assert diag[(2, 1)]["mean_cka"] == pytest.approx(
-        (cka_value(0, 1, 2, 2) + cka_value(1, 1, 2, 2)) / 2)
-    assert diag[(0, 2)]["n_seeds"] == 1  # the degenerate value is left out
-    assert wh.named("cka_selected", experiment=EXP_B) == []
-
-
 def test_experiment_filter_and_query_helper(store):
     with open_warehouse(store["uri"], [EXP_B, "no-such-experiment"]) as w:
         assert w.query("SELECT DISTINCT experiment FROM steps")[1] == [(EXP_B,)]
@@ -231,15 +187,17 @@ def test_report_html(store, tmp_path):
     assert EXP_A in html and "b&lt;&amp;&gt;" in html and EXP_B not in html
     assert "nli-magnitude &lt;desc&gt; &amp; more" in html
     assert store["uri"] in html and "No finished runs" not in html
-    # Runs table: baseline, final sparsity, final ID and OOD accuracy (formatted query values).
+    # Runs table: full model, kept sparsity, kept ID and OOD accuracy (formatted query values).
     for text in ("0.900", "0.920", "10.0%", "19.0%", "0.880", "0.840", "0.551", "0.643", "0.432"):
         assert f"<td>{text}</td>" in html, text
-    # Subcase table: non_entailment full 0.060 -> selected 0.340 (+0.280); hans all mean 0.597
+    # Subcase table: non_entailment full 0.060 -> kept 0.340 (+0.280); hans all mean 0.597
     assert "<td>0.060</td><td>0.340</td>" in html and "+0.280" in html
     assert "0.597" in html
-    # Charts: a and b accuracy, a's CKA heatmap and CKA diagonal.
-    assert html.count("<svg") == 4
+    # Charts. a: ID vs hans, vs each of its 2 subcases (3 scatters); score curves of the whole sets and of
+    # hans by subcase (2); the CKA diagonal (1) and a heatmap per step (3). b: ID vs paws, one curve chart.
+    assert html.count("<svg") == 11
     assert "0.870" in html  # a chart point: mean ID accuracy at step 1
+    assert "magnitude · seed=0" in html and "[fa0000" not in html  # runs named by their label, not a hash
     for tag in re.findall(r"<svg.*?</svg>", html, flags=re.S):
         ET.fromstring(tag)  # each chart is well-formed XML
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", html, flags=re.I)
@@ -249,7 +207,7 @@ def test_report_html(store, tmp_path):
 
 def test_report_for_one_experiment_without_cka(store, tmp_path):
     html = build.build_report(store["uri"], tmp_path / "r.html", [EXP_B]).read_text()
-    assert html.count("<svg") == 1 and EXP_A not in html and "CKA" not in html
+    assert html.count("<svg") == 2 and EXP_A not in html and "No CKA was logged" in html
     assert "paws" in html and "retrained" in html
 
 

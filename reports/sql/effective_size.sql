@@ -40,8 +40,9 @@ SELECT
     max(sparsity) FILTER (WHERE holds)                         AS sparsity,
     1 - max(sparsity) FILTER (WHERE holds)                     AS effective_size,
     1 - max(unit_sparsity) FILTER (WHERE holds)                AS effective_units,
-    arg_max(x, sparsity) FILTER (WHERE holds)                  AS x,
-    arg_max(value, sparsity) FILTER (WHERE holds)              AS accuracy,
+    -- at the largest holding sparsity; ties (search trials of one size) go to the smaller x, then the best score
+    arg_max(x, [sparsity, -coalesce(x, 0), value]) FILTER (WHERE holds)      AS x,
+    arg_max(value, [sparsity, -coalesce(x, 0), value]) FILTER (WHERE holds)  AS accuracy,
     any_value(metric)                                          AS metric
 FROM candidates
 GROUP BY ALL

@@ -51,9 +51,9 @@ ARCHITECTURES.add("albert", Architecture(
     "albert", "AlbertConfig", "AlbertForSequenceClassification",
     _BERT_KEYS + ("embedding_size", "num_hidden_groups", "classifier_dropout_prob"), export=False,
     note="ALBERT shares one layer's weights across depth: gates act per depth at run time (the shared weights "
-         "are never edited), weight masks prune the shared matrices (a pruned weight is gone at every depth), "
-         "and a subnetwork cannot be exported as a smaller model (its depths keep different units of one "
-         "shared layer)"), "ALBERT (shared layers)")
+         "are never edited; sparsity counts each depth's use of them), weight masks prune the shared matrices "
+         "(a pruned weight is gone at every depth), and a subnetwork cannot be exported as a smaller model "
+         "(its depths keep different units of one shared layer)"), "ALBERT (shared layers)")
 # the order names are listed in messages
 GATEABLE_MODEL_TYPES = ("bert", "roberta", "distilbert", "electra", "albert")
 EXPORTABLE_MODEL_TYPES = tuple(t for t in GATEABLE_MODEL_TYPES if ARCHITECTURES.get(t).export)

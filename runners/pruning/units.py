@@ -191,14 +191,6 @@ def geometry(model: nn.Module) -> Geometry:
     )
 
 
-def shared_depths(model: nn.Module) -> list[list[int]]:
-    """Depths grouped by the layer module they run (one group per depth unless layers are shared)."""
-    groups: dict[int, list[int]] = {}
-    for i, m in enumerate(encoder_view(model).layers):
-        groups.setdefault(id(m), []).append(i)
-    return list(groups.values())
-
-
 # ---- parameter ownership -------------------------------------------------------------------
 
 
@@ -228,26 +220,23 @@ def sparsity(model: nn.Module, gates: "Gates", threshold: float = 0.5) -> dict[s
     (L*H + L); `heads`, `mlps` and (when neuron gates exist) `neurons` are per family.
     Parameter fraction `params`: parameters owned by pruned units (see `head_params`,
     `mlp_params`, `neuron_params`) / parameters owned by all heads and MLPs. A neuron inside a
-    pruned MLP is not counted twice. Where depths share a layer's weights (ALBERT), a unit's
-    parameters are gone only when it is pruned at every depth that shares them, and the total
-    counts each shared layer once. Also returns the raw counts.
+    pruned MLP is not counted twice. Counted per depth: where depths share one layer's weights
+    (ALBERT) this is the fraction of the layer applications' parameters removed (the compute), as
+    if each depth had its own copy; the stored shared weights shrink only for a unit pruned at
+    every depth. Also returns the raw counts.
     """
     g = geometry(model)
     b = gates.binarise(threshold)
     head_off = int((b.head == 0).sum())
-    mlp_off = int((b.mlp == 0).sum())
-    groups = shared_depths(model)  # one group per depth unless layers are shared
-
-    def gone(t: torch.Tensor) -> torch.Tensor:  # pruned at every depth of each group
-        return torch.stack([(t[grp] == 0).all(0) for grp in groups])
-
-    mlp_gone = gone(b.mlp)
-    pruned = int(gone(b.head).sum()) * head_params(g) + int(mlp_gone.sum()) * mlp_params(g)
+    mlp_off_by_layer = b.mlp == 0
+    mlp_off = int(mlp_off_by_layer.sum())
+    pruned = head_off * head_params(g) + mlp_off * mlp_params(g)
     out: dict[str, float | int] = {}
     if b.neuron is not None:
-        out["neurons"] = float((b.neuron == 0).float().mean())
-        pruned += int(gone(b.neuron)[~mlp_gone].sum()) * neuron_params(g)
-    total = len(groups) * (g.heads * head_params(g) + mlp_params(g))
+        neuron_off = b.neuron == 0
+        out["neurons"] = float(neuron_off.float().mean())
+        pruned += int(neuron_off[~mlp_off_by_layer].sum()) * neuron_params(g)
+    total = g.layers * (g.heads * head_params(g) + mlp_params(g))
     out.update(
         units=(head_off + mlp_off) / (g.layers * g.heads + g.layers),
         heads=head_off / (g.layers * g.heads),

@@ -86,8 +86,8 @@ def grid_answers(store: Path) -> dict[int, dict]:
     exp = client.get_experiment_by_name("grid")
     out = {}
     for run in client.search_runs([exp.experiment_id], filter_string="tags.`subnets.kind` = 'run'"):
-        acc = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "id.accuracy")}
-        target = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "method.target_sparsity")}
+        acc = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "step/id.accuracy")}
+        target = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "step/method.target_sparsity")}
         holding = [target[s] for s in target if acc[s] >= acc[0] - MARGIN]
         out[int(run.data.tags["subnets.prune_seed"])] = {"answer": max(holding, default=None), "full": acc[0],
                                                          "subnetworks": len(target)}

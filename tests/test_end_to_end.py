@@ -32,7 +32,7 @@ def test_tiny_experiment_end_to_end(write_toml, tmp_path):
     assert run.data.tags[FINGERPRINT] == spec.fingerprint
     assert run.data.params["prune.rate"] == "0.3" and run.data.params["finetune.lr"] == "0.001"
     assert run.data.tags["subnets.version.torch"].startswith("2.")
-    history = store.client.get_metric_history(run.info.run_id, "sparsity")
+    history = store.client.get_metric_history(run.info.run_id, "step/sparsity")
     assert [m.step for m in history] == [0, 1, 2, 3]
     assert [round(m.value, 6) for m in history][0] == 0.0 and history[-1].value > 0.6  # 1 - 0.7^3 = 0.657
 
@@ -41,7 +41,7 @@ def test_tiny_experiment_end_to_end(write_toml, tmp_path):
     steps = pq.read_table(art / "tables" / "steps.parquet").to_pylist()
     ids = [r for r in steps if r["eval_set"] == "id" and r["subcase"] == "all"]
     assert [r["step"] for r in ids] == [0, 1, 2, 3]
-    acc = store.client.get_metric_history(run.info.run_id, "id.accuracy")
+    acc = store.client.get_metric_history(run.info.run_id, "step/id.accuracy")
     assert [r["value"] for r in ids] == [m.value for m in acc]  # the table and MLflow agree
     ood = {r["subcase"] for r in steps if r["eval_set"] == "hans_like"}
     assert {"all", "subsequence/non_entailment", "lexical_overlap/entailment"} <= ood
@@ -159,7 +159,7 @@ def test_pruning_seeds_share_one_fine_tuned_model(write_toml, tmp_path):
     assert len({r.data.tags["subnets.finetune_fingerprint"] for r in runs}) == 1
     assert len({r.data.tags["subnets.group"] for r in runs}) == 1
     # the pruning seed drives the gate noise: the last training step's KL (on sampled gates) differs
-    kl = [store.client.get_metric_history(r.info.run_id, "method.kl_end")[0].value for r in runs]
+    kl = [store.client.get_metric_history(r.info.run_id, "step/method.kl_end")[0].value for r in runs]
     assert kl[0] != kl[1]
     plan = runner.invoke(app, ["plan", "--file", str(toml), "--store", str(tmp_path / "s")])
     assert "2 run(s) on 1 fine-tuned model(s): 2 done, 0 to run" in plan.output

@@ -58,7 +58,7 @@ def diagonal_metrics(result: CKAResult) -> dict[str, float]:
     return {f"cka.layer_{i}": float(result.matrix[i, i]) for i in range(n)}
 
 
-def heatmap_png(path: Path, result: CKAResult, title: str) -> None:
+def heatmap_png(path: Path, matrix: np.ndarray, title: str) -> None:
     """A PNG a person opens in the MLflow UI: rows = baseline layers, columns = pruned layers."""
     import matplotlib
 
@@ -66,11 +66,11 @@ def heatmap_png(path: Path, result: CKAResult, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.2, 3.6), dpi=110)
-    im = ax.imshow(result.matrix, vmin=0.0, vmax=1.0, cmap="magma", origin="lower")
+    im = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="magma", origin="lower")
     ax.set_xlabel("pruned model layer (0 = embeddings)")
     ax.set_ylabel("baseline layer")
     ax.set_title(title, fontsize=9)
-    for (i, j), v in np.ndenumerate(result.matrix):
+    for (i, j), v in np.ndenumerate(matrix):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()

@@ -71,10 +71,15 @@ def evaluate_subnetwork(model, step: PruneStep, evaluate: Callable) -> dict:
         return evaluate(model)
 
 
-def build_controls(selected: PruneStep, kinds: list[str], seed: int, load_finetuned: Callable, evaluate: Callable):
-    """One PruneStep per control, evaluated on a fresh copy of the fine-tuned model."""
+def build_controls(selected: PruneStep, kinds: list[str], seed: int, load_finetuned: Callable, evaluate: Callable,
+                   done: dict[str, PruneStep] | None = None):
+    """One PruneStep per control, evaluated on a fresh copy of the fine-tuned model; controls in `done`
+    (finished by a killed attempt of the run) are taken as they are."""
     out = []
     for i, kind in enumerate(kinds):
+        if done and kind in done:
+            out.append(done[kind])
+            continue
         model = load_finetuned()
         if selected.gates is not None:
             # same count per family: every head (MLP, neuron) owns as many parameters as any other, so
@@ -101,5 +106,9 @@ def retrain(step: PruneStep, load_pretrained: Callable, finetune: Callable, eval
     finally:
         if handle is not None:
             handle.remove()
-    name = "retrained" if step.variant == "pruned" else f"{step.variant}_retrained"
-    return replace(step, variant=name, gates=gates, results=results)
+    return replace(step, variant=retrained_name(step), gates=gates, results=results)
+
+
+def retrained_name(step: PruneStep) -> str:
+    """The variant name of `step` re-fine-tuned: retrained, random_retrained, ..."""
+    return "retrained" if step.variant == "pruned" else f"{step.variant}_retrained"

@@ -196,32 +196,33 @@ class Measured:
 
     step: int
     kept_fraction: float
-    id_accuracy: float
-    full_id_accuracy: float
-    ood: dict[str, float] = field(default_factory=dict)
+    id_score: float  # the task's own metric (accuracy, MCC, F1, Pearson, ...): what the keep rule judges
+    full_id_score: float
+    ood: dict[str, float] = field(default_factory=dict)  # each OOD set's score on the same metric
 
 
 def measure_steps(steps: list[PruneStep], kept: PruneStep, base: RunSpec) -> Measured:
     method = METHODS.get(base.prune.method)
     sub = kept if method.x_axis(base.prune.params) == "step" else steps[-1]
     return Measured(sub.step, _kept(sub.sparsity, sub.unit_sparsity, base.search.size),
-                    sub.results["id"].accuracy, steps[0].results["id"].accuracy,
-                    {k: r.accuracy for k, r in sub.results.items() if k != "id"})
+                    sub.results["id"].score, steps[0].results["id"].score,
+                    {k: r.score for k, r in sub.results.items() if k != "id"})
 
 
 def measure_logged(store: Store, run_id: str, base: RunSpec) -> Measured:
     """The same figures read back from a FINISHED run in MLflow (a trial whose fingerprint was done)."""
     client = store.client
     hist = lambda key: {m.step: m.value for m in client.get_metric_history(run_id, key)}  # noqa: E731
-    sparsity, accuracy = hist("sparsity"), hist("id.accuracy")
+    metric = base.primary_metric
+    sparsity, score = hist("step/sparsity"), hist(f"step/id.{metric}")
     method = METHODS.get(base.prune.method)
     if method.x_axis(base.prune.params) == "step":
         step = int(hist("selected.step")[0])
     else:
         step = max(sparsity)
     units = hist("unit_sparsity")
-    ood = {name: hist(f"ood.{name}.accuracy").get(step) for name in ood_sets(base)}
-    return Measured(step, _kept(sparsity[step], units.get(step), base.search.size), accuracy[step], accuracy[0],
+    ood = {name: hist(f"step/ood.{name}.{metric}").get(step) for name in ood_sets(base)}
+    return Measured(step, _kept(sparsity[step], units.get(step), base.search.size), score[step], score[0],
                     {k: v for k, v in ood.items() if v is not None})
 
 
@@ -241,7 +242,7 @@ class Reporter:
     def __call__(self, step: PruneStep) -> None:
         if step.variant != "pruned":
             return
-        acc = step.results["id"].accuracy
+        acc = step.results["id"].score  # the task's own metric
         if step.step == 0:  # the full model: the keep rule's reference
             self.full = acc
         if self.full is not None and acc >= self.search.threshold(self.full):
@@ -397,18 +398,18 @@ class Worker:
                 measured = measure_steps(outcome.pruned_steps, outcome.selected, spec)
                 self.log.ran += 1
             self.log.trials.append((study.study_name, trial.number, spec.fingerprint))
-            threshold = search.threshold(measured.full_id_accuracy)
-            constraint = threshold - measured.id_accuracy
+            threshold = search.threshold(measured.full_id_score)
+            constraint = threshold - measured.id_score
             trial.set_user_attr("constraint", [constraint])
             for k, v in {"run_id": run_id, "step": measured.step, "kept_fraction": measured.kept_fraction,
-                         "id_accuracy": measured.id_accuracy, "full_id_accuracy": measured.full_id_accuracy,
+                         "metric": spec.primary_metric, "id_score": measured.id_score, "full_id_score": measured.full_id_score,
                          "holds": constraint <= 0, **{f"ood.{n}": a for n, a in measured.ood.items()}}.items():
                 trial.set_user_attr(k, v)
-            self.echo(f"  kept {measured.kept_fraction:.3f}: ID {measured.id_accuracy:.3f} "
+            self.echo(f"  kept {measured.kept_fraction:.3f}: ID {spec.primary_metric} {measured.id_score:.3f} "
                       f"({'holds' if constraint <= 0 else 'fails'} the keep rule, threshold {threshold:.3f})")
             if search.objective == "effective_size":
                 return measured.kept_fraction
-            return (measured.kept_fraction, measured.id_accuracy, *(measured.ood.get(n, float("nan")) for n in ood_sets(base)))
+            return (measured.kept_fraction, measured.id_score, *(measured.ood.get(n, float("nan")) for n in ood_sets(base)))
 
         return objective
 
@@ -422,13 +423,14 @@ class Worker:
 
 
 def _summary(o) -> str:
-    ood = ", ".join(f"{k} {v.accuracy:.3f}" for k, v in o.selected.results.items() if k != "id")
-    text = (f"  full model: ID {o.baseline['id'].accuracy:.3f}; kept step {o.selected.step} of {o.steps} "
-            f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].accuracy:.3f}"
+    metric = o.baseline["id"].primary
+    ood = ", ".join(f"{k} {v.score:.3f}" for k, v in o.selected.results.items() if k != "id")
+    text = (f"  full model: ID {metric} {o.baseline['id'].score:.3f}; kept step {o.selected.step} of {o.steps} "
+            f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].score:.3f}"
             f"{'; ' + ood if ood else ''}\n  stopped: {o.stop_reason}  [{o.seconds:.0f} s, run {o.run_id}]")
     for v in o.variants:
-        vood = ", ".join(f"{k} {r.accuracy:.3f}" for k, r in v.results.items() if k != "id")
-        text += f"\n    {v.variant}: ID {v.results['id'].accuracy:.3f}{'; ' + vood if vood else ''}"
+        vood = ", ".join(f"{k} {r.score:.3f}" for k, r in v.results.items() if k != "id")
+        text += f"\n    {v.variant}: ID {v.results['id'].score:.3f}{'; ' + vood if vood else ''}"
     return text
 
 

@@ -22,20 +22,21 @@ import torch
 from registry.methods import METHODS
 from registry.schema import RunSpec
 from runners.data import build_task
-from runners.pruning.controls import build_controls, retrain
+from runners.pruning.controls import build_controls, retrain, retrained_name
 from runners.pruning.export import export_and_measure
 from runners.pruning.recipe import PruneContext, PruneStep
 from runners.pruning.recipes import RECIPES
+from runners.run.resume import Resumed, fetch_state, find_resumable, load as load_resumed
 from runners.run.rundata import RunData
-from runners.run.steplog import StepLogger, step_metrics
+from runners.run.steplog import StepLogger
 from runners.tracking import provenance
 from runners.tracking.progress import Progress
 from runners.tracking.store import EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, SEED, Store, flatten
 from runners.tracking.tables import axis_rows, step_rows, write_table
 from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
 from runners.training.device import describe
-
 from runners.training.models import check_architecture
+
 EXPORT_BATCHES = 4  # evaluation batches that check the exported logits and time both models
 
 
@@ -68,8 +69,8 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
     """Run `spec` and log it. As a search trial (`trial`), a run stopped early by a callback is marked
     KILLED (tag subnets.stopped_by = search), so its fingerprint is not taken for a finished run."""
     device = resolve_device(spec.runtime)  # before anything is written: a missing GPU is a config error
-    started = time.time()
     check_architecture(spec.model, spec.base_dir, export=spec.prune.params.export)  # and a model the gates cannot prune
+    started = time.time()
     sha = provenance.git_sha(spec.base_dir)
     versions = provenance.versions()
     threads = torch.get_num_threads()
@@ -81,41 +82,52 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
     if trial is not None:
         tags.update({"subnets.study": trial.study, "subnets.trial": str(trial.trial)})
     keep_rule = trial.keep_rule if trial is not None else ("ratio", getattr(spec.prune.params, "keep_ratio", 0.9))
-    run = store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}",
-                          tags, parent=trial.parent_run_id if trial is not None else None)
-    try:
-        with tempfile.TemporaryDirectory() as tmp_name, precision(spec.runtime, device):
-            tmp = Path(tmp_name)
-            config = spec.resolved_config()
-            run.params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
-            run.json_artifact("config.json", {**config, "fingerprint": spec.fingerprint, "group": spec.group,
-                                              "git_sha": sha, "versions": versions, "axes": spec.axes,
-                                              "device": str(device), "torch_threads": threads}, tmp)
-            outcome = _prune_and_log(spec, store, run, progress, tmp, device, list(trial.callbacks or []) if trial else [])
-            ids = run_ids(spec, run.run_id)
-            write_table(tmp / "tables", "runs", [dict(
-                ids, label=spec.label(), finetune_fingerprint=spec.finetune_fingerprint, model=spec.model.name,
-                task=spec.task.name, description=spec.description, x_axis=x_axis(spec),
-                config_json=json.dumps(config, sort_keys=True), git_sha=sha, device=str(device), torch_threads=threads,
-                started_at=datetime.fromtimestamp(started, timezone.utc), duration_s=time.time() - started,
-                baseline_id_accuracy=outcome.baseline["id"].accuracy, final_step=outcome.selected.step,
-                final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason,
-                keep_rule=keep_rule[0], keep_threshold=float(keep_rule[1]),
-                study=trial.study if trial else None, trial=trial.trial if trial else None)])
-            axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
-            write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
-            run.artifact(tmp / "tables", "tables")
-        if outcome.stop_reason == "callback":
-            run.tags({"subnets.stopped_by": "search"})
-            run.finish("KILLED")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        resumed = _resumable(spec, store, sha, tmp) if trial is None else None
+        if resumed is not None:
+            run = store.reopen(resumed.run_id, resumed.artifact_uri, {**tags, "subnets.resumed_after_step": str(resumed.steps[-1].step)})
+            progress.log(f"resuming run {resumed.run_id[:8]} after step {resumed.steps[-1].step}: {len(resumed.steps) - 1} "
+                         f"pruning step(s) and {len(resumed.variants)} variant(s) reused "
+                         f"({resumed.elapsed_s:.0f} s of earlier work)")
         else:
-            run.finish("FINISHED")
-    except KeyboardInterrupt:
-        run.finish("KILLED")
-        raise
-    except BaseException:
-        run.finish("FAILED")
-        raise
+            run = store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}",
+                                  tags, parent=trial.parent_run_id if trial is not None else None)
+        try:
+            with precision(spec.runtime, device):
+                config = spec.resolved_config()
+                run.params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
+                run.json_artifact("config.json", {**config, "fingerprint": spec.fingerprint, "group": spec.group,
+                                                  "git_sha": sha, "versions": versions, "axes": spec.axes,
+                                                  "device": str(device), "torch_threads": threads}, tmp)
+                earlier = resumed.elapsed_s if resumed is not None else 0.0
+                elapsed = lambda: earlier + time.time() - started  # noqa: E731
+                outcome = _prune_and_log(spec, store, run, progress, tmp, device,
+                                         list(trial.callbacks or []) if trial else [], sha, elapsed, resumed)
+                ids = run_ids(spec, run.run_id)
+                write_table(tmp / "tables", "runs", [dict(
+                    ids, label=spec.label(), finetune_fingerprint=spec.finetune_fingerprint, model=spec.model.name,
+                    task=spec.task.name, primary_metric=spec.primary_metric, description=spec.description, x_axis=x_axis(spec),
+                    config_json=json.dumps(config, sort_keys=True), git_sha=sha, device=str(device), torch_threads=threads,
+                    started_at=datetime.fromtimestamp(started, timezone.utc), duration_s=elapsed(),
+                    baseline_id_accuracy=outcome.baseline["id"].accuracy, final_step=outcome.selected.step,
+                    final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason,
+                    keep_rule=keep_rule[0], keep_threshold=float(keep_rule[1]),
+                    study=trial.study if trial else None, trial=trial.trial if trial else None)])
+                axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
+                write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
+                run.artifact(tmp / "tables", "tables")
+            if outcome.stop_reason == "callback":
+                run.tags({"subnets.stopped_by": "search"})
+                run.finish("KILLED")
+            else:
+                run.finish("FINISHED")
+        except KeyboardInterrupt:
+            run.finish("KILLED")
+            raise
+        except BaseException:
+            run.finish("FAILED")
+            raise
     outcome.seconds = time.time() - started
     return outcome
 
@@ -137,8 +149,14 @@ def step_x(axis: str, step: PruneStep) -> float:
     return float(step.strength)
 
 
+def _resumable(spec: RunSpec, store: Store, sha: str, tmp: Path) -> Resumed | None:
+    """The finished steps of this fingerprint's killed run, if it has some this code can continue."""
+    found = find_resumable(store, spec.experiment, spec.fingerprint)
+    return load_resumed(store, found, sha, tmp) if found is not None else None
+
+
 def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Path, device: torch.device,
-                   callbacks: list) -> RunOutcome:
+                   callbacks: list, sha: str, elapsed, resumed: Resumed | None) -> RunOutcome:
     recipe = RECIPES.get(spec.prune.method)
     task = build_task(spec.task, spec.base_dir)
     cache = store.root / ".subnets"
@@ -148,27 +166,38 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     for step, loss in ft.record["loss"]:
         run.metrics({"finetune.loss": loss}, step=step)
     for row in ft.record["epochs"]:
-        run.metrics({f"finetune.{k}.accuracy": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        run.metrics({f"finetune.{k}.{spec.primary_metric}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
     model = ft.model
     data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
-    baseline = data.evaluate(model)
+    baseline = data.evaluate(model)  # also the CKA baseline's side, so a resumed run computes it again
     ids = run_ids(spec, run.run_id)
-    logger = StepLogger(run, ids, tmp, spec.cka)
-    full = PruneStep(0, 0.0, baseline, True)
-    for callback in (logger, *callbacks):
-        callback(full)
+    logger = StepLogger(run, ids, tmp, spec.cka, sha, elapsed)
+    if resumed is None:
+        done = [PruneStep(0, 0.0, baseline, True)]
+        logger(done[0])
+    else:
+        done = list(resumed.steps)  # their records' rows, their metrics and masks are logged already
+        logger.units, logger.cka_rows = list(resumed.units), list(resumed.cka)
+        if data.cka is not None:
+            data.cka.calls = done[-1].step  # CKA compares every `every`-th step, counted from step 1
     ctx = PruneContext(model=model, evaluate=lambda: data.evaluate(model), baseline=baseline, progress=progress,
                        seed=spec.prune_seed, train_batches=data.train_batches,
                        unit_means=lambda: data.unit_means(model, cache / "means"))
-    result = recipe.execute(ctx, spec.prune.params, done=[full], callbacks=[logger, *callbacks])
+    for callback in callbacks:  # a search's callbacks see every step, the reused ones too
+        callback(done[0])
+    result = recipe.execute(ctx, spec.prune.params, done=done, callbacks=[logger, *callbacks])
     selected = result.kept
-    run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity,
-                 **{f"selected.{k}": v for k, v in step_metrics(selected).items() if k != "sparsity"}}, step=0)
+    if resumed is not None:
+        selected = fetch_state(store, resumed, selected)  # a reused kept step: its mask from its file
+    run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity}, step=0)
     run.tags({"subnets.stop_reason": result.stop_reason})
-    variants = [] if result.stop_reason == "callback" else _variants(spec, selected, task, data, cache, progress, device)
+    reuse = resumed.variants if resumed is not None else {}
+    variants = [] if result.stop_reason == "callback" else _variants(spec, selected, task, data, cache, progress, device, reuse)
     for v in variants:
-        logger(v)
+        if v.variant not in reuse:
+            logger(v)
+    logger.summarise(selected, variants)
     if spec.prune.params.export and selected.gates is not None and result.stop_reason != "callback":
         # gate methods leave the weights alone, so `model` is still the fine-tuned model; export and
         # latency are measured on CPU, where the exported model is meant to serve
@@ -181,7 +210,7 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
         run.artifact(tmp / "export", "export")
     axis = x_axis(spec)
     steps = [*result.steps, *variants]
-    rows = [r for s in steps for r in step_rows(ids, s, step_x(axis, s), s is selected or s.variant != "pruned")]
+    rows = [r for s in steps for r in step_rows(ids, s, step_x(axis, s), s.step == selected.step or s.variant != "pruned")]
     write_table(tmp / "tables", "steps", rows)
     write_table(tmp / "tables", "units", logger.units)
     write_table(tmp / "tables", "cka", logger.cka_rows)
@@ -190,8 +219,9 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
 
 
 def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Path, progress: Progress,
-              device: torch.device) -> list[PruneStep]:
-    """Controls (random, bad) of the kept subnetwork, and re-fine-tuned versions when `retrain` is set."""
+              device: torch.device, reuse: dict[str, PruneStep]) -> list[PruneStep]:
+    """Controls (random, bad) of the kept subnetwork, and re-fine-tuned versions when `retrain` is set;
+    the ones a killed attempt finished (`reuse`, by variant name) are taken as they are."""
     params = spec.prune.params
     if selected.step == 0 or not (params.controls or params.retrain):
         return []
@@ -202,7 +232,7 @@ def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Pa
     def evaluate_variant(m):
         return data.evaluate(m, variant=True)
 
-    out = build_controls(selected, list(params.controls), spec.prune_seed, load_ft, evaluate_variant)
+    out = build_controls(selected, list(params.controls), spec.prune_seed, load_ft, evaluate_variant, done=reuse)
     if params.retrain:
         def load_pretrained():
             return pretrained(spec, task, device)[1]
@@ -211,5 +241,6 @@ def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Pa
             finetune(model, data.train_rows, spec.finetune, spec.seed, data.pad, progress, after_step=after_step,
                      label="re-fine-tuning")
 
-        out += [retrain(s, load_pretrained, refinetune, evaluate_variant) for s in [selected, *out]]
+        out += [reuse.get(retrained_name(s)) or retrain(s, load_pretrained, refinetune, evaluate_variant)
+                for s in [selected, *out]]
     return out

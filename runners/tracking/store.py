@@ -170,6 +170,15 @@ class Store:
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         return RunLog(self, run.info.run_id, run.info.artifact_uri)
 
+    def reopen(self, run_id: str, artifact_uri: str, tags: dict[str, str]) -> "RunLog":
+        """A KILLED or FAILED run made RUNNING again by this process (a resumed run keeps its id)."""
+        from runners.tracking.status import owner
+
+        self.client.update_run(run_id, status="RUNNING")
+        run = RunLog(self, run_id, artifact_uri)
+        run.tags({**tags, OWNER: owner()})
+        return run
+
 
 @dataclass
 class RunLog:

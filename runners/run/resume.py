@@ -1,0 +1,153 @@
+"""Resume a killed run after its last logged step instead of redoing it.
+
+Every step a run logs leaves two artifacts: its mask file (masks/<step>.safetensors, the recipe's state)
+and, written last, a record (partial/<step>.json: the step's figures, evaluation results, unit and CKA rows).
+The record is the commit point: a step with a record is finished, a step without one is redone.
+
+A rerun of a fingerprint whose newest parent run was KILLED or FAILED (a killed process's run is marked
+KILLED by `Store.reap`) reopens that MLflow run, rebuilds the finished steps from their records, hands the
+recipe the last one with its state (`Recipe.execute(done=...)`) and logs only what follows. The finished
+run's tables equal an uninterrupted run's: rows of finished steps come from their records verbatim.
+Search trials are not resumed (a trial's run belongs to its trial number).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runners.pruning.masks import load_step
+from runners.pruning.recipe import PruneStep
+from runners.run.steplog import artifact_name as record_name
+from runners.training.evaluate import EvalResult
+
+PARTIAL = "partial"
+RECORD_FORMAT = 1
+RESUMABLE_STATUSES = ("KILLED", "FAILED")
+
+
+def _result_json(res: EvalResult) -> dict:
+    return {f.name: getattr(res, f.name) for f in dataclasses.fields(res) if f.name != "cka"}
+
+
+def _result_from_json(d: dict) -> EvalResult:
+    d = dict(d)
+    d["subcases"] = {k: tuple(v) for k, v in d.get("subcases", {}).items()}
+    return EvalResult(**d)
+
+
+def step_record(step: PruneStep, units: list[dict], cka: list[dict], git_sha: str, elapsed_s: float) -> dict:
+    """What a finished step leaves for a rerun: everything but its masks (those are in its mask file)."""
+    return {
+        "format": RECORD_FORMAT, "git_sha": git_sha, "elapsed_s": elapsed_s,
+        "step": {"step": step.step, "sparsity": step.sparsity, "passed": step.passed, "variant": step.variant,
+                 "unit_sparsity": step.unit_sparsity, "strength": step.strength, "extra": step.extra},
+        "results": {name: _result_json(r) for name, r in step.results.items()},
+        "units": units, "cka": cka,
+    }
+
+
+def write_record(directory: Path, step: PruneStep, record: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{record_name(step)}.json"
+    path.write_text(json.dumps(record, sort_keys=True, default=str))
+    return path
+
+
+@dataclass
+class Resumed:
+    """The finished part of a killed run, ready to continue."""
+
+    run_id: str
+    artifact_uri: str
+    steps: list[PruneStep]  # step 0 and the recipe's finished steps, in order; the last one carries its state
+    variants: dict[str, PruneStep]  # finished variants of the kept step, by variant name (state loaded)
+    units: list[dict] = field(default_factory=list)  # their unit rows and CKA rows, as logged
+    cka: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0  # wall time the earlier attempts spent on the finished steps
+    masks_dir: Path | None = None
+
+    def state_of(self, step: PruneStep) -> PruneStep:
+        """`step` with its masks or gates, read from its mask file."""
+        if step.weight_masks is not None or step.gates is not None or step.step == 0:
+            return step
+        loaded = load_step(self.masks_dir / f"{record_name(step)}.safetensors")
+        return dataclasses.replace(step, weight_masks=loaded.weight_masks, gates=loaded.gates,
+                                   scores=loaded.scores)
+
+
+def find_resumable(store, experiment: str, fingerprint: str):
+    """The newest parent run of `fingerprint` that a kill or crash ended, if it is the newest of all (a
+    FINISHED or live run of the fingerprint wins) and was not stopped on purpose by a search."""
+    exp_id = store.experiment_id(experiment, create=False)
+    if exp_id is None:
+        return None
+    runs = store.client.search_runs(
+        [exp_id], filter_string=f"tags.`subnets.fingerprint` = '{fingerprint}' and tags.`subnets.kind` = 'run'",
+        order_by=["attributes.start_time DESC"], max_results=50)
+    for run in runs:
+        if run.info.status not in RESUMABLE_STATUSES:
+            return None
+        if "subnets.study" not in run.data.tags and "subnets.stopped_by" not in run.data.tags:
+            return run
+    return None
+
+
+def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
+    """The finished steps of `run`, or None when it has none to reuse (killed before its first record) or
+    they were computed by other code (another git commit: its steps might not match this code's)."""
+    import mlflow.artifacts
+
+    local = Path(tempfile.mkdtemp(prefix="resume-", dir=workdir))
+    try:
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=PARTIAL, dst_path=str(local),
+                                           tracking_uri=store.tracking_uri)
+    except Exception:  # noqa: BLE001 - no records were logged: nothing to reuse
+        shutil.rmtree(local, ignore_errors=True)
+        return None
+    records = [json.loads(p.read_text()) for p in sorted((local / PARTIAL).glob("*.json"))]
+    records = [r for r in records if r.get("format") == RECORD_FORMAT]
+    if not records or any(r["git_sha"] != git_sha for r in records):
+        shutil.rmtree(local, ignore_errors=True)
+        return None
+    steps, variants = [], {}
+    for r in records:
+        s = r["step"]
+        step = PruneStep(s["step"], s["sparsity"], {k: _result_from_json(v) for k, v in r["results"].items()},
+                         s["passed"], unit_sparsity=s["unit_sparsity"], variant=s["variant"], strength=s["strength"],
+                         extra=s["extra"])
+        (steps.append(step) if step.variant == "pruned" else variants.__setitem__(step.variant, step))
+    steps.sort(key=lambda s: s.step)
+    if not steps or steps[0].step != 0 or [s.step for s in steps] != list(range(len(steps))):
+        shutil.rmtree(local, ignore_errors=True)
+        return None
+    by_order = sorted(records, key=lambda r: r["elapsed_s"])  # the order the steps finished in
+    out = Resumed(run.info.run_id, run.info.artifact_uri, steps, variants,
+                  units=[u for r in by_order for u in r["units"]], cka=[c for r in by_order for c in r["cka"]],
+                  elapsed_s=max(r["elapsed_s"] for r in records), masks_dir=local / "masks")
+    needed = [steps[-1], *variants.values()] if len(steps) > 1 else list(variants.values())
+    out.masks_dir.mkdir(exist_ok=True)
+    for step in needed:
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=f"masks/{record_name(step)}.safetensors",
+            dst_path=str(out.masks_dir.parent), tracking_uri=store.tracking_uri)
+    if len(steps) > 1:
+        steps[-1] = out.state_of(steps[-1])
+    out.variants = {k: out.state_of(v) for k, v in variants.items()}
+    return out
+
+
+def fetch_state(store, resumed: Resumed, step: PruneStep) -> PruneStep:
+    """`step` (a finished step of the resumed run) with its state, downloading its mask file if needed."""
+    import mlflow.artifacts
+
+    if step.step == 0 or step.weight_masks is not None or step.gates is not None:
+        return step
+    path = resumed.masks_dir / f"{record_name(step)}.safetensors"
+    if not path.exists():
+        mlflow.artifacts.download_artifacts(run_id=resumed.run_id, artifact_path=f"masks/{path.name}",
+                                           dst_path=str(resumed.masks_dir.parent), tracking_uri=store.tracking_uri)
+    return resumed.state_of(step)

@@ -77,7 +77,7 @@ def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, devi
     per_epoch: list[dict] = []
 
     def on_epoch(epoch: int) -> None:
-        results = {s.eval_set.name: evaluate(model, s, spec.finetune.eval_batch_size, pad).accuracy for s in sets}
+        results = {s.eval_set.name: evaluate(model, s, spec.finetune.eval_batch_size, pad).score for s in sets}  # the task's metric
         per_epoch.append({"epoch": epoch, **results})
         progress.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in results.items()))
 

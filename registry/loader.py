@@ -208,7 +208,8 @@ def _check_search(spec: ExperimentSpec, name: str, report) -> bool:
 def _check_names(raw: dict, name: str, base_dir: str, report) -> bool:
     """Model and task names (did you mean), checked even when other keys of the experiment are wrong."""
     found = False
-    export = isinstance(raw.get("prune"), dict) and raw["prune"].get("export") is True  # not every model exports
+    prune = raw.get("prune")  # a dict, or the PruneSpec _validate made of it: not every model exports
+    export = (prune.get("export") if isinstance(prune, dict) else getattr(getattr(prune, "params", None), "export", None)) is True
     for key, spec_type, check in (("model", ModelSpec, lambda s: check_model_name(s, base_dir, export)), ("task", TaskSpec, check_task)):
         try:
             spec = spec_type.model_validate(raw.get(key))

@@ -511,3 +511,51 @@ def test_known_minilm_entry_matches_the_shared_copy(minilm):
     assert (entry.model_type, entry.layers, entry.heads, entry.hidden) == (
         cfg["model_type"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["hidden_size"])
     assert check_architecture(ModelSpec(name=str(minilm)), ".") == "bert"
+
+
+# ---- through `subnets run`: the cache, evaluation, CKA and export of a real run -----------------------
+
+
+def _arch_toml(arch: str, prune: str) -> str:
+    from tests.conftest import tiny_toml
+
+    name, overrides = ARCHS[arch]
+    config = ", ".join(f"{k} = {v}" for k, v in overrides.items())
+    text = tiny_toml().replace('name = "micro-bert"', f'name = "{name}"\nconfig = {{ {config} }}')
+    text = text.replace('method = "magnitude"\nrate = 0.3\nkeep_ratio = 0.0\nmax_steps = 3', prune)
+    return text + "\n[experiment.cka]\nexamples = 32\n"
+
+
+def test_a_distilbert_run_prunes_exports_and_compares_layers(write_toml, tmp_path):
+    import pyarrow.parquet as pq
+
+    from tests.helpers import run_cli
+
+    prune = 'method = "importance"\nkeep_ratio = 0.0\nmax_steps = 1\nscoring_examples = 32\nexport = true'
+    store, run, art = run_cli(write_toml(_arch_toml("distilbert", prune)), tmp_path / "s")
+    m = store.client.get_run(run.info.run_id).data.metrics
+    assert m["export.max_logit_diff"] < 1e-4 and m["export.params_exported"] < m["export.params_full"]
+    exported = AutoModelForSequenceClassification.from_pretrained(art / "export")
+    assert exported.config.model_type == "subnet_distilbert"
+    cka = pq.read_table(art / "tables" / "cka.parquet").to_pylist()
+    assert len([r for r in cka if r["variant"] == "pruned" and r["step"] == 1]) == 3 * 3  # embeddings + 2 layers
+    units = pq.read_table(art / "tables" / "units.parquet").to_pylist()
+    assert sum(1 for r in units if r["step"] == 1 and r["unit_kind"] == "head" and not r["kept"]) == 1
+
+
+def test_an_albert_run_gates_per_depth_and_export_is_refused_up_front(write_toml, tmp_path):
+    from typer.testing import CliRunner
+
+    from registry.cli import app
+    from tests.helpers import run_cli
+
+    prune = 'method = "importance"\nkeep_ratio = 0.0\nmax_steps = 2\nscoring_examples = 32'
+    store, run, art = run_cli(write_toml(_arch_toml("albert", prune)), tmp_path / "s")
+    m = store.client.get_run(run.info.run_id).data.metrics
+    assert 0 < m["sparsity"] < 1 and "cka.layer_2" in m
+    result = CliRunner().invoke(app, ["run", "--file", str(write_toml(_arch_toml("albert", prune + "\nexport = true"),
+                                                                      name="export.toml")),
+                                      "--store", str(tmp_path / "t"), "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "prune.export" in result.output and "export supports bert, roberta, distilbert, electra" in result.output
+    assert not (tmp_path / "t").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
@@ -349,14 +350,27 @@ def write_atomic(out_path: Path, text: str) -> Path:
 REPORT_KIND = "report"  # the tag subnets.kind of the run a report is logged to (never counted as a run)
 
 
-def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str]) -> list[str]:
+def _mlflow_client(tracking_uri: str, box: dict) -> None:
+    """Import MLflow and open its store (seconds), meant to run in a thread while the report is built."""
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)
+        box["client"] = client
+    except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
+        box["error"] = exc
+
+
+def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str], client: Any = None) -> list[str]:
     """Log the report (as report.html) to one run tagged subnets.kind = report in each named MLflow
     experiment, reusing that run on the next report, so it opens in the MLflow UI next to the runs it
     describes. The warehouse, `plan` and `status` count only runs tagged subnets.kind = run. Returns the
     report runs' ids."""
-    from mlflow import MlflowClient
+    if client is None:
+        from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+        client = MlflowClient(tracking_uri=tracking_uri)
     ids = []
     with tempfile.TemporaryDirectory(prefix="subnets-report-") as tmp:
         staged = Path(tmp) / "report.html"
@@ -383,11 +397,19 @@ def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str]) -
 def build_report(tracking_uri: str, out_path: Path, experiments: list[str] | None = None,
                  cache_dir: Path | None = None, log_to_mlflow: bool = False) -> Path:
     """Render the report for all (or the named) experiments to out_path; return the path. With
-    log_to_mlflow, also log it to each reported experiment (see log_report)."""
+    log_to_mlflow, also log it to each reported experiment (see log_report); MLflow is imported in a thread
+    meanwhile (the warehouse reads a local store without it), so logging adds little to the wall time."""
+    box: dict[str, Any] = {}
+    warm = threading.Thread(target=_mlflow_client, args=(tracking_uri, box), daemon=True) if log_to_mlflow else None
+    if warm is not None:
+        warm.start()
     with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir) as wh:
         html = render_report(wh, tracking_uri, experiments)
         reported = [e["experiment"] for e in wh.named("experiments")]
     path = write_atomic(Path(out_path), html)
-    if log_to_mlflow:
-        log_report(tracking_uri, path, reported)
+    if warm is not None:
+        warm.join()
+        if "error" in box:
+            raise box["error"]
+        log_report(tracking_uri, path, reported, box["client"])
     return path

@@ -122,16 +122,97 @@ def _finished_runs(client: Any, experiment_ids: list[str]) -> list[Any]:
     return kept
 
 
+@dataclass
+class _Info:
+    run_id: str
+    experiment_id: str
+    artifact_uri: str
+
+
+@dataclass
+class _Data:
+    tags: dict[str, str]
+
+
+@dataclass
+class _Run:
+    """The parts of an MLflow Run the warehouse reads, from a local SQLite store."""
+
+    info: _Info
+    data: _Data
+
+
+# MLflow's SQLite schema (tables runs, tags, experiments; stable since MLflow 1.x): the FINISHED, active parent
+# runs tagged subnets.kind = run of active experiments, newest first, with every tag.
+_SQLITE_RUNS = """
+SELECT r.run_uuid, r.experiment_id, e.name, r.artifact_uri, t.key, t.value
+FROM runs AS r
+JOIN experiments AS e ON e.experiment_id = r.experiment_id
+JOIN tags AS kind ON kind.run_uuid = r.run_uuid AND kind.key = 'subnets.kind' AND kind.value = 'run'
+LEFT JOIN tags AS t ON t.run_uuid = r.run_uuid
+WHERE r.status = 'FINISHED' AND r.lifecycle_stage = 'active' AND e.lifecycle_stage = 'active'
+ORDER BY r.start_time DESC, r.run_uuid, t.key
+"""
+
+
+def _sqlite_finished_runs(db: Path, experiments: Sequence[str] | None) -> list[_Run]:
+    """What _finished_runs returns, read from a local MLflow SQLite store with sqlite3 (read-only): the
+    same runs without importing MLflow or opening its store (seconds of CPU before any query)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute(_SQLITE_RUNS).fetchall()
+    finally:
+        con.close()
+    runs: dict[str, _Run] = {}
+    names: dict[str, str] = {}
+    for run_id, exp_id, name, artifact_uri, key, value in rows:
+        run = runs.get(run_id)
+        if run is None:
+            run = runs[run_id] = _Run(_Info(run_id, str(exp_id), artifact_uri), _Data({}))
+            names[run_id] = name
+        if key is not None:
+            run.data.tags[key] = value
+    if experiments is not None:
+        known = set(names.values())
+        for name in experiments:
+            if name not in known:
+                log.warning("no finished runs in an MLflow experiment named %r", name)
+    seen, kept = set(), []
+    for run_id, run in runs.items():  # newest first
+        if experiments is not None and names[run_id] not in experiments:
+            continue
+        key = (run.info.experiment_id, run.data.tags.get("subnets.fingerprint", run_id))
+        if key not in seen:
+            seen.add(key)
+            kept.append(run)
+    return kept
+
+
+def _local_sqlite(tracking_uri: str) -> Path | None:
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        return db if db.is_file() else None
+    return None
+
+
 def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None, cache_dir: Path | None = None) -> Sources:
     """Locate the Parquet tables of FINISHED parent runs (optionally of the named experiments).
 
-    Tables of runs on a remote artifact store (a tracking server) are downloaded through the MLflow client,
-    into `cache_dir/<run_id>` when given: a finished run's tables never change, so each is fetched once."""
-    from mlflow import MlflowClient  # imported lazily: mlflow is slow to import
+    A local SQLite store is read with sqlite3; other stores through the MLflow client. Tables of runs on a
+    remote artifact store (a tracking server) are downloaded through the MLflow client, into
+    `cache_dir/<run_id>` when given: a finished run's tables never change, so each is fetched once."""
+    db = _local_sqlite(tracking_uri)
+    if db is not None:
+        runs = _sqlite_finished_runs(db, experiments)
+    else:
+        from mlflow import MlflowClient  # imported lazily: mlflow is slow to import
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+        client = MlflowClient(tracking_uri=tracking_uri)
+        runs = _finished_runs(client, _experiment_ids(client, experiments))
     src = Sources()
-    for run in _finished_runs(client, _experiment_ids(client, experiments)):
+    for run in runs:
         tables_dir = _tables_dir(run, tracking_uri, src, cache_dir)
         if tables_dir is None or not tables_dir.is_dir():
             log.warning("finished run %s has no tables/ artifacts; skipped", run.info.run_id)
@@ -140,9 +221,33 @@ def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None, cac
         src.tags += [(run.info.run_id, k, v) for k, v in sorted(run.data.tags.items())]
         for view, (filename, _) in TABLES.items():
             path = tables_dir / filename
-            if path.is_file() and _readable(path):
+            if path.is_file():
                 src.files[view].append(path.resolve())
+    newer = _newer_than_contract([p for paths in src.files.values() for p in paths])
+    for view, paths in src.files.items():
+        src.files[view] = [p for p in paths if p not in newer]
     return src
+
+
+def _newer_than_contract(paths: list[Path]) -> set[Path]:
+    """Files written by a newer subnets (contract version above ours), each logged; read in one DuckDB pass
+    over the Parquet footers (a file without the stamp predates versions: 1)."""
+    if not paths:
+        return set()
+    listing = ", ".join(_sql_str(str(p)) for p in paths)
+    con = duckdb.connect(":memory:")
+    try:
+        rows = con.execute(f"SELECT file_name, decode(value) FROM parquet_kv_metadata([{listing}]) "
+                           f"WHERE decode(key) = {_sql_str(VERSION_KEY)}").fetchall()
+    finally:
+        con.close()
+    newer = set()
+    for name, version in rows:
+        if int(version) > RESULTS_VERSION:
+            log.warning("%s was written by a newer subnets (results contract v%s > v%d); skipped", name, version,
+                        RESULTS_VERSION)
+            newer.add(Path(name))
+    return newer
 
 
 def results_version(path: Path) -> int:
@@ -151,15 +256,6 @@ def results_version(path: Path) -> int:
 
     meta = pq.read_schema(path).metadata or {}
     return int(meta.get(VERSION_KEY.encode(), b"1"))
-
-
-def _readable(path: Path) -> bool:
-    version = results_version(path)
-    if version > RESULTS_VERSION:
-        log.warning("%s was written by a newer subnets (results contract v%d > v%d); skipped", path, version,
-                    RESULTS_VERSION)
-        return False
-    return True
 
 
 def _tables_dir(run: Any, tracking_uri: str, src: Sources, cache_dir: Path | None = None) -> Path | None:
@@ -230,8 +326,8 @@ def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection
         # loaded once: every figure's query then reads memory, not a thousand files again
         con.execute(f'CREATE TABLE "{view}" AS {body}')
         con.execute(f'DROP TABLE "_empty_{view}"')
-    for view in DERIVED_VIEWS:
-        con.execute(f'CREATE VIEW "{view}" AS {load_sql(view)}')
+    for view in DERIVED_VIEWS:  # materialised too (they are the same for every query), except in strict mode
+        con.execute(f'CREATE {"VIEW" if strict else "TABLE"} "{view}" AS {load_sql(view)}')
     if not strict:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

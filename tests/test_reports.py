@@ -270,3 +270,38 @@ def test_effective_size_view(wh):
     assert rows[(0, "id")]["found_by"] == "grid" and rows[(0, "id")]["subnetworks_evaluated"] == 2
     # hans: full 0.52, threshold 0.468; both steps hold for seed 0 (0.5512, 0.60)
     assert rows[(0, "hans")]["effective_size"] == pytest.approx(0.81)
+
+
+def test_sqlite_reader_matches_the_mlflow_client(store):
+    """A local store is read with sqlite3 (no MLflow import); it finds the runs the MLflow client finds: FINISHED
+    parent runs tagged subnets.kind = run, newest per fingerprint, with their tags and artifact locations."""
+    from mlflow import MlflowClient
+
+    from reports.warehouse import _experiment_ids, _finished_runs, _sqlite_finished_runs
+
+    client = MlflowClient(tracking_uri=store["uri"])
+    db = Path(store["uri"].removeprefix("sqlite:///"))
+    for names in (None, [EXP_B]):
+        expected = _finished_runs(client, _experiment_ids(client, names))
+        got = _sqlite_finished_runs(db, names)
+        assert [r.info.run_id for r in got] == [r.info.run_id for r in expected]
+        assert [r.data.tags for r in got] == [r.data.tags for r in expected]
+        assert [r.info.artifact_uri for r in got] == [r.info.artifact_uri for r in expected]
+        assert [r.info.experiment_id for r in got] == [r.info.experiment_id for r in expected]
+    assert len(_sqlite_finished_runs(db, None)) == 3
+
+
+def test_files_of_a_newer_contract_are_skipped(tmp_path):
+    import pyarrow.parquet as pq
+
+    from registry.results import RESULTS_VERSION, VERSION_KEY
+    from reports.warehouse import _newer_than_contract
+
+    ours = write_table(tmp_path / "a", "axes", [dict(experiment="e", run_id="r", axis="seed", value="0", number=0.0)])
+    table = pq.read_table(ours)
+    newer = tmp_path / "b" / "axes.parquet"
+    newer.parent.mkdir()
+    pq.write_table(table.replace_schema_metadata({VERSION_KEY: str(RESULTS_VERSION + 1)}), newer)
+    unstamped = tmp_path / "c.parquet"
+    pq.write_table(table.replace_schema_metadata({}), unstamped)
+    assert _newer_than_contract([ours, newer, unstamped]) == {newer}

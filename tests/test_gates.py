@@ -1,4 +1,5 @@
-"""Gates, unit means, sparsity and weight masks on tiny BERT / RoBERTa models."""
+"""Gates, unit means, sparsity and weight masks on tiny BERT / RoBERTa models (every architecture:
+tests/test_architectures.py)."""
 from __future__ import annotations
 
 import copy
@@ -317,7 +318,7 @@ def test_weight_masks(arch):
 
 
 def test_unsupported_architectures_are_named():
-    with pytest.raises(UnsupportedArchitecture, match=r"'gpt2'.*bert, roberta"):
+    with pytest.raises(UnsupportedArchitecture, match=r"'gpt2'.*bert, roberta, distilbert, electra, albert"):
         Gates.ones(GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)))
     with pytest.raises(UnsupportedArchitecture, match=r"Linear.*bert, roberta"):
         attach(nn.Linear(2, 2), None)

@@ -559,3 +559,12 @@ def test_an_albert_run_gates_per_depth_and_export_is_refused_up_front(write_toml
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "prune.export" in result.output and "export supports bert, roberta, distilbert, electra" in result.output
     assert not (tmp_path / "t").exists()
+
+
+def test_a_shared_layer_run_outside_its_encoder_is_an_error_not_a_wrong_depth():
+    model = make("albert")
+    view = encoder_view(model)
+    with attach(model, Gates.ones(model, requires_grad=True)):
+        with pytest.raises(RuntimeError, match="depth -1 of 2"):
+            view.layers[0](torch.zeros(1, 3, 32))
+        logits(model, make_batch(model))  # inside a forward pass it works

@@ -147,18 +147,22 @@ def encoder_layers(model: nn.Module) -> tuple[nn.Module, ...]:
 
 class _DepthTracker:
     """Which depth is running, for hooks on modules shared between depths: reset when the encoder starts,
-    advanced whenever one of its layers starts (layers run in depth order)."""
+    advanced whenever one of its layers starts (layers run in depth order); -1 outside the encoder."""
 
     def __init__(self, view: EncoderView):
-        self.depth = -1
-        self.handles = [view.root.register_forward_pre_hook(self._reset)]
+        self.depth, self.active = -1, False
+        self.handles = [view.root.register_forward_pre_hook(self._start), view.root.register_forward_hook(self._stop)]
         self.handles += [m.register_forward_pre_hook(self._advance) for m in view.distinct_layers()]
 
-    def _reset(self, module, args) -> None:
-        self.depth = -1
+    def _start(self, module, args) -> None:
+        self.depth, self.active = -1, True
+
+    def _stop(self, module, args, output) -> None:
+        self.depth, self.active = -1, False
 
     def _advance(self, module, args) -> None:
-        self.depth += 1
+        if self.active:
+            self.depth += 1
 
 
 def hook_depths(view: EncoderView, part: str, hook_at: Callable[[int], Callable], pre: bool = False) -> list:
@@ -173,6 +177,9 @@ def hook_depths(view: EncoderView, part: str, hook_at: Callable[[int], Callable]
     hooks = [hook_at(i) for i in range(len(modules))]
 
     def dispatch(*args):
+        if not 0 <= tracker.depth < len(hooks):  # e.g. a layer called on its own, or recomputed (checkpointing)
+            raise RuntimeError(f"a shared layer ran as depth {tracker.depth} of {len(hooks)}: hooked layers must "
+                               "run inside one forward pass of their encoder, once per depth")
         return hooks[tracker.depth](*args)
 
     return tracker.handles + [register(m, dispatch) for m in {id(m): m for m in modules}.values()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -152,7 +153,13 @@ def step_x(axis: str, step: PruneStep) -> float:
 def _resumable(spec: RunSpec, store: Store, sha: str, tmp: Path) -> Resumed | None:
     """The finished steps of this fingerprint's killed run, if it has some this code can continue."""
     found = find_resumable(store, spec.experiment, spec.fingerprint)
-    return load_resumed(store, found, sha, tmp) if found is not None else None
+    if found is None:
+        return None
+    try:
+        return load_resumed(store, found, sha, tmp)
+    except Exception as e:  # noqa: BLE001 - unreadable records or masks: start over rather than fail forever
+        logging.getLogger(__name__).warning("cannot resume run %s (%s); starting it again", found.info.run_id, e)
+        return None
 
 
 def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Path, device: torch.device,

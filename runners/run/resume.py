@@ -45,7 +45,7 @@ def step_record(step: PruneStep, units: list[dict], cka: list[dict], git_sha: st
         "format": RECORD_FORMAT, "git_sha": git_sha, "elapsed_s": elapsed_s,
         "step": {"step": step.step, "sparsity": step.sparsity, "passed": step.passed, "variant": step.variant,
                  "unit_sparsity": step.unit_sparsity, "strength": step.strength, "extra": step.extra},
-        "results": {name: _result_json(r) for name, r in step.results.items()},
+        "results": [_result_json(r) for r in step.results.values()],  # a list: the sets' order is the tables' order
         "units": units, "cka": cka,
     }
 
@@ -99,16 +99,13 @@ def find_resumable(store, experiment: str, fingerprint: str):
 def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
     """The finished steps of `run`, or None when it has none to reuse (killed before its first record) or
     they were computed by other code (another git commit: its steps might not match this code's)."""
-    import mlflow.artifacts
-
     local = Path(tempfile.mkdtemp(prefix="resume-", dir=workdir))
     try:
-        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=PARTIAL, dst_path=str(local),
-                                           tracking_uri=store.tracking_uri)
+        records_dir = _download(store, run.info.run_id, PARTIAL, local)
     except Exception:  # noqa: BLE001 - no records were logged: nothing to reuse
         shutil.rmtree(local, ignore_errors=True)
         return None
-    records = [json.loads(p.read_text()) for p in sorted((local / PARTIAL).glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(records_dir.glob("*.json"))]
     records = [r for r in records if r.get("format") == RECORD_FORMAT]
     if not records or any(r["git_sha"] != git_sha for r in records):
         shutil.rmtree(local, ignore_errors=True)
@@ -116,7 +113,7 @@ def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
     steps, variants = [], {}
     for r in records:
         s = r["step"]
-        step = PruneStep(s["step"], s["sparsity"], {k: _result_from_json(v) for k, v in r["results"].items()},
+        step = PruneStep(s["step"], s["sparsity"], {v["name"]: _result_from_json(v) for v in r["results"]},
                          s["passed"], unit_sparsity=s["unit_sparsity"], variant=s["variant"], strength=s["strength"],
                          extra=s["extra"])
         (steps.append(step) if step.variant == "pruned" else variants.__setitem__(step.variant, step))
@@ -128,26 +125,30 @@ def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
     out = Resumed(run.info.run_id, run.info.artifact_uri, steps, variants,
                   units=[u for r in by_order for u in r["units"]], cka=[c for r in by_order for c in r["cka"]],
                   elapsed_s=max(r["elapsed_s"] for r in records), masks_dir=local / "masks")
-    needed = [steps[-1], *variants.values()] if len(steps) > 1 else list(variants.values())
     out.masks_dir.mkdir(exist_ok=True)
-    for step in needed:
-        mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path=f"masks/{record_name(step)}.safetensors",
-            dst_path=str(out.masks_dir.parent), tracking_uri=store.tracking_uri)
     if len(steps) > 1:
-        steps[-1] = out.state_of(steps[-1])
-    out.variants = {k: out.state_of(v) for k, v in variants.items()}
+        steps[-1] = fetch_state(store, out, steps[-1])
+    out.variants = {k: fetch_state(store, out, v) for k, v in variants.items()}
     return out
 
 
 def fetch_state(store, resumed: Resumed, step: PruneStep) -> PruneStep:
     """`step` (a finished step of the resumed run) with its state, downloading its mask file if needed."""
-    import mlflow.artifacts
-
     if step.step == 0 or step.weight_masks is not None or step.gates is not None:
         return step
     path = resumed.masks_dir / f"{record_name(step)}.safetensors"
     if not path.exists():
-        mlflow.artifacts.download_artifacts(run_id=resumed.run_id, artifact_path=f"masks/{path.name}",
-                                           dst_path=str(resumed.masks_dir.parent), tracking_uri=store.tracking_uri)
+        got = _download(store, resumed.run_id, f"masks/{path.name}", resumed.masks_dir)
+        if got != path:
+            shutil.move(got, path)
     return resumed.state_of(step)
+
+
+def _download(store, run_id: str, artifact_path: str, dst: Path) -> Path:
+    import os
+
+    import mlflow.artifacts
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress says what happens
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst),
+                                                    tracking_uri=store.tracking_uri))

@@ -107,10 +107,6 @@ def _plan_queue(runs, root: Path, storage: str | None) -> None:
         _print_studies(summaries)
 
 
-def _interrupt(*_):
-    raise KeyboardInterrupt
-
-
 StorageOpt = typer.Option(None, "--storage", envvar="SUBNETS_STORAGE",
                           help="Optuna storage URL: the work queue and search record (default: sqlite under --store; "
                                "a postgresql:// URL to share it between machines).")
@@ -164,17 +160,17 @@ def _work(runs, st, url: str, studies: list[str], workers: int, threads: int | N
 
 
 def _work_here(runs, st, url: str, studies: list[str], threads: int, quiet: bool, file: Path, index: int) -> None:
-    import signal
-
     import torch
 
     from runners.queue import Worker
     from runners.queue.work import RunError
     from runners.tracking import Progress
+    from runners.tracking.progress import install_stop_handlers
 
     torch.set_num_threads(threads)
-    # a plain `kill` should end the current run as KILLED, like Ctrl-C, not leave it RUNNING
-    signal.signal(signal.SIGTERM, _interrupt)
+    # a plain `kill` ends the current run as KILLED, like Ctrl-C, not leave it RUNNING; a second signal
+    # lets that bookkeeping finish (runners/tracking/progress.py)
+    install_stop_handlers()
     prefix = f"[worker {index}] " if index else ""
     worker = Worker(runs, url, st, Progress(enabled=not quiet, prefix=prefix), index,
                     echo=lambda s: out.print(s, markup=False, highlight=False))

@@ -2,6 +2,9 @@
 (a worker under nohup or a scheduler), so a log shows where a run is before the step ends; or nothing."""
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -11,6 +14,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 PLAIN_EVERY_S = 30.0  # seconds between plain progress lines
+
+# Stopping on Ctrl-C or SIGTERM. The handler raises KeyboardInterrupt where the program is, but Python drops an
+# exception raised inside a destructor ("Exception ignored in ... __del__"), so every point of progress (each
+# training batch, each pruning step) also checks the flag: the work stops there at the latest. A second signal
+# while the run is marked KILLED is ignored so that bookkeeping finishes; a third abandons it.
+_STOP = threading.Event()
+_signals = 0
+
+
+def request_stop(signum: int, _frame=None) -> None:
+    """Signal handler for SIGINT and SIGTERM (see above)."""
+    global _signals
+    _signals += 1
+    if _signals == 1:
+        _STOP.set()
+        raise KeyboardInterrupt
+    if _signals >= 3:
+        os._exit(128 + signum)
+
+
+def install_stop_handlers() -> None:
+    _STOP.clear()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt if a stop was asked for and the signal's own exception got lost."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 class Progress:
@@ -28,7 +61,7 @@ class Progress:
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[Callable[[int, str], None]]:
         if not self.enabled:
-            yield lambda n=1, note="": None
+            yield lambda n=1, note="": check_stop()
             return
         if self.plain:
             with self._lines(label, total) as advance:
@@ -38,7 +71,11 @@ class Progress:
                           TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                           console=self.console, transient=False) as bar:
             tid = bar.add_task(label, total=total, note="")
-            yield lambda n=1, note="": bar.update(tid, advance=n, note=note)
+            def advance(n: int = 1, note: str = "") -> None:
+                check_stop()
+                bar.update(tid, advance=n, note=note)
+
+            yield advance
 
     @contextmanager
     def _lines(self, label: str, total: int) -> Iterator[Callable[[int, str], None]]:
@@ -54,6 +91,7 @@ class Progress:
 
         def advance(n: int = 1, note: str = "") -> None:
             nonlocal last
+            check_stop()
             state["done"] += n
             state["note"] = note or state["note"]
             if time.monotonic() - last >= self.every_s:

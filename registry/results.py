@@ -87,7 +87,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         Column("eval_set", "string", "Evaluation set: id, or an OOD set's name."),
         Column("kind", "string", "id or ood."),
         Column("subcase", "string", "all (the whole set), or a subcase such as lexical_overlap/non_entailment."),
-        Column("metric", "string", "The metric's name (accuracy)."),
+        Column("metric", "string", "accuracy (per set and subcase; none for a regression task), or one of the task's own metrics on the whole set: mcc, f1, pearson, spearman."),
         Column("value", "float64", "The metric's value."),
         Column("n", "int64", "Number of examples the value is computed over."),
         Column("passed", "bool", "Whether the step keeps ID performance (the method's keep rule)."),

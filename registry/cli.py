@@ -365,15 +365,17 @@ def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views run
 
 
 @app.command()
-def ui(store: Path = StoreOpt, port: int = typer.Option(5000, help="Port on 127.0.0.1.")):
-    """Open the MLflow UI on 127.0.0.1 over this project's tracking store."""
+def ui(store: Path = StoreOpt, port: int = typer.Option(5000, help="Port."),
+       host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only).")):
+    """Open the MLflow UI over this project's tracking store (one process: stopping it stops everything)."""
     from runners.tracking import Store
+    from runners.tracking.ui import serve_ui
 
     st = Store.at(store)
     if not st.exists():
         raise _fail(f"no tracking store at {st.tracking_uri}: check --store, or run `subnets run` first")
-    os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", st.tracking_uri,
-                               "--host", "127.0.0.1", "--port", str(port)])
+    out.print(f"MLflow UI on http://{host}:{port} over {st.tracking_uri} (Ctrl-C stops it)")
+    serve_ui(st, port, host)
 
 
 if __name__ == "__main__":

@@ -69,3 +69,12 @@ def run_cli(toml: Path, store_dir: Path, experiment: str = "tiny"):
     exp = store.client.get_experiment_by_name(experiment)
     (run,) = store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND}` = 'run'")
     return store, run, Path(run.info.artifact_uri.removeprefix("file://"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

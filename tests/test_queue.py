@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from reports.warehouse import open_warehouse
 from runners.queue import grid_study, open_storage
 from runners.tracking import Store
 from tests.conftest import tiny_toml
+from tests.helpers import free_port
 
 GRID = tiny_toml(max_steps=2).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4, 0.5]")
 
@@ -93,12 +93,6 @@ def test_a_worker_killed_mid_trial_is_taken_over(write_toml, tmp_path):
 
 
 # ---- PostgreSQL and an MLflow tracking server, as many machines would use them ---------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bin() -> Path | None:

@@ -49,7 +49,10 @@ def step_metrics(step: PruneStep) -> dict[str, float]:
 
 
 def metric_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+    """A subcase value as part of an MLflow metric key: MLflow keys may become file paths, so characters
+    outside [A-Za-z0-9_-. /] become _, and each path segment that is empty, '.' or '..' (`x/../../etc`) too."""
+    text = re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+    return "/".join(seg if seg.strip(".") else "_" * max(1, len(seg)) for seg in text.split("/"))
 
 
 def mask_metadata(step: PruneStep) -> dict[str, str]:

@@ -7,7 +7,7 @@ SELECT
     string_agg(DISTINCT method, ', ' ORDER BY method) AS methods,
     count(*)                                   AS n_runs,
     count(DISTINCT seed)                       AS n_seeds,
-    max(started_at)                            AS last_started_at
+    max(started_at)::TIMESTAMP                 AS last_started_at  -- in UTC
 FROM runs
 GROUP BY experiment
 ORDER BY experiment

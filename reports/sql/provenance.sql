@@ -9,7 +9,7 @@ SELECT
     r.git_sha,
     r.device,
     r.torch_threads,
-    r.started_at,
+    r.started_at::TIMESTAMP AS started_at,  -- in UTC
     r.duration_s,
     r.data_digest,
     (SELECT string_agg(substr(t.key, length('subnets.version.') + 1) || ' ' || t.value, ', ' ORDER BY t.key)

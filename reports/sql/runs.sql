@@ -54,6 +54,7 @@ SELECT
     r.study,
     r.trial,
     max(k.value) FILTER (WHERE k.kind = 'id')          AS kept_id_value,
+    max(k.value) FILTER (WHERE k.kind = 'id')          AS final_id_accuracy,  -- its name before primary metrics
     list(struct_pack(eval_set := k.eval_set, value := k.value) ORDER BY k.eval_set)
         FILTER (WHERE k.kind = 'ood')                  AS kept_ood
 FROM runs AS r

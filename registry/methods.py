@@ -16,7 +16,7 @@ Ablation = Literal["zero", "mean"]
 
 def keep_ratio_field(stop_rule: str) -> Any:
     """The lottery-ticket keep rule shared by every method; `stop_rule` says what a failing step does."""
-    return Field(default=0.9, ge=0, le=1, description=f"A step passes while ID accuracy >= keep_ratio x the full model's; {stop_rule}")
+    return Field(default=0.9, ge=0, le=1, description=f"A step passes while its ID score (the task's metric: accuracy, MCC, F1, Pearson) >= keep_ratio x the full model's; {stop_rule}")
 
 
 def ablation_field(default: Ablation, unit: str, how: str) -> Any:

@@ -71,3 +71,25 @@ def test_heuristic_core_study():
     assert {k: (s.keep, s.margin, s.space["target"].high) for k, s in searches.items()} == {
         "hc-mnli-effective-size": ("margin", 0.03, 0.70), "hc-qqp-effective-size": ("margin", 0.03, 0.65)}
     assert len({r.finetune_fingerprint for r in runs}) == 2  # one fine-tuned model per task
+
+
+def test_offline_minilm_study_validates_and_plans_on_the_shared_data(shared_data, minilm, tmp_path):
+    """The experiments that run here: the local MiniLM on ../shared/data, found relative to the file."""
+    from registry.models import resolve_path
+
+    path = STUDIES / "offline-minilm.toml"
+    code, output, heavy = _cli_modules(["plan", "--file", str(path), "--store", str(tmp_path / "store")], tmp_path)
+    assert code == 0 and heavy == [] and "21 run(s) on 7 fine-tuned model(s): 0 done, 21 to run" in output, output
+    runs = load_runs(path)
+    assert {resolve_path(r.model.name, r.base_dir).resolve() for r in runs} == {minilm.resolve()}
+    by_task = {}
+    for r in runs:
+        by_task.setdefault(r.task.name, set()).add((r.prune.method, r.seed))
+    methods = ("magnitude", "importance", "l0")
+    assert by_task == {"sst2": {(m, s) for m in methods for s in (0, 1, 2)}, "cola": {(m, s) for m in methods for s in (0, 1, 2)},
+                       "rte": {(m, 0) for m in methods}}
+    sets = {r.task.name: eval_set_names(r.task) for r in runs}
+    assert sets == {"sst2": ["id", "imdb", "yelp"], "cola": ["id", "cola-ood"], "rte": ["id"]}
+    assert {r.task.name: r.primary_metric for r in runs} == {"sst2": "accuracy", "cola": "mcc", "rte": "accuracy"}
+    assert all((r.cka is not None) == (r.prune.method == "l0") for r in runs)
+    assert all(r.prune.params.controls == ["random", "bad"] for r in runs if r.prune.method == "importance")

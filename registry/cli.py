@@ -5,6 +5,7 @@ It is the composition root: commands import runners/ and reports/ lazily, inside
 neither package."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,23 @@ StoreOpt = typer.Option(Path("."), "--store", help="Directory holding mlflow.db,
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(message, markup=False, highlight=False)
     return typer.Exit(code)
+
+
+def _open_store(store: Path, tracking_uri: str | None = None, create: bool = False):
+    """The project's store: created (run, sweep) or required to exist (read-only commands never create one).
+    An unreachable tracking server or an unwritable directory is a clear error before any work."""
+    from runners.tracking import Store
+    from runners.tracking.store import StoreUnavailable
+
+    st = Store.at(store, tracking_uri)
+    try:
+        if create:
+            st.ensure()
+        elif not st.exists():  # a mistyped --store is not "0 rows"
+            raise _fail(f"no tracking store at {st.tracking_uri}: check --store, or run `subnets run` first")
+    except StoreUnavailable as e:
+        raise _fail(f"store: {e}")
+    return st
 
 
 def _load(file: Path, experiment: str | None = None):
@@ -73,10 +91,14 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     """Print the expanded runs, the fine-tuned model each uses, their fingerprints and what is done; and
     the queue's studies (grids and searches) with their trials."""
     from runners.tracking import Store
+    from runners.tracking.store import StoreUnavailable
 
     runs = _load(file, experiment)
     st = Store.at(store, tracking_uri)
-    status = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
+    try:
+        status = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
+    except StoreUnavailable as e:
+        raise _fail(f"store: {e}")
     table = Table("experiment", "method", "run", "fine-tuned model", "status")
     table.add_column("fingerprint", no_wrap=True, min_width=16)
     for r in runs:
@@ -118,13 +140,9 @@ ThreadsOpt = typer.Option(None, "--threads", min=1, envvar="SUBNETS_THREADS",
 
 
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
-    from runners.queue import default_url
-    from runners.tracking import Store
+    st = _open_store(store, tracking_uri, create=True)  # created once, before any worker starts (and before torch loads)
+    from runners.queue import default_url, open_storage, redact
 
-    from runners.queue import open_storage, redact
-
-    st = Store.at(store, tracking_uri)
-    st.ensure()  # create the tracking store once, before any worker starts
     url = storage or default_url(st.root)
     try:
         open_storage(url, create=True)  # likewise the queue's tables
@@ -168,6 +186,8 @@ def _work_here(runs, st, url: str, studies: list[str], threads: int, quiet: bool
     from runners.tracking.progress import install_stop_handlers
 
     torch.set_num_threads(threads)
+    # MLflow logs a database error with its whole traceback before raising it; the run's error says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     # a plain `kill` ends the current run as KILLED, like Ctrl-C, not leave it RUNNING; a second signal
     # lets that bookkeeping finish (runners/tracking/progress.py)
     install_stop_handlers()
@@ -190,8 +210,6 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
         threads: Optional[int] = ThreadsOpt):
     """Run every expanded run not already FINISHED (by fingerprint): each is a trial in the work queue, so
     several workers, here or on other machines pointed at the same --storage and --tracking-uri, share it."""
-    from runners.queue import prepare_grid, redact
-
     runs = _load(file, experiment)
     searched = list(dict.fromkeys(r.experiment for r in runs if r.search is not None))
     if searched:  # a search's declared run is only its starting point: `sweep` runs its trials
@@ -200,6 +218,8 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
         if not runs:
             return
     st, url = _queue_setup(store, tracking_uri, storage)
+    from runners.queue import prepare_grid, redact
+
     prep = prepare_grid(url, st, runs)
     todo = prep.enqueued + prep.pending
     if prep.reaped:
@@ -217,13 +237,13 @@ def sweep(experiment: str = typer.Argument(..., help="The experiment whose [expe
           workers: int = WorkersOpt, storage: Optional[str] = StorageOpt, tracking_uri: Optional[str] = TrackingOpt,
           threads: Optional[int] = ThreadsOpt):
     """Search the method's parameters toward the effective size (Optuna); several processes may join one study."""
-    from runners.queue import finish_sweeps, prepare_search, redact, summarise
-
     runs = _load(file, experiment)
     searched = [r for r in runs if r.search is not None]
     if not searched:
         raise _fail(f"{file}: experiment {experiment!r} declares no [experiment.search] table")
     st, url = _queue_setup(store, tracking_uri, storage)
+    from runners.queue import finish_sweeps, prepare_search, redact, summarise
+
     prep = prepare_search(url, st, searched, trials)
     out.print(f"{len(prep.studies)} search(es) of {experiment!r}  (storage: {redact(url)})")
     _work(searched, st, url, prep.studies, workers, threads, quiet, file, experiment, "search", store)
@@ -303,11 +323,8 @@ def report(store: Path = StoreOpt,
     """Write one self-contained HTML report from the logged results (DuckDB over the runs' Parquet tables); the same
     data gives the same bytes. Every figure names the reports/sql query behind it (rerun it with `subnets query --file`)."""
     from reports.build import build_report
-    from runners.tracking import Store
 
-    st = Store.at(store, tracking_uri)
-    if not st.exists():
-        raise _fail(f"no tracking store at {st.tracking_uri}: run `subnets run` first")
+    st = _open_store(store, tracking_uri)
     path = build_report(st.tracking_uri, output, experiment or None, cache_dir=st.root / ".subnets" / "tables",
                         log_to_mlflow=mlflow_log)
     out.print(f"report written to {path} ({path.stat().st_size:,} bytes)"
@@ -327,7 +344,6 @@ def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views run
     read the loaded tables and create temporary in-memory tables that vanish when the command ends."""
     from reports.output import FORMATS, write_parquet, write_text
     from reports.warehouse import query_all
-    from runners.tracking import Store
 
     if (sql is None) == (file is None):
         raise _fail("give the SQL as an argument or --file FILE.sql (one of them)")
@@ -346,9 +362,7 @@ def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views run
             sql = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise _fail(f"{file}: cannot read: {e}")
-    st = Store.at(store, tracking_uri)
-    if not st.exists():  # a read-only command never creates a store (a mistyped --store is not "0 rows")
-        raise _fail(f"no tracking store at {st.tracking_uri}: check --store, or run `subnets run` first")
+    st = _open_store(store, tracking_uri)
     try:
         results = query_all(st.tracking_uri, sql, params, cache_dir=st.root / ".subnets" / "tables")
     except Exception as e:  # DuckDB's own message names the problem (parse error, unknown column, ...)
@@ -368,12 +382,9 @@ def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views run
 def ui(store: Path = StoreOpt, port: int = typer.Option(5000, help="Port."),
        host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only).")):
     """Open the MLflow UI over this project's tracking store (one process: stopping it stops everything)."""
-    from runners.tracking import Store
     from runners.tracking.ui import serve_ui
 
-    st = Store.at(store)
-    if not st.exists():
-        raise _fail(f"no tracking store at {st.tracking_uri}: check --store, or run `subnets run` first")
+    st = _open_store(store)
     out.print(f"MLflow UI on http://{host}:{port} over {st.tracking_uri} (Ctrl-C stops it)")
     serve_ui(st, port, host)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from runners.tracking.store import create_sqlite_atomically, store_lock
+from runners.tracking.store import create_sqlite_atomically, redact, store_lock  # noqa: F401 - redact: re-exported
 
 import os
 
@@ -57,11 +57,3 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for printing."""
-    from urllib.parse import urlparse
-
-    p = urlparse(url)
-    if p.password:
-        return url.replace(f":{p.password}@", ":***@")
-    return url

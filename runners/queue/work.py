@@ -70,6 +70,27 @@ def _execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContex
         return execute(spec, store, progress, trial)
     except (SourceError, OSError, UnsupportedArchitecture, DeviceError) as e:
         raise RunError(spec, e) from e
+    except Exception as e:
+        if storage_error(e):  # the tracking store failed to write (a full disk, a server gone): say so plainly
+            raise RunError(spec, StorageError(f"the tracking store failed: {storage_error(e)}")) from e
+        raise
+
+
+class StorageError(Exception):
+    pass
+
+
+def storage_error(e: BaseException) -> str | None:
+    """The first line of a tracking-store failure (MLflow wraps SQLAlchemy and HTTP errors), else None."""
+    from mlflow.exceptions import MlflowException
+
+    chain, seen = e, 0
+    while chain is not None and seen < 10:
+        if isinstance(chain, MlflowException) or type(chain).__module__.startswith(("sqlalchemy", "sqlite3", "requests")):
+            text = str(chain).strip().splitlines()
+            return text[0] if text else type(chain).__name__
+        chain, seen = chain.__cause__ or chain.__context__, seen + 1
+    return None
 
 
 worker_id = owner  # host:pid, as runs are tagged

@@ -124,13 +124,22 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
             else:
                 run.finish("FINISHED")
         except KeyboardInterrupt:
-            run.finish("KILLED")
+            _mark(run, "KILLED")
             raise
         except BaseException:
-            run.finish("FAILED")
+            _mark(run, "FAILED")
             raise
     outcome.seconds = time.time() - started
     return outcome
+
+
+def _mark(run, status: str) -> None:
+    """End a run that stopped early; if even that fails (a full disk, a server gone), the run stays RUNNING
+    and the next command marks it, its process being gone; the original error is the one to report."""
+    try:
+        run.finish(status)
+    except Exception as e:  # noqa: BLE001
+        logging.getLogger(__name__).warning("could not mark run %s %s: %s", run.run_id, status, str(e).splitlines()[0])
 
 
 def run_ids(spec: RunSpec, run_id: str) -> dict:

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,16 @@ KIND, FINGERPRINT, EXPERIMENT, METHOD, SEED = "subnets.kind", "subnets.fingerpri
 GROUP = "subnets.group"
 OWNER = "subnets.owner"  # host:pid of the process that runs it
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
+REACH_TIMEOUT_S = 5.0  # how long a tracking server may take to answer its health check
+
+# A tracking server that stops answering mid-run should fail the run in about a minute, not the ~10 minutes
+# MLflow's defaults (120 s timeout, 7 retries with backoff) take. A user's own settings win.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be used: an unreachable tracking server, a directory that cannot be written."""
 
 
 @contextlib.contextmanager
@@ -82,17 +93,55 @@ class Store:
         return self._client
 
     def exists(self) -> bool:
+        """Whether there is a store to read (a tracking server must answer: StoreUnavailable if not)."""
         if self.tracking_uri.startswith("sqlite:///"):
             return Path(self.tracking_uri.removeprefix("sqlite:///")).exists()
+        self.check_reachable()
         return True
+
+    def check_reachable(self, timeout: float = REACH_TIMEOUT_S) -> None:
+        """An http(s) tracking server answers its health check within `timeout` seconds (MLflow's client
+        would retry for minutes before saying anything)."""
+        import urllib.error
+        import urllib.request
+
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        url = self.tracking_uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                r.read(64)
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):  # there is a server; it wants credentials MLflow's client will send
+                return
+            raise StoreUnavailable(f"the tracking server {redact(self.tracking_uri)} answered {e.code} to {url}") from e
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise StoreUnavailable(f"the tracking server {redact(self.tracking_uri)} does not answer ({reason}); "
+                                   f"check --tracking-uri / MLFLOW_TRACKING_URI") from e
+
+    def check_writable(self) -> None:
+        """The store directory and its cache can be written (before any work: a fine-tuning is not lost to a
+        read-only cache found at its end)."""
+        for directory in (self.root, self.root / ".subnets"):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=directory) as f:
+                    f.write(b"0" * 4096)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise StoreUnavailable(f"cannot write to {directory}: {e.strerror or e}") from e
 
     def ensure(self) -> None:
         """Create (or migrate) the tracking database now, before any worker fans out.
 
         A local database is created under a temporary name and renamed into place, holding the store's
         lock: processes started at once wait for one another, and a process killed while MLflow creates
-        its tables (seconds) leaves no half-made store behind, only a temporary file."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        its tables (seconds) leaves no half-made store behind, only a temporary file. A directory that cannot
+        be written or a tracking server that does not answer is a StoreUnavailable, before any work."""
+        self.check_writable()
+        self.check_reachable()
         if self.local:
             db = Path(self.tracking_uri.removeprefix("sqlite:///"))
             with store_lock(self.root):
@@ -231,6 +280,16 @@ class RunLog:
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
         self.store.client.set_terminated(self.run_id, status)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for printing."""
+    from urllib.parse import urlparse
+
+    p = urlparse(url)
+    if p.password:
+        return url.replace(f":{p.password}@", ":***@")
+    return url
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

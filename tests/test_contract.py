@@ -69,3 +69,31 @@ def test_new_columns_carry_group_axes_and_declared_x(logged):
 
 def test_readme_table_reference_is_generated_from_the_contract():
     assert markdown() in README.read_text(), "regenerate with: make reference"
+
+
+def test_the_data_digest_names_the_data_a_run_saw():
+    """Same examples -> same digest; one changed label, text or order -> another."""
+    from dataclasses import replace
+
+    from runners.data.examples import EvalSet, Example, TaskData
+    from runners.run.execute import data_digest
+
+    train = [Example("a b", None, 0), Example("c d", "e", 1, "sub")]
+    task = TaskData(train, EvalSet("id", "id", [Example("x", None, 1)]))
+    same = TaskData(list(train), EvalSet("id", "id", [Example("x", None, 1)]))
+    assert data_digest(task) == data_digest(same) and len(data_digest(task)) == 16
+    for other in (TaskData([replace(train[0], label=1), train[1]], task.id_eval),
+                  TaskData([train[1], train[0]], task.id_eval),
+                  TaskData(train, EvalSet("id", "id", [Example("y", None, 1)])),
+                  TaskData(train[:1], EvalSet("id", "id", [*train[1:], Example("x", None, 1)]))):
+        assert data_digest(other) != data_digest(task)
+
+
+def test_every_run_records_the_digest_of_its_data(logged):
+    from runners.data.tasks import build_task
+    from runners.run.execute import data_digest
+
+    spec = logged["spec"]
+    expected = data_digest(build_task(spec.task, spec.base_dir))
+    with open_warehouse(logged["store"].tracking_uri) as wh:
+        assert wh.query("SELECT DISTINCT data_digest FROM runs")[1] == [(expected,)]

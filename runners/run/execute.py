@@ -9,6 +9,7 @@ KILLED, and `subnets run` redoes it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 import logging
@@ -52,6 +53,7 @@ class RunOutcome:
     variants: list[PruneStep]
     stop_reason: str = ""
     pruned_steps: list[PruneStep] | None = None  # step 0 and the recipe's steps, in order
+    data_digest: str = ""  # what data_digest(task) said
 
 
 @dataclass
@@ -114,7 +116,8 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
                     baseline_id_accuracy=outcome.baseline["id"].accuracy, final_step=outcome.selected.step,
                     final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason,
                     keep_rule=keep_rule[0], keep_threshold=float(keep_rule[1]),
-                    study=trial.study if trial else None, trial=trial.trial if trial else None)])
+                    study=trial.study if trial else None, trial=trial.trial if trial else None,
+                    data_digest=outcome.data_digest)])
                 axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
                 write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
                 run.artifact(tmp / "tables", "tables")
@@ -140,6 +143,17 @@ def _mark(run, status: str) -> None:
         run.finish(status)
     except Exception as e:  # noqa: BLE001
         logging.getLogger(__name__).warning("could not mark run %s %s: %s", run.run_id, status, str(e).splitlines()[0])
+
+
+def data_digest(task) -> str:
+    """A hash of every example the run trains and evaluates on (texts, labels, subcases, in order, per set):
+    two runs with one digest saw the same data, whatever files or hub revisions it came from."""
+    h = hashlib.sha256()
+    for name, examples in [("train", task.train), *((s.name, s.examples) for s in task.eval_sets)]:
+        h.update(f"\x1e{name}\x1f{len(examples)}".encode())
+        for ex in examples:
+            h.update(json.dumps([ex.text_a, ex.text_b, ex.label, ex.subcase], ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
 
 
 def run_ids(spec: RunSpec, run_id: str) -> dict:
@@ -176,8 +190,9 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     recipe = RECIPES.get(spec.prune.method)
     task = build_task(spec.task, spec.base_dir)
     cache = store.root / ".subnets"
+    digest = data_digest(task)
     ft = get_finetuned(spec, task, cache, progress, device)
-    run.tags({"subnets.finetune_cache": "hit" if ft.cached else "miss"})
+    run.tags({"subnets.finetune_cache": "hit" if ft.cached else "miss", "subnets.data_digest": digest})
     run.metrics({"finetune.seconds": ft.record["seconds"]}, step=0)
     for step, loss in ft.record["loss"]:
         run.metrics({"finetune.loss": loss}, step=step)
@@ -231,7 +246,7 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     write_table(tmp / "tables", "units", logger.units)
     write_table(tmp / "tables", "cka", logger.cka_rows)
     return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(result.steps) - 1, 0.0, variants,
-                      result.stop_reason, result.steps)
+                      result.stop_reason, result.steps, digest)
 
 
 def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Path, progress: Progress,

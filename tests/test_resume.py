@@ -79,7 +79,8 @@ def _kill_when(toml: Path, store_dir: Path, appeared: str, timeout: float = 240.
 
 @pytest.mark.parametrize("kill_at, reused_steps, reused_variants", [
     ("mlartifacts/tiny/*/artifacts/partial/step_003.json", 3, 0),  # in the middle of the pruning steps
-    ("mlartifacts/tiny/*/artifacts/partial/random_step_*.json", 8, 1),  # between the two controls
+    pytest.param("mlartifacts/tiny/*/artifacts/partial/random_step_*.json", 8, 1,  # between the two controls
+                 marks=pytest.mark.slow),
 ])
 def test_a_run_killed_mid_pruning_resumes_and_equals_an_uninterrupted_run(uninterrupted, tmp_path, kill_at, reused_steps,
                                                                            reused_variants):

@@ -48,8 +48,16 @@ def load_pretrained(spec: ModelSpec, base_dir: str, num_labels: int, vocab_size:
         return builtin_model(spec.name, spec.config, num_labels, vocab_size)
     check_architecture(spec, base_dir)  # a config read, before any weights are fetched
     local = resolve_path(spec.name, base_dir)
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(local) if local else spec.name, num_labels=num_labels, revision=spec.revision)
+    # transformers prints a "LOAD REPORT" table per load saying the classifier head is new: it always is here
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(local) if local else spec.name, num_labels=num_labels, revision=spec.revision)
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def check_architecture(spec: ModelSpec, base_dir: str, export: bool = False) -> str:

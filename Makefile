@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python benchmarks/pruning.py
 	$(BIN)/python benchmarks/cka.py
 	$(BIN)/python benchmarks/search.py
+	$(BIN)/python benchmarks/resume.py
 	$(BIN)/python benchmarks/trainer.py
 	$(BIN)/python benchmarks/report.py
 

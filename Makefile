@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python benchmarks/cka.py
 	$(BIN)/python benchmarks/search.py
 	$(BIN)/python benchmarks/resume.py
+	$(BIN)/python benchmarks/logging_share.py
 	$(BIN)/python benchmarks/trainer.py
 	$(BIN)/python benchmarks/report.py
 

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -54,7 +55,7 @@ def _load(file: Path, experiment: str | None = None):
     try:
         return select(load_runs(file), experiment)
     except ConfigError as e:
-        err.print(f"[bold red]{len(e.problems)} problem(s) in {file}[/]")
+        err.print(f"[bold red]{len(e.problems)} problem(s) in {escape(str(file))}[/]")
         for p in e.problems:
             err.print(f"  {p}", markup=False, highlight=False)
         raise typer.Exit(2)

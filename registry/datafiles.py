@@ -60,6 +60,14 @@ class _Scan:
     columns: tuple[str, ...]
     labels: dict[str, tuple[int, int]]  # raw label value -> (first line/row number, count)
     short: dict[str, tuple[int, int]] | None = None  # column -> (first line whose row lacks it, count)
+    unsafe: dict[str, tuple[int, int]] | None = None  # subcase value that is no safe metric-name part -> (first line, count)
+
+
+def unsafe_subcase(value: Any) -> bool:
+    """Subcase values become parts of MLflow metric keys, which may become file paths: a '.' or '..'
+    part, a leading '/' or a control character is refused (`x/../../etc`)."""
+    text = "" if value is None else str(value)
+    return text.startswith("/") or any(seg in (".", "..") for seg in text.split("/")) or any(ord(c) < 32 for c in text)
 
 
 _CACHE: dict[tuple, _Scan] = {}
@@ -78,6 +86,8 @@ def check_source(source, labels: list[str], regression: bool, base_dir: str) -> 
         scan = _scan(path, source)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         return [("path", f"cannot read {path}: {type(e).__name__}: {e}")]
+    if not scan.columns:
+        return [("path", f"{path}: the file is empty")]
     shown = ", ".join(scan.columns) if len(scan.columns) <= 20 else ", ".join(scan.columns[:20]) + ", ..."
     problems = []
     for key, columns in (("text_a", [source.text_a]), ("text_b", [source.text_b]), ("label", [source.label]),
@@ -88,11 +98,16 @@ def check_source(source, labels: list[str], regression: bool, base_dir: str) -> 
                 problems.append((key, f"{path}: column {col!r} not found (columns: {shown}){hint}"))
     if any(k == "label" for k, _ in problems):
         return problems
+    if not scan.labels and not scan.short:
+        return problems + [("path", f"{path}: no data rows" + (" (only a header)" if source.header and path.suffix.lower() in (".csv", ".tsv") else ""))]
     where = "line" if path.suffix.lower() != ".parquet" else "row"
     for col, (line, count) in (scan.short or {}).items():
         key = next(k for k, cols in (("label", [source.label]), ("text_a", [source.text_a]), ("text_b", [source.text_b]),
                                      ("subcase", subcase_columns(source))) if col in cols)
         problems.append((key, f"{path}: {where} {line} has no {col!r} field ({count} such row(s))"))
+    for raw, (line, count) in sorted((scan.unsafe or {}).items(), key=lambda kv: kv[1])[:1]:
+        problems.append(("subcase", f"{path}: {where} {line}: subcase value {raw!r} cannot be part of a metric name "
+                                    f"('.' or '..' parts, a leading '/' and control characters are refused; {count} such row(s))"))
     bad = {raw: at for raw, at in scan.labels.items()
            if parse_label(raw, source.label_map, labels, regression) is None and not is_unlabelled(raw)}
     if bad:
@@ -152,6 +167,7 @@ def _scan_delimited(path: Path, source) -> _Scan:
             return _Scan(columns, {})
         col = columns.index(source.label)
         needed = [(c, columns.index(c)) for c in _needed(source) if c in columns]
+        subcases = [columns.index(c) for c in subcase_columns(source) if c in columns]
         rows = [] if source.header else [first]
         start = 2 if source.header else 1  # file line of rows[0]
         for row in reader:
@@ -160,6 +176,7 @@ def _scan_delimited(path: Path, source) -> _Scan:
                 break
     labels: dict[str, tuple[int, int]] = {}
     short: dict[str, tuple[int, int]] = {}
+    unsafe: dict[str, tuple[int, int]] = {}
     for i, row in enumerate(rows, start):
         if not row:
             continue
@@ -168,13 +185,17 @@ def _scan_delimited(path: Path, source) -> _Scan:
                 _short(short, c, i)
         if col < len(row):
             _tally(labels, row[col], i)
-    return _Scan(columns, labels, short)
+        for j in subcases:
+            if j < len(row) and unsafe_subcase(row[j]):
+                _tally(unsafe, row[j], i)
+    return _Scan(columns, labels, short, unsafe)
 
 
 def _scan_jsonl(path: Path, source) -> _Scan:
     columns: tuple[str, ...] = ()
     labels: dict[str, tuple[int, int]] = {}
     short: dict[str, tuple[int, int]] = {}
+    unsafe: dict[str, tuple[int, int]] = {}
     n = 0
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
@@ -190,10 +211,13 @@ def _scan_jsonl(path: Path, source) -> _Scan:
                     _short(short, c, i)
             if source.label in record:
                 _tally(labels, record[source.label], i)
+            for c in subcase_columns(source):
+                if c in record and unsafe_subcase(record[c]):
+                    _tally(unsafe, record[c], i)
             n += 1
             if source.limit and n >= source.limit:
                 break
-    return _Scan(columns, labels, short)
+    return _Scan(columns, labels, short, unsafe)
 
 
 def _scan_parquet(path: Path, source) -> _Scan:
@@ -202,13 +226,19 @@ def _scan_parquet(path: Path, source) -> _Scan:
     columns = tuple(pq.read_schema(path).names)
     if source.label not in columns:
         return _Scan(columns, {})
-    values = pq.read_table(path, columns=[source.label]).column(0).to_pylist()
-    if source.limit:
-        values = values[: source.limit]
+    subcases = [c for c in subcase_columns(source) if c in columns and c != source.label]
+    table = pq.read_table(path, columns=[source.label, *subcases])
+    rows = table.num_rows if not source.limit else min(table.num_rows, source.limit)
     labels: dict[str, tuple[int, int]] = {}
-    for i, v in enumerate(values, 1):
+    for i, v in enumerate(table.column(0).to_pylist()[:rows], 1):
         _tally(labels, v, i)
-    return _Scan(columns, labels)
+    unsafe: dict[str, tuple[int, int]] = {}
+    for c in subcase_columns(source):
+        if c in columns:
+            for i, v in enumerate(table.column(c).to_pylist()[:rows], 1):
+                if unsafe_subcase(v):
+                    _tally(unsafe, v, i)
+    return _Scan(columns, labels, unsafe=unsafe)
 
 
-__all__ = ["parse_label", "is_unlabelled", "subcase_columns", "check_source", "resolve", "FORMATS", "UNLABELLED"]
+__all__ = ["parse_label", "is_unlabelled", "subcase_columns", "unsafe_subcase", "check_source", "resolve", "FORMATS", "UNLABELLED"]

@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 import re
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from registry.problems import ConfigError, Problem, locate
-from registry.schema import TOP_LEVEL_KEYS, CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, PruneSpec, RunSpec, TaskSpec
+from registry.problems import ConfigError, Problem, describe, expectations, locate, toml_value
+from registry.schema import SLUG, TOP_LEVEL_KEYS, CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, PruneSpec, RunSpec, TaskSpec
 from registry.catalogue import UnknownName, did_you_mean as _did_you_mean
 from registry.methods import METHODS
-from registry.models import check_model_name
+from registry.models import BUILTIN_MODELS, check_model_name, max_tokens
 from registry.datafiles import check_source
 from registry.tasks import CUSTOM, REFUSED_FOR_REGRESSION, TASKS, check_task, eval_set_names, is_regression, label_names
 
@@ -31,48 +33,60 @@ def load_runs(path: str | Path) -> list[RunSpec]:
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError([Problem(fname, None, None, "", f"cannot read the file: {e.strerror}")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:  # TOML is UTF-8; say where the offending byte is
-        line = raw[: e.start].count(b"\n") + 1
-        column = e.start - raw.rfind(b"\n", 0, e.start)
-        raise ConfigError([Problem(fname, line, None, "", f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column "
-                                   f"{column} (save the file as UTF-8)")]) from None
+    text = _decode(raw, fname)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        m = re.search(r"line (\d+)", str(e))
-        raise ConfigError([Problem(fname, int(m.group(1)) if m else None, None, "", f"not valid TOML: {e}")]) from None
+        raise ConfigError([_toml_problem(e, text, fname)]) from None
 
     problems: list[Problem] = []
+    defaults = data.get("defaults", {})
 
-    def report(exp: str | None, key: str, message: str) -> None:
-        p = Problem(fname, locate(text, exp, key), exp, key, message)
-        if p not in problems:
-            problems.append(p)
+    def reporter(index: int | None, exp: str | None, own: dict):
+        """report(experiment, key, message[, here]) for the experiment at `index` (None: the file): a key
+        that the experiment takes from [defaults] is reported once, at its line there; `here` keeps a
+        problem on the experiment (a required key it lacks)."""
+        def report(_name: str | None, key: str, message: str, here: bool = False) -> None:
+            parts = key.split(".") if key else []
+            if index is None:
+                p = Problem(fname, locate(text, parts), None, key, message)
+            elif not here and isinstance(defaults, dict) and _depth(defaults, parts) > _depth(own, parts) < len(parts):
+                p = Problem(fname, locate(text, ["defaults", *parts]), None, key, message, in_defaults=True)
+            else:
+                p = Problem(fname, locate(text, ["experiment", index, *parts]), exp, key, message)
+            if p not in problems:
+                problems.append(p)
+        return report
 
+    file_report = reporter(None, None, {})
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            report(None, key, f"unknown top-level table{_did_you_mean(key, TOP_LEVEL_KEYS)} (expected: [defaults], [[experiment]])")
-    defaults = data.get("defaults", {})
+            fields = [f for f in ExperimentSpec.model_fields if f != "name"]
+            hint = _did_you_mean(key, TOP_LEVEL_KEYS)
+            if not hint and (close := difflib.get_close_matches(key, fields, n=1, cutoff=0.6)):
+                hint = f"; did you mean {close[0]!r}, under [defaults] or an [[experiment]]?" if close[0] != key else \
+                    f"; {key!r} is an experiment's key: put it under [defaults] or an [[experiment]]"
+            file_report(None, key, f"unknown top-level {'table' if isinstance(data[key], dict) else 'key'}{hint} "
+                                   "(the file holds [defaults] and [[experiment]] tables)")
     if not isinstance(defaults, dict):
-        report(None, "defaults", "expected a table [defaults]")
+        file_report(None, "defaults", "expected a table [defaults]")
         defaults = {}
     if "name" in defaults:
-        report(None, "defaults.name", "an experiment name cannot have a default")
+        file_report(None, "defaults.name", "an experiment name cannot have a default")
     experiments = data.get("experiment", [])
     if not isinstance(experiments, list) or not all(isinstance(e, dict) for e in experiments):
-        report(None, "experiment", "expected an array of tables [[experiment]]")
-        experiments = []
-    if not experiments:
-        report(None, "experiment", "no [[experiment]] declared")
+        file_report(None, "experiment", "expected an array of tables: write each experiment under its own [[experiment]] header")
+        experiments = None
+    elif not experiments:
+        file_report(None, "experiment", "no [[experiment]] declared" + (" (the file is empty)" if not text.strip() else ""))
 
     runs: list[RunSpec] = []
     seen: set[str] = set()
-    for i, raw in enumerate(experiments):
-        name = raw.get("name") if isinstance(raw.get("name"), str) else f"#{i + 1}"
+    for i, raw in enumerate(experiments or []):
+        name = raw.get("name") if isinstance(raw.get("name"), str) and raw.get("name") else f"#{i + 1}"
+        report = reporter(i, name, raw)
         if name in seen:
-            report(name, "name", "duplicate experiment name")
+            report(name, "name", "duplicate experiment name (each experiment needs its own)", here=True)
         seen.add(name)
         merged = _deep_merge(defaults, raw)
         runs += _expand(merged, name, str(path.parent.resolve()), report)
@@ -81,13 +95,73 @@ def load_runs(path: str | Path) -> list[RunSpec]:
     return runs
 
 
+def _decode(raw: bytes, fname: str) -> str:
+    """The file's text: UTF-8 (a UTF-8 byte-order mark is dropped); anything else is a located problem."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError([Problem(fname, 1, None, "", "UTF-16 text (it starts with a UTF-16 byte-order mark): "
+                                   "TOML files are UTF-8; save the file as UTF-8")])
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:  # TOML is UTF-8; say where the offending byte is
+        line = raw[: e.start].count(b"\n") + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise ConfigError([Problem(fname, line, None, "", f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column "
+                                   f"{column} (save the file as UTF-8)")]) from None
+
+
+_TOML_WORDS = (  # tomllib's wording -> the README's
+    (re.compile(r"^Cannot overwrite a value"), "a key is set twice (or a table written twice)"),
+    (re.compile(r"^Cannot declare \((.*)\) twice"), lambda m: "the table [" + ".".join(re.findall(r"'([^']*)'", m.group(1)))
+     + "] is declared twice (or was already set inline above)"),
+    (re.compile(r"^Invalid value"), "invalid value (text needs quotes, e.g. name = \"demo\")"),
+    (re.compile(r"^Illegal character '(.*)'"), lambda m: f"control character {m.group(1)} is not allowed in TOML text"),
+)
+
+
+def _toml_problem(e: tomllib.TOMLDecodeError, text: str, fname: str) -> Problem:
+    message = str(e)
+    m = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+    if m:
+        line, where = int(m.group(1)), f" (column {m.group(2)})"
+    else:  # "at end of document": the last line that holds anything
+        line = max((i for i, ln in enumerate(text.splitlines(), 1) if ln.strip()), default=None)
+        where = " (at the end of the file)"
+    message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)$", "", message)
+    for pattern, words in _TOML_WORDS:
+        if (hit := pattern.match(message)):
+            message = words(hit) if callable(words) else words
+            break
+    return Problem(fname, line, None, "", f"not valid TOML: {message}{where}")
+
+
+def _depth(node: Any, parts: list[str]) -> int:
+    """How many leading parts of a dotted key are written in `node` (an array element by position or name)."""
+    n = 0
+    for part in parts:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, list) and (named := [x for x in node if isinstance(x, dict) and x.get("name") == part]):
+            node = named[0]
+        else:
+            break
+        n += 1
+    return n
+
+
 def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
     """Validate one experiment and expand list values of sweepable fields into a grid x seeds."""
     raw = copy.deepcopy(raw)
     prune = raw.get("prune")
     params_model: type[BaseModel] | None = None
-    if not isinstance(prune, dict) or not isinstance(prune.get("method"), str):
-        report(name, "prune.method", "required: a [experiment.prune] table with `method = \"...\"`")
+    methods = ", ".join(METHODS.names())
+    if prune is not None and not isinstance(prune, dict):
+        report(name, "prune", f"expected a table with the pruning method, e.g. prune = {{ method = \"magnitude\" }} (got {toml_value(prune)})")
+    elif not isinstance(prune, dict) or "method" not in prune:
+        report(name, "prune.method", f"required: a [experiment.prune] table with `method = \"...\"` ({methods})", here=True)
+    elif not isinstance(prune["method"], str):
+        report(name, "prune.method", f"expected the method's name in quotes: {methods} (got {toml_value(prune['method'])})")
     else:
         try:
             params_model = METHODS.get(prune["method"]).params
@@ -121,7 +195,7 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
     for key in ("seeds", "prune_seeds"):
         values = raw.get(key)
         if isinstance(values, list) and len(set(map(repr, values))) != len(values):
-            report(name, key, f"each seed may appear once (got {values})")
+            report(name, key, f"each seed may appear once (got {toml_value(values)})")
             return []
     runs: list[RunSpec] = []
     points = list(itertools.product(*[v for _, v in axes])) or [()]
@@ -137,6 +211,8 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
         # the data are read even when a name or map is wrong, so one pass reports every problem
         if (_check_paths(spec, name, base_dir, report) if spec.task.name == CUSTOM or spec.task.name in TASKS else False) or names_bad:
             continue
+        if _check_model_fits_task(spec, concrete, name, base_dir, report):
+            continue
         if spec.cka is not None and spec.cka.split not in (sets := eval_set_names(spec.task)):
             report(name, "cka.split", f"no evaluation set {spec.cka.split!r}{_did_you_mean(spec.cka.split, sets)} (sets: {', '.join(sets)})")
             continue
@@ -151,6 +227,25 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
                     axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
                 ))
     return runs
+
+
+def _check_model_fits_task(spec: ExperimentSpec, raw: dict, name: str, base_dir: str, report) -> bool:
+    """A built-in model has no tokenizer of its own (a generated task brings its vocabulary), and a
+    declared max_length must fit the model's position embeddings. True when a problem was reported."""
+    found = False
+    generated = spec.task.name in TASKS and TASKS.get(spec.task.name).generated
+    if spec.model.name in BUILTIN_MODELS and spec.model.tokenizer is None and not generated:
+        report(name, "model.tokenizer", f"built-in model {spec.model.name!r} has no tokenizer of its own and task "
+               f"{spec.task.name!r} brings none: set model.tokenizer (a hub id or a local directory, e.g. "
+               "bert-base-uncased) or use a generated task (synthetic-nli)")
+        found = True
+    task = raw.get("task")
+    limit = max_tokens(spec.model, base_dir) if isinstance(task, dict) and "max_length" in task else None
+    if limit is not None and spec.task.max_length > limit:
+        report(name, "task.max_length", f"{spec.task.max_length} tokens do not fit model {spec.model.name!r}: its position "
+               f"embeddings hold at most {limit} tokens (use max_length <= {limit})")
+        found = True
+    return found
 
 
 def _check_paths(spec: ExperimentSpec, name: str, base_dir: str, report) -> bool:
@@ -194,7 +289,7 @@ def _check_search(spec: ExperimentSpec, name: str, report) -> bool:
             try:
                 method.with_values(spec.prune.params, {key: value})
             except ValidationError as e:
-                report(name, where, f"{value!r} is not a valid {key}: {e.errors()[0]['msg']}")
+                report(name, where, f"{toml_value(value)} is not a valid {key}: {describe({k: v for k, v in e.errors()[0].items() if k != 'input'})}")
                 found = True
     if spec.search.sampler == "bisection" and not found:
         knob = method.size_knob[0] if method.size_knob else None
@@ -230,41 +325,131 @@ def _validate(raw: dict, name: str, params_model, report) -> ExperimentSpec | No
             raw["prune"] = PruneSpec(method=prune["method"], params=params_model.model_validate(params_raw))
         except ValidationError as e:
             ok = False
-            _report_errors(e, "prune", name, report, params_model)
+            _report_errors(e, "prune", name, report, params_model, params_raw, method=prune["method"])
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as e:
-        _report_errors(e, "", name, report, ExperimentSpec, skip_prefix="prune" if params_model is None or not ok else None)
+        _report_errors(e, "", name, report, ExperimentSpec, raw, skip_prefix="prune" if params_model is None or not ok else None)
         return None
     return spec if ok else None
 
 
-def _report_errors(err: ValidationError, prefix: str, name: str, report, model, skip_prefix: str | None = None) -> None:
+def _report_errors(err: ValidationError, prefix: str, name: str, report, model, given: Any,
+                   skip_prefix: str | None = None, method: str | None = None) -> None:
+    """Pydantic's errors in the README's words (registry.problems.describe), each at the key the user
+    wrote: a union's alternatives are one problem ("expected a number or text"), a list item is named by
+    its position, an OOD set by its name, and a missing key that an unknown one misspells is left to the
+    unknown key's "did you mean"."""
+    groups: dict[tuple, list[dict]] = {}
     for e in err.errors():
-        loc = [str(x) for x in e["loc"] if not str(x).startswith("function-after")]
-        dotted = ".".join([prefix, *loc] if prefix else loc)
-        if skip_prefix and dotted.startswith(skip_prefix):
+        groups.setdefault(_written_loc(e, given), []).append(e)
+    misspelt = {loc[:-1] + (hit,) for loc, errs in groups.items() for e in errs if e["type"] == "extra_forbidden"
+                for hit in difflib.get_close_matches(str(loc[-1]), _field_names(model, list(loc[:-1])), n=1, cutoff=0.6)}
+    for loc, errs in groups.items():
+        if all(e["type"] == "missing" for e in errs) and loc in misspelt:
             continue
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key" + _did_you_mean(loc[-1], _field_names(model, loc[:-1]))
-        elif e["type"] == "missing":
-            msg = "required key is missing"
-        elif "input" in e and not isinstance(e["input"], dict):
-            msg = f"{msg} (got {e['input']!r})"
-        report(name, dotted, msg)
+        item, parent = _list_item(loc, given)
+        where = loc[:-1] if item is not None else loc
+        dotted = ".".join([prefix, *_shown_key(where, given)] if prefix else _shown_key(where, given))
+        if skip_prefix and (dotted == skip_prefix or dotted.startswith(skip_prefix + ".")):
+            continue
+        union = expectations(errs) if len(errs) > 1 else None
+        texts = [f"expected {union}" + (f" (got {toml_value(errs[0]['input'])})" if "input" in errs[0] else "")] if union else [
+            _sentence(e, model, loc, method) for e in errs]
+        for text in dict.fromkeys(texts):
+            if item is not None:
+                text = f"item {item + 1} of the list ({toml_value(parent[item])}): {text.replace(f' (got {toml_value(parent[item])})', '')}"
+            report(name, dotted, text, here=all(e["type"] == "missing" for e in errs))
 
 
-def _field_names(model, path: list[str]) -> list[str]:
-    """Field names of the nested model at `path`, for "did you mean" on unknown keys."""
+def _sentence(e: dict, model, loc: tuple, method: str | None) -> str:
+    if e["type"] == "extra_forbidden":
+        known = _field_names(model, list(loc[:-1]))
+        key = str(loc[-1])
+        if method is not None and len(loc) == 1:  # a key of another pruning method?
+            owners = [m.name for m in METHODS.entries() if key in m.value.params.model_fields and m.name != method]
+            if owners:
+                return (f"{key} is a parameter of {' and '.join(owners)}, not of {method}{_did_you_mean(key, known)} "
+                        f"({method} takes: {', '.join(known)})")
+        return describe(e, known)
+    return describe(e)
+
+
+def _written_loc(e: dict, given: Any) -> tuple:
+    """An error's location as keys the user wrote: the names pydantic adds for a union's alternatives
+    (int, str, list[str], a range's kind) are dropped; a missing key keeps its name."""
+    loc = [x for x in e["loc"] if not str(x).startswith("function-")]
+    out: list = []
+    node = given
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif i == len(loc) - 1 and e["type"] == "missing":
+            pass
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _list_item(loc: tuple, given: Any) -> tuple[int | None, list | None]:
+    """(position, list) when `loc` ends at one scalar item of a list (`targets = [0.5, 1.2]`)."""
+    if not loc or not isinstance(loc[-1], int):
+        return None, None
+    node = given
+    for part in loc[:-1]:
+        node = node[part] if isinstance(node, (dict, list)) else None
+    if isinstance(node, list) and not isinstance(node[loc[-1]], (dict, list)):
+        return loc[-1], node
+    return None, None
+
+
+def _shown_key(loc: tuple, given: Any) -> list[str]:
+    """Key parts as text; an element of a list of tables that has a good `name` is shown by it."""
+    out, node = [], given
+    for i, part in enumerate(loc):
+        child = node[part] if isinstance(node, (dict, list)) and (isinstance(node, dict) and part in node or
+                                                                   isinstance(node, list) and isinstance(part, int)) else None
+        named = isinstance(part, int) and isinstance(child, dict) and isinstance(child.get("name"), str)
+        if named and re.fullmatch(SLUG, child["name"]) and loc[i + 1:i + 2] != ("name",):
+            out.append(child["name"])
+        else:
+            out.append(str(part))
+        node = child
+    return out
+
+
+def _field_names(model, path: list) -> list[str]:
+    """Field names of the nested model at `path` (list positions and a dict field's keys are stepped
+    over), for "did you mean" on unknown keys."""
+    ann: Any = model
     for part in path:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
+        ann = next((inner for alt in _alternatives(ann) if (inner := _step(alt, part)) is not None), None)
+        if ann is None:
             return []
-        ann = field.annotation
-        inner = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
-        model = inner[0] if inner else ann
-    return list(getattr(model, "model_fields", {}))
+    models = [a for a in _alternatives(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return list(models[0].model_fields) if models else []
+
+
+def _alternatives(ann: Any) -> list:
+    """The types an annotation admits: Annotated[...] unwrapped, unions flattened."""
+    if typing.get_origin(ann) is typing.Annotated:
+        return _alternatives(typing.get_args(ann)[0])
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        return [x for a in typing.get_args(ann) for x in _alternatives(a)]
+    return [ann]
+
+
+def _step(ann: Any, part) -> Any:
+    origin = typing.get_origin(ann)
+    if isinstance(part, int):
+        return typing.get_args(ann)[0] if origin in (list, tuple) else None
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        field = ann.model_fields.get(part)
+        return field.annotation if field is not None else None
+    return typing.get_args(ann)[1] if origin is dict else None
 
 
 def _accepts_list(annotation) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.catalogue import Catalogue
 
@@ -37,7 +37,7 @@ def _ascending(v: list[float] | None) -> list[float] | None:
 class MethodParams(BaseModel):
     """Keys every method accepts besides its own."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     controls: list[Literal["random", "bad"]] = Field(default_factory=list, description="Control subnetworks of the kept mask's size: random (same keep rate per unit family / weight matrix) and bad (the least important units).")
     retrain: bool = Field(default=False, description="Also re-fine-tune each kept subnetwork (and control) from the pre-trained weights with its mask applied.")
@@ -57,15 +57,21 @@ class MagnitudeParams(MethodParams):
     max_steps: int = Field(default=30, ge=1, le=200, description="Iterative: at most this many pruning steps.")
     strengths: list[float] | None = Field(default=None, description="One-shot: prune these fractions of all prunable weights (each from the fine-tuned weights) instead of iterating.")
 
-    _sorted = field_validator("strengths")(classmethod(lambda cls, v: _ascending(v)))
+    @field_validator("strengths")
+    @classmethod
+    def _one_shot(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not v:
+            raise ValueError("give at least one strength (or leave strengths out to prune iteratively)")
+        if v is not None and not all(0 < s < 1 for s in v):
+            raise ValueError(f"every strength must lie strictly between 0 and 1 (got {v})")
+        return _ascending(v)
 
-    @model_validator(mode="after")
-    def _structured_only(self):
-        if self.export:
+    @field_validator("export")
+    @classmethod
+    def _structured_only(cls, v: bool) -> bool:
+        if v:
             raise ValueError("export removes whole heads/MLPs/neurons; magnitude masks single weights (use importance, attribution or l0)")
-        if self.strengths is not None and not all(0 < s < 1 for s in self.strengths):
-            raise ValueError("every strength must lie strictly between 0 and 1")
-        return self
+        return v
 
 
 _IMPORTANCE_SCORING = scoring_fields("importance is accumulated at every step", "; importance sums |gradient| per batch, so 1 gives the per-example definition")

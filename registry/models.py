@@ -108,6 +108,7 @@ class HubModel:
     layers: int
     heads: int
     hidden: int
+    positions: int = 512  # tokens an input may hold (max_position_embeddings; RoBERTa's less its offset of 2)
 
 
 KNOWN_HUB_MODELS: Catalogue[HubModel] = Catalogue("known hub model")
@@ -156,6 +157,26 @@ def model_type_of(spec: ModelSpec, base_dir: str) -> str | None:
     if local is not None:
         return local_model_type(local)
     return KNOWN_HUB_MODELS.get(spec.name).model_type if spec.name in KNOWN_HUB_MODELS else None
+
+
+def max_tokens(spec: ModelSpec, base_dir: str) -> int | None:
+    """How many tokens an input of this model may hold, when knowable without a download: its position
+    embeddings (RoBERTa's count from pad_token_id + 1, so two fewer hold tokens)."""
+    if spec.name in BUILTIN_MODELS:
+        model = BUILTIN_MODELS.get(spec.name)
+        config, model_type = {**model.config, **spec.config}, model.model_type
+    elif (local := resolve_path(spec.name, base_dir)) is not None:
+        try:
+            config = json.loads((local / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+    else:
+        return KNOWN_HUB_MODELS.get(spec.name).positions if spec.name in KNOWN_HUB_MODELS else None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    return positions - 2 if model_type == "roberta" else positions
 
 
 def _builtin_problems(spec: ModelSpec) -> list[tuple[str, str]]:

@@ -5,18 +5,19 @@ Method-specific prune parameters live in each method's `Params` model (registry/
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
 from registry.methods import MethodParams
 from registry.search import SearchSpec
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what torch and numpy generators take
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -79,11 +80,13 @@ class RuntimeSpec(Strict):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$", description="Where fine-tuning, evaluation, scoring, L0 training and CKA run: auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps.")
     precision: Literal["fp32", "bf16"] = Field(default="fp32", description="fp32, or bf16 autocast (CUDA only; changes the numbers, so it is part of the run's fingerprint).")
 
-    @model_validator(mode="after")
-    def _bf16_on_cuda(self):
-        if self.precision == "bf16" and not (self.device == "auto" or self.device.startswith("cuda")):
-            raise ValueError(f"bf16 autocast runs on CUDA only; device {self.device!r} is not a CUDA device")
-        return self
+    @field_validator("precision")
+    @classmethod
+    def _bf16_on_cuda(cls, v: str, info: ValidationInfo) -> str:
+        device = info.data.get("device", "auto")  # absent when device itself was refused
+        if v == "bf16" and not (device == "auto" or device.startswith("cuda")):
+            raise ValueError(f"bf16 autocast runs on CUDA only; device {device!r} is not a CUDA device")
+        return v
 
 
 class PruneSpec(Strict):
@@ -111,8 +114,8 @@ class ExperimentSpec(Strict):
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec, description="Fine-tuning settings; a list value sweeps a grid.")
     prune: PruneSpec = Field(description="Pruning method and its parameters; a list value for a scalar parameter sweeps a grid.")
     cka: CkaSpec | None = Field(default=None, description="Compare every layer of the fine-tuned model with every layer of each pruned model (linear CKA); omit to skip.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Fine-tuning seeds; every grid point fine-tunes (or reuses) one model per seed.")
-    prune_seeds: list[int] | None = Field(default=None, min_length=1, description="Pruning seeds (L0 gate noise, random controls, L0 batch order), each applied to every fine-tuned model; omitted: each run prunes with its fine-tuning seed.")
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="Fine-tuning seeds; every grid point fine-tunes (or reuses) one model per seed.")
+    prune_seeds: list[Seed] | None = Field(default=None, min_length=1, description="Pruning seeds (L0 gate noise, random controls, L0 batch order), each applied to every fine-tuned model; omitted: each run prunes with its fine-tuning seed.")
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, description="Device and precision of every computation of the run.")
     search: SearchSpec | None = Field(default=None, description="An Optuna search over the method's parameters toward the effective size (`subnets sweep`); omit for a plain grid.")
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied onto every MLflow run.")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_range(low: float, high: float, log: bool) -> None:
@@ -75,7 +75,7 @@ class SearchSpec(_Strict):
     space: dict[str, Dimension] = Field(min_length=1, description="Method parameters to search: {low, high[, log, step]} for numbers, {choices = [...]} for categories; `target` (l0) or `strength` (one-shot) searches one subnetwork size.")
     trials: int = Field(default=12, ge=1, le=10_000, description="Trials per searched run (a grid point x fine-tuning seed x pruning seed); the bisection sampler may stop earlier.")
     sampler: Sampler = Field(default="bisection", description="bisection (one size knob; assumes accuracy falls as sparsity grows; beat TPE in benchmarks/search.py), tpe, random, or grid (every combination of choices/stepped ranges).")
-    seed: int = Field(default=0, description="Sampler seed.")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Sampler seed.")
     objective: Literal["effective_size", "pareto"] = Field(default="effective_size", description="effective_size: minimise the kept fraction subject to the keep rule; pareto: the front over kept fraction, the ID and each OOD score (the task's metric).")
     size: Literal["units", "params"] = Field(default="units", description="What the kept fraction counts: units (heads + MLPs, or neurons; weights for magnitude) or prunable parameters.")
     keep: Literal["ratio", "margin"] = Field(default="ratio", description="The keep rule on the task's metric: ID score >= keep_ratio x the full model's (the lottery study), or >= the full model's - margin (the Heuristic Core).")

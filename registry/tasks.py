@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from registry.catalogue import Catalogue, UnknownName, did_you_mean
+from registry.problems import describe, toml_value
 from registry.schema import OODSpec, SourceSpec, TaskSpec
 
 CUSTOM = "custom"
@@ -207,7 +208,7 @@ def _check_label_maps(task: TaskSpec) -> list[tuple[str, str]]:
             continue
         bad = {raw: i for raw, i in source.label_map.items() if not 0 <= i < n}
         if bad:
-            out.append((f"{key}.label_map", f"maps {bad} outside the {n} labels of this set (indices 0..{n - 1})"))
+            out.append((f"{key}.label_map", f"maps {toml_value(bad)} outside the {n} labels of this set (indices 0..{n - 1})"))
     return out
 
 
@@ -244,7 +245,8 @@ def _check_task_name(task: TaskSpec) -> list[tuple[str, str]]:
     try:
         entry.params.model_validate(task.params)
     except ValidationError as e:
-        return out + [("task.params." + ".".join(map(str, err["loc"])), err["msg"]) for err in e.errors()]
+        fields = list(entry.params.model_fields)
+        return out + [("task.params." + ".".join(map(str, err["loc"])), describe(err, fields)) for err in e.errors()]
     return out
 
 

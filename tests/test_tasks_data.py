@@ -74,8 +74,8 @@ def test_a_label_map_must_cover_every_label_and_stay_in_range(tmp_path, write_to
                             ood=f'ood = [{{ name = "o", {src}, labels = ["a", "b", "c"], label_map = {{ pos = 2, neg = 3 }} }}]'))
     found = _problems(path)
     assert "line 3: label 'neg' is not a key of its label_map ('pos')" in found["task.train.label"]
-    assert found["task.eval.label_map"] == "maps {'neg': 2} outside the 2 labels of this set (indices 0..1)"
-    assert found["task.ood.o.label_map"] == "maps {'neg': 3} outside the 3 labels of this set (indices 0..2)"
+    assert found["task.eval.label_map"] == "maps { neg = 2 } outside the 2 labels of this set (indices 0..1)"
+    assert found["task.ood.o.label_map"] == "maps { neg = 3 } outside the 3 labels of this set (indices 0..2)"
 
 
 def test_headerless_files_rows_without_a_field_and_limits(tmp_path, write_toml):

@@ -267,9 +267,35 @@ def controls_tables(rows: list[dict]) -> list[dict]:
     return tables
 
 
-def experiment_section(wh: Warehouse, info: dict) -> dict[str, Any]:
+# The figures' queries that take $experiment: run once with it NULL (every experiment at once, each row naming
+# its experiment) rather than once per experiment, since planning a query costs more here than running it.
+PER_EXPERIMENT = ("runs", "id_vs_ood", "id_ood_spread", "accuracy_curves", "subcases", "effective_size_of",
+                  "pareto_front", "cka_steps", "cka_diagonal", "unit_survival", "unit_overlap", "controls",
+                  "provenance")
+
+
+def experiment_rows(wh: Warehouse, names: Iterable[str] = PER_EXPERIMENT) -> dict[str, dict[str, list[dict]]]:
+    """{query: {experiment: rows}} of each named query, run once over every experiment; each experiment's rows
+    keep the query's order (its ORDER BY starts with the experiment)."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for name in names:
+        by_exp: dict[str, list[dict]] = defaultdict(list)
+        for row in wh.named(name, experiment=None):
+            by_exp[row["experiment"]].append(row)
+        out[name] = dict(by_exp)
+    return out
+
+
+def experiment_section(wh: Warehouse, info: dict, rows: dict[str, dict[str, list[dict]]] | None = None
+                       ) -> dict[str, Any]:
+    """One experiment's section; `rows` (from experiment_rows) saves running each query for it alone."""
     name = info["experiment"]
-    q = lambda query: wh.named(query, experiment=name)  # noqa: E731
+
+    def q(query: str) -> list[dict]:
+        if rows is not None and query in rows:
+            return rows[query].get(name, [])
+        return wh.named(query, experiment=name)
+
     runs = q("runs")
     for run in runs:
         run["ood"] = {d["eval_set"]: d["value"] for d in (run["kept_ood"] or [])}
@@ -318,7 +344,8 @@ def render_report(wh: Warehouse, tracking_uri: str,
     infos = {e["experiment"]: e for e in wh.named("experiments")}
     # Experiments asked for by name are listed even without finished runs, in the order asked.
     names = list(experiments) if experiments is not None else list(infos)
-    sections = [experiment_section(wh, infos[n]) if n in infos
+    rows = experiment_rows(wh) if any(n in infos for n in names) else {}
+    sections = [experiment_section(wh, infos[n], rows) if n in infos
                 else {"experiment": n, "runs": [], "anchor": anchor(n)}
                 for n in names]
     shown = set(names)
@@ -395,7 +422,7 @@ def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str], c
 
 
 def build_report(tracking_uri: str, out_path: Path, experiments: list[str] | None = None,
-                 cache_dir: Path | None = None, log_to_mlflow: bool = False) -> Path:
+                 cache_dir: Path | None = None, log_to_mlflow: bool = False, warehouse_dir: Path | None = None) -> Path:
     """Render the report for all (or the named) experiments to out_path; return the path. With
     log_to_mlflow, also log it to each reported experiment (see log_report); MLflow is imported in a thread
     meanwhile (the warehouse reads a local store without it), so logging adds little to the wall time."""
@@ -403,7 +430,7 @@ def build_report(tracking_uri: str, out_path: Path, experiments: list[str] | Non
     warm = threading.Thread(target=_mlflow_client, args=(tracking_uri, box), daemon=True) if log_to_mlflow else None
     if warm is not None:
         warm.start()
-    with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir) as wh:
+    with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir, warehouse_dir=warehouse_dir) as wh:
         html = render_report(wh, tracking_uri, experiments)
         reported = [e["experiment"] for e in wh.named("experiments")]
     path = write_atomic(Path(out_path), html)

@@ -3,10 +3,11 @@
 -- group, variant (controls and re-fine-tuned models carry their kept step's number), CKA setting and
 -- step. kept is true where the step is some run's kept step. Degenerate cells (a constant
 -- representation) are left out of the mean and counted instead.
+-- $experiment NULL (as the report runs it): every experiment at once, each apart, its name in the last column.
 WITH kept_steps AS (
     SELECT DISTINCT run_id, variant, step
     FROM steps
-    WHERE experiment = $experiment AND selected
+    WHERE ($experiment IS NULL OR experiment = $experiment) AND selected
 )
 SELECT
     g.group_label,
@@ -23,12 +24,13 @@ SELECT
     max(c.value) FILTER (WHERE NOT coalesce(c.degenerate, false))   AS max_cka,
     count(*) FILTER (WHERE NOT coalesce(c.degenerate, false))       AS n_seeds,
     count(*) FILTER (WHERE coalesce(c.degenerate, false))           AS n_degenerate,
-    avg(c.sparsity)                                                  AS sparsity
+    avg(c.sparsity)                                                  AS sparsity,
+    c.experiment
 FROM cka AS c
 JOIN run_groups AS g USING (run_id)
 LEFT JOIN kept_steps AS k USING (run_id, variant, step)
-WHERE c.experiment = $experiment
-GROUP BY g.group_label, c.variant, c.representation, c.pooling, c.estimator, c.step, c.layer_base,
+WHERE $experiment IS NULL OR c.experiment = $experiment
+GROUP BY c.experiment, g.group_label, c.variant, c.representation, c.pooling, c.estimator, c.step, c.layer_base,
          c.layer_pruned
-ORDER BY g.group_label, c.representation, c.pooling, c.estimator, c.variant <> 'pruned', c.variant, c.step,
+ORDER BY c.experiment, g.group_label, c.representation, c.pooling, c.estimator, c.variant <> 'pruned', c.variant, c.step,
          c.layer_base, c.layer_pruned

@@ -3,10 +3,11 @@
 -- step was chosen by the keep rule (a later step failed it) or by a cap (max_steps, the declared
 -- strengths/targets or the prunable units ran out while every step held); and, for L0 runs (x = target),
 -- the steps whose realised sparsity missed their target by more than 0.05.
+-- $experiment NULL (as the report runs it): every experiment at once, each apart, its name in the last column.
 WITH pruned AS (
     SELECT *
     FROM primary_steps
-    WHERE experiment = $experiment AND variant = 'pruned' AND subcase = 'all'
+    WHERE ($experiment IS NULL OR experiment = $experiment) AND variant = 'pruned' AND subcase = 'all'
 ), kept AS (
     SELECT run_id, eval_set, kind, avg(value) AS value
     FROM pruned
@@ -56,11 +57,12 @@ SELECT
     max(k.value) FILTER (WHERE k.kind = 'id')          AS kept_id_value,
     max(k.value) FILTER (WHERE k.kind = 'id')          AS final_id_accuracy,  -- its name before primary metrics
     list(struct_pack(eval_set := k.eval_set, value := k.value) ORDER BY k.eval_set)
-        FILTER (WHERE k.kind = 'ood')                  AS kept_ood
+        FILTER (WHERE k.kind = 'ood')                  AS kept_ood,
+    r.experiment
 FROM runs AS r
 JOIN run_groups AS g USING (run_id)
 LEFT JOIN per_run AS p USING (run_id)
 LEFT JOIN kept AS k USING (run_id)
-WHERE r.experiment = $experiment
+WHERE $experiment IS NULL OR r.experiment = $experiment
 GROUP BY ALL
-ORDER BY g.group_label, r.seed, r.prune_seed, r.label, r.run_id
+ORDER BY r.experiment, g.group_label, r.seed, r.prune_seed, r.label, r.run_id

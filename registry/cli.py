@@ -327,7 +327,7 @@ def report(store: Path = StoreOpt,
 
     st = _open_store(store, tracking_uri)
     path = build_report(st.tracking_uri, output, experiment or None, cache_dir=st.root / ".subnets" / "tables",
-                        log_to_mlflow=mlflow_log)
+                        log_to_mlflow=mlflow_log, warehouse_dir=st.root / ".subnets" / "warehouse")
     out.print(f"report written to {path} ({path.stat().st_size:,} bytes)"
               + ("; logged to MLflow (runs tagged subnets.kind=report)" if mlflow_log else ""))
 
@@ -365,7 +365,8 @@ def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views run
             raise _fail(f"{file}: cannot read: {e}")
     st = _open_store(store, tracking_uri)
     try:
-        results = query_all(st.tracking_uri, sql, params, cache_dir=st.root / ".subnets" / "tables")
+        results = query_all(st.tracking_uri, sql, params, cache_dir=st.root / ".subnets" / "tables",
+                            warehouse_dir=st.root / ".subnets" / "warehouse")
     except Exception as e:  # DuckDB's own message names the problem (parse error, unknown column, ...)
         raise _fail(f"query failed{f' ({file})' if file else ''}: {e}")
     if fmt == "parquet":

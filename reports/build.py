@@ -6,6 +6,7 @@ rows into tables and charts and formats numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -421,22 +422,121 @@ def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str], c
     return ids
 
 
+# Per active experiment: its newest active run tagged subnets.kind = report (the run log_report reuses, found as
+# MLflow's search_runs orders them), and whether it has finished parent runs to report on.
+_SQLITE_REPORT_RUNS = """
+SELECT e.name, rr.run_uuid, rr.artifact_uri,
+       EXISTS (SELECT 1 FROM runs AS r
+               JOIN tags AS t ON t.run_uuid = r.run_uuid AND t.key = 'subnets.kind' AND t.value = 'run'
+               WHERE r.experiment_id = e.experiment_id AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active')
+FROM experiments AS e
+LEFT JOIN (
+    SELECT r.experiment_id, r.run_uuid, r.artifact_uri,
+           row_number() OVER (PARTITION BY r.experiment_id ORDER BY r.start_time DESC, r.run_uuid) AS newest
+    FROM runs AS r
+    JOIN tags AS t ON t.run_uuid = r.run_uuid AND t.key = 'subnets.kind' AND t.value = ?
+    WHERE r.lifecycle_stage = 'active'
+) AS rr ON rr.experiment_id = e.experiment_id AND rr.newest = 1
+WHERE e.lifecycle_stage = 'active'
+"""
+
+
+def _report_runs(tracking_uri: str) -> tuple[dict[str, tuple[str, Path]], set[str]] | None:
+    """For a local SQLite store: {experiment: (its report run, that run's local artifact directory)}, and the
+    experiments with finished runs but no such run (log_report creates one, through the MLflow client). None
+    for any other store."""
+    import sqlite3
+
+    from reports.warehouse import _local_path, _local_sqlite
+
+    db = _local_sqlite(tracking_uri)
+    if db is None:
+        return None
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute(_SQLITE_REPORT_RUNS, (REPORT_KIND,)).fetchall()
+    finally:
+        con.close()
+    found, missing = {}, set()
+    for name, run_id, artifact_uri, has_runs in rows:
+        local = _local_path(artifact_uri) if run_id is not None else None
+        if local is not None and local.is_absolute():
+            found[name] = (run_id, local)
+        elif has_runs:
+            missing.add(name)
+    return found, missing
+
+
+def _log_report_locally(tracking_uri: str, html_path: Path, runs: dict[str, tuple[str, Path]]) -> list[str]:
+    """What log_report does for report runs that exist on a local store, without MLflow (seconds to import):
+    report.html replaced in each run's artifact directory (a temporary file renamed into place), then the run
+    marked FINISHED with its end time, as MLflow's set_terminated does."""
+    import sqlite3
+    import time
+
+    from reports.warehouse import _local_sqlite
+
+    html = Path(html_path).read_bytes()
+    written: Path | None = None  # the first copy; the others are hard links to it where the file system allows
+    for run_id, artifacts in runs.values():
+        artifacts.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=artifacts, prefix=".report.html.", suffix=".tmp")
+        try:
+            linked = False
+            if written is not None:
+                with contextlib.suppress(OSError):  # another file system: a copy instead
+                    os.unlink(tmp)
+                    os.link(written, tmp)
+                    linked = True
+            if not linked:
+                with open(tmp, "wb") as f:
+                    f.write(html)
+                os.chmod(tmp, 0o644)
+            os.close(fd)
+            os.replace(tmp, artifacts / "report.html")  # never written in place, so links share no later change
+            written = written or artifacts / "report.html"
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    con = sqlite3.connect(str(_local_sqlite(tracking_uri)), timeout=30)
+    try:
+        with con:
+            now = int(time.time() * 1000)
+            con.executemany("UPDATE runs SET status = 'FINISHED', end_time = ? WHERE run_uuid = ? "
+                            "AND lifecycle_stage = 'active'", [(now, run_id) for run_id, _ in runs.values()])
+    finally:
+        con.close()
+    return [run_id for run_id, _ in runs.values()]
+
+
 def build_report(tracking_uri: str, out_path: Path, experiments: list[str] | None = None,
                  cache_dir: Path | None = None, log_to_mlflow: bool = False, warehouse_dir: Path | None = None) -> Path:
     """Render the report for all (or the named) experiments to out_path; return the path. With
-    log_to_mlflow, also log it to each reported experiment (see log_report); MLflow is imported in a thread
-    meanwhile (the warehouse reads a local store without it), so logging adds little to the wall time."""
+    log_to_mlflow, also log it to each reported experiment (see log_report). On a local store whose reported
+    experiments all have their report run, that is done without MLflow (_log_report_locally); otherwise MLflow
+    is imported in a thread meanwhile (the warehouse reads a local store without it), so logging adds little to
+    the wall time. `warehouse_dir`: the store's warehouse cache (reports.warehouse)."""
     box: dict[str, Any] = {}
-    warm = threading.Thread(target=_mlflow_client, args=(tracking_uri, box), daemon=True) if log_to_mlflow else None
+    local = _report_runs(tracking_uri) if log_to_mlflow else None
+    wanted = set(experiments) if experiments is not None else None
+    need_client = log_to_mlflow and (local is None or bool(local[1] if wanted is None else local[1] & wanted))
+    warm = threading.Thread(target=_mlflow_client, args=(tracking_uri, box), daemon=True) if need_client else None
     if warm is not None:
         warm.start()
     with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir, warehouse_dir=warehouse_dir) as wh:
         html = render_report(wh, tracking_uri, experiments)
         reported = [e["experiment"] for e in wh.named("experiments")]
     path = write_atomic(Path(out_path), html)
-    if warm is not None:
-        warm.join()
-        if "error" in box:
-            raise box["error"]
-        log_report(tracking_uri, path, reported, box["client"])
+    if not log_to_mlflow:
+        return path
+    if local is not None and all(name in local[0] for name in reported):
+        _log_report_locally(tracking_uri, path, {name: local[0][name] for name in reported})
+        return path
+    if warm is None:  # a report run went missing meanwhile: MLflow after all
+        warm = threading.Thread(target=_mlflow_client, args=(tracking_uri, box), daemon=True)
+        warm.start()
+    warm.join()
+    if "error" in box:
+        raise box["error"]
+    log_report(tracking_uri, path, reported, box["client"])
     return path

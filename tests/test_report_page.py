@@ -194,3 +194,33 @@ def test_query_cannot_touch_files(store, tmp_path):
     assert not target.exists() and not (tmp_path / "x.db").exists()
     r = _cli(["CREATE TEMP TABLE t AS SELECT 1 AS a; SELECT a FROM t"], store)  # memory only
     assert r.exit_code == 0 and re.search(r"^1\s*$", r.output, flags=re.M)
+
+
+def test_an_existing_report_run_is_updated_without_importing_mlflow(store, tmp_path, monkeypatch):
+    import sqlite3
+    import sys
+
+    first = build.build_report(store["uri"], tmp_path / "first.html", log_to_mlflow=True)  # creates or reuses
+    client = store["client"]
+    runs = {}
+    for name in "acde":
+        exp = client.get_experiment_by_name(name)
+        (run,) = client.search_runs([exp.experiment_id], "tags.`subnets.kind` = 'report'")
+        client.set_terminated(run.info.run_id, "KILLED", end_time=1)
+        logged = Path(run.info.artifact_uri.removeprefix("file://")) / "report.html"
+        logged.write_text("stale")
+        runs[run.info.run_id] = logged
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now fails
+    out = build.build_report(store["uri"], tmp_path / "second.html", log_to_mlflow=True)
+    monkeypatch.undo()
+    assert out.read_bytes() == first.read_bytes()
+    db = store["uri"].removeprefix("sqlite:///")
+    with sqlite3.connect(db) as con:
+        for run_id, logged in runs.items():
+            assert logged.read_bytes() == out.read_bytes()
+            assert [p.name for p in logged.parent.iterdir()] == ["report.html"]  # no temporary file left
+            status, end = con.execute("SELECT status, end_time FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+            assert status == "FINISHED" and end > 1
+    for run_id in runs:  # and MLflow reads them so
+        info = client.get_run(run_id).info
+        assert info.status == "FINISHED" and [a.path for a in client.list_artifacts(run_id)] == ["report.html"]

@@ -355,3 +355,29 @@ def test_named_queries_name_only_the_experiment_parameter():
 
     for name in sql_names():
         assert set(re.findall(r"\$([a-z_]+)", load_sql(name))) <= {"experiment"}, name
+
+
+def _same(v):
+    if isinstance(v, float):
+        return round(v, 12)
+    if isinstance(v, list):
+        return [_same(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _same(x) for k, x in v.items()}
+    return v
+
+
+def test_each_figure_query_over_every_experiment_equals_it_per_experiment(wh):
+    """The report runs these once with $experiment NULL and splits the rows by their last column."""
+    from reports.build import PER_EXPERIMENT
+
+    experiments = [r["experiment"] for r in rows(wh, "experiments")]
+    assert experiments == list("acde")
+    for name in PER_EXPERIMENT:
+        everything = wh.named(name, experiment=None)
+        # the rows name their experiment: in the last column (effective_size_of: the view's own columns)
+        assert everything and all(list(r)[0 if name == "effective_size_of" else -1] == "experiment"
+                                  for r in everything), name
+        for exp in experiments:
+            mine = [_same(r) for r in everything if r["experiment"] == exp]
+            assert mine == [_same(r) for r in rows(wh, name, exp)], (name, exp)

@@ -7,6 +7,7 @@ rows into tables and charts and formats numbers.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -20,6 +21,8 @@ import jinja2
 
 from reports import svg
 from reports.warehouse import Warehouse, open_warehouse
+
+log = logging.getLogger(__name__)
 
 
 def fmt_acc(v: float | None) -> str:
@@ -452,11 +455,15 @@ def _report_runs(tracking_uri: str) -> tuple[dict[str, tuple[str, Path]], set[st
     db = _local_sqlite(tracking_uri)
     if db is None:
         return None
-    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
-        rows = con.execute(_SQLITE_REPORT_RUNS, (REPORT_KIND,)).fetchall()
-    finally:
-        con.close()
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = con.execute(_SQLITE_REPORT_RUNS, (REPORT_KIND,)).fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:  # a schema this query does not know: MLflow's client knows it
+        log.info("report runs not read with sqlite3 (%s); logging through MLflow", exc)
+        return None
     found, missing = {}, set()
     for name, run_id, artifact_uri, has_runs in rows:
         local = _local_path(artifact_uri) if run_id is not None else None

@@ -521,6 +521,7 @@ def _write_merge(con: duckdb.DuckDBPyConnection, cache: Path, runs: dict[str, An
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(manifest, f, sort_keys=True)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the merge from the store's other readers
         os.replace(tmp, cache / MANIFEST)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

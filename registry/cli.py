@@ -27,7 +27,7 @@ StoreOpt = typer.Option(Path("."), "--store", help="Directory holding mlflow.db,
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(message, markup=False, highlight=False)
+    err.print(message, markup=False, highlight=False, soft_wrap=True)  # a path or key is never cut across lines
     return typer.Exit(code)
 
 
@@ -57,7 +57,7 @@ def _load(file: Path, experiment: str | None = None):
     except ConfigError as e:
         err.print(f"[bold red]{len(e.problems)} problem(s) in {escape(str(file))}[/]")
         for p in e.problems:
-            err.print(f"  {p}", markup=False, highlight=False)
+            err.print(f"  {p}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     except UnknownName as e:
         raise _fail(f"{file}: {e}")

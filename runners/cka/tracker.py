@@ -53,9 +53,10 @@ def cka_rows(ids: dict, step, result: CKAResult, spec: CkaSpec) -> list[dict]:
             for i in range(n[0]) for j in range(n[1])]
 
 
-def diagonal_metrics(result: CKAResult) -> dict[str, float]:
-    n = min(result.matrix.shape)
-    return {f"cka.layer_{i}": float(result.matrix[i, i]) for i in range(n)}
+def diagonal_metrics(matrix: np.ndarray) -> dict[str, float]:
+    """Each layer's CKA with the same layer of the other model, as `cka.layer_<i>` metrics."""
+    n = min(matrix.shape)
+    return {f"cka.layer_{i}": float(matrix[i, i]) for i in range(n)}
 
 
 def heatmap_png(path: Path, matrix: np.ndarray, title: str) -> None:

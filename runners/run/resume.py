@@ -70,14 +70,6 @@ class Resumed:
     elapsed_s: float = 0.0  # wall time the earlier attempts spent on the finished steps
     masks_dir: Path | None = None
 
-    def state_of(self, step: PruneStep) -> PruneStep:
-        """`step` with its masks or gates, read from its mask file."""
-        if step.weight_masks is not None or step.gates is not None or step.step == 0:
-            return step
-        loaded = load_step(self.masks_dir / f"{record_name(step)}.safetensors")
-        return dataclasses.replace(step, weight_masks=loaded.weight_masks, gates=loaded.gates,
-                                   scores=loaded.scores)
-
 
 def find_resumable(store, experiment: str, fingerprint: str):
     """The newest parent run of `fingerprint` that a kill or crash ended, if it is the newest of all (a
@@ -133,7 +125,8 @@ def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
 
 
 def fetch_state(store, resumed: Resumed, step: PruneStep) -> PruneStep:
-    """`step` (a finished step of the resumed run) with its state, downloading its mask file if needed."""
+    """`step` (a finished step of the resumed run) with its masks or gates, read from its mask file
+    (downloaded first if it is not here yet)."""
     if step.step == 0 or step.weight_masks is not None or step.gates is not None:
         return step
     path = resumed.masks_dir / f"{record_name(step)}.safetensors"
@@ -141,7 +134,8 @@ def fetch_state(store, resumed: Resumed, step: PruneStep) -> PruneStep:
         got = _download(store, resumed.run_id, f"masks/{path.name}", resumed.masks_dir)
         if got != path:
             shutil.move(got, path)
-    return resumed.state_of(step)
+    loaded = load_step(path)
+    return dataclasses.replace(step, weight_masks=loaded.weight_masks, gates=loaded.gates, scores=loaded.scores)
 
 
 def _download(store, run_id: str, artifact_path: str, dst: Path) -> Path:

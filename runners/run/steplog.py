@@ -81,7 +81,7 @@ class StepLogger:
         result = step.results[self.cka.split].cka if self.cka is not None else None
         new_cka, new_units = [], []
         if result is not None:
-            self.run.metrics({prefix + k: v for k, v in diagonal_metrics(result).items()}, step=step.step)
+            self.run.metrics({prefix + k: v for k, v in diagonal_metrics(result.matrix).items()}, step=step.step)
             new_cka = cka_rows(self.ids, step, result, self.cka)
         self.run.metrics({prefix + k: v for k, v in step_metrics(step).items()}, step=step.step)
         self.run.flush()
@@ -107,10 +107,11 @@ class StepLogger:
         per step cost more CPU than all of a run's MLflow calls)."""
         self.run.metrics({"step": kept.step, **step_metrics(kept)}, step=kept.step)
         if self.cka is not None:
-            self.run.metrics(kept_cka_metrics(self.cka_rows, kept), step=kept.step)
             for s in [kept, *variants]:
                 matrix = cka_matrix(self.cka_rows, s.variant, s.step)
                 if matrix is not None:
+                    if s is kept:
+                        self.run.metrics(diagonal_metrics(matrix), step=kept.step)
                     self.cka_dir.mkdir(exist_ok=True)
                     png = self.cka_dir / f"{artifact_name(s)}.png"
                     heatmap_png(png, matrix, f"{s.variant} step {s.step}, sparsity {s.sparsity:.2f}")
@@ -129,8 +130,3 @@ def cka_matrix(rows: list[dict], variant: str, step: int):
     for r in cells:
         m[r["layer_base"], r["layer_pruned"]] = r["value"]
     return m
-
-
-def kept_cka_metrics(rows: list[dict], kept: PruneStep) -> dict[str, float]:
-    m = cka_matrix(rows, kept.variant, kept.step)
-    return {} if m is None else {f"cka.layer_{i}": float(m[i, i]) for i in range(min(m.shape))}

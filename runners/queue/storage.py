@@ -45,9 +45,12 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-                                  skip_table_creation=not create)
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                     grace_period=GRACE_S, skip_table_creation=not create,
+                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+            if url.startswith("sqlite"):
+                _serialise_sqlite(storage.engine)
+            return storage
         except Exception:
             # two coordinators (machines) creating the tables at the same moment: the loser's CREATE fails on
             # the winner's rows; once the winner is done the tables exist and a second try just opens them
@@ -55,5 +58,27 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
                 raise
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
+
+
+def _serialise_sqlite(engine) -> None:
+    """Make every SQLite transaction BEGIN IMMEDIATE, so two workers cannot pop the same waiting trial.
+
+    Optuna claims a WAITING trial with SELECT ... FOR UPDATE then UPDATE. SQLite has no row locks, and
+    Python's sqlite3 only opens a transaction at the first write, so two processes could both read WAITING
+    and both set RUNNING: one trial run twice, the second tell failing on a COMPLETE trial (measured: 11 of
+    100 trials popped twice by 4 processes). BEGIN IMMEDIATE takes the write lock before the read; the
+    others wait up to SQLITE_TIMEOUT_S for it. This is SQLAlchemy's documented pysqlite recipe.
+    """
+    from sqlalchemy import event
+
+    engine.dispose()  # connections opened while Optuna set up the storage predate the listeners
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's, starts them
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

@@ -305,3 +305,25 @@ def test_a_sqlite_queue_hands_each_trial_to_one_worker(tmp_path):
     assert sorted(taken) == list(range(items)), "every trial popped exactly once"
     states = [t.state for t in study.get_trials()]
     assert states.count(optuna.trial.TrialState.COMPLETE) >= items and optuna.trial.TrialState.FAIL not in states
+
+
+def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
+    from types import SimpleNamespace
+
+    from runners.pruning.recipe import PruneStep
+    from runners.queue.work import _summary
+    from runners.training import EvalResult
+
+    def res(mcc):
+        return {"id": EvalResult("id", "id", 50, 100, metrics={"mcc": mcc, "accuracy": 0.5}, primary="mcc")}
+
+    full = PruneStep(0, 0.0, res(0.0), True)
+    hit, missed = (PruneStep(i, sp, res(0.0), True, strength=t) for i, sp, t in [(1, 0.32, 0.3), (2, 0.91, 0.5)])
+    outcome = SimpleNamespace(baseline=res(0.0), selected=missed, steps=2, stop_reason="declared", seconds=1.0,
+                              run_id="r", variants=[], pruned_steps=[full, hit, missed])
+    l0 = SimpleNamespace(prune=SimpleNamespace(method="l0", params=None))
+    text = _summary(outcome, l0)
+    assert "the full model's ID mcc is 0.000: it did not learn the task" in text
+    assert "L0 target 0.50 realised sparsity 0.910" in text and "target 0.30" not in text  # 0.32 is within 0.05
+    learned = SimpleNamespace(**{**vars(outcome), "baseline": res(0.41), "pruned_steps": [full, hit]})
+    assert "note:" not in _summary(learned, l0)

@@ -382,7 +382,7 @@ class Worker:
         self.log.ran += 1
         self.log.trials.append((trial.study.study_name, trial.number, fp))
         trial.set_user_attr("run_id", outcome.run_id)
-        self.echo(_summary(outcome))
+        self.echo(_summary(outcome, spec))
         return 1.0 - outcome.selected.sparsity
 
 
@@ -443,7 +443,26 @@ class Worker:
         return run
 
 
-def _summary(o) -> str:
+MISSED_TARGET = 0.05  # an L0 subnetwork whose realised sparsity is this far from its target is flagged (as in the report)
+
+
+def run_notes(o, spec: RunSpec) -> list[str]:
+    """What a reader of the summary must not miss: a keep rule that cannot judge anything (the full model
+    scored <= 0 on its metric, e.g. MCC 0 of a model that predicts one class) and L0 targets missed."""
+    notes = []
+    full = o.baseline["id"]
+    if full.score <= 0:
+        notes.append(f"the full model's ID {full.primary} is {full.score:.3f}: it did not learn the task, so a keep rule "
+                     f"relative to it passes every step; these subnetworks say nothing about what the task needs")
+    if METHODS.get(spec.prune.method).x_axis(spec.prune.params) == "target":
+        for s in o.pruned_steps or []:
+            if s.step > 0 and s.strength is not None and abs(s.sparsity - s.strength) > MISSED_TARGET:
+                notes.append(f"L0 target {s.strength:.2f} realised sparsity {s.sparsity:.3f} (missed by more than "
+                             f"{MISSED_TARGET}: the schedule was too short for the constraint to bind; raise schedule_scale)")
+    return notes
+
+
+def _summary(o, spec: RunSpec | None = None) -> str:
     metric = o.baseline["id"].primary
     ood = ", ".join(f"{k} {v.score:.3f}" for k, v in o.selected.results.items() if k != "id")
     text = (f"  full model: ID {metric} {o.baseline['id'].score:.3f}; kept step {o.selected.step} of {o.steps} "
@@ -452,6 +471,8 @@ def _summary(o) -> str:
     for v in o.variants:
         vood = ", ".join(f"{k} {r.score:.3f}" for k, r in v.results.items() if k != "id")
         text += f"\n    {v.variant}: ID {v.results['id'].score:.3f}{'; ' + vood if vood else ''}"
+    for note in run_notes(o, spec) if spec is not None else []:
+        text += f"\n  note: {note}"
     return text
 
 

@@ -84,6 +84,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         Column("x", "float64", "The step's declared x (see runs.x_axis): the step number, the one-shot strength or the L0 target."),
         Column("sparsity", "float64", "Fraction of prunable parameters removed."),
         Column("unit_sparsity", "float64", "Fraction of units removed (heads + MLPs, or neurons); NULL for weight masks."),
+        Column("expected_unit_sparsity", "float64", "L0 only: the trained gates' expected unit sparsity when training ended. The Lagrangian holds it near the target, so a gap above 0.05 says the schedule was too short (the mask is still cut to the target, top-k); NULL otherwise."),
         Column("eval_set", "string", "Evaluation set: id, or an OOD set's name."),
         Column("kind", "string", "id or ood."),
         Column("subcase", "string", "all (the whole set), or a subcase such as lexical_overlap/non_entailment."),

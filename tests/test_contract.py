@@ -97,3 +97,16 @@ def test_every_run_records_the_digest_of_its_data(logged):
     expected = data_digest(build_task(spec.task, spec.base_dir))
     with open_warehouse(logged["store"].tracking_uri) as wh:
         assert wh.query("SELECT DISTINCT data_digest FROM runs")[1] == [(expected,)]
+
+
+def test_an_l0_step_row_carries_the_gates_expected_sparsity():
+    from runners.pruning.recipe import PruneStep
+    from runners.tracking.tables import step_rows
+    from runners.training import EvalResult
+
+    res = {"id": EvalResult("id", "id", 80, 100)}
+    l0 = PruneStep(1, 0.12, res, True, unit_sparsity=0.5, strength=0.5, extra={"expected_sparsity_end": 0.91})
+    (row,) = step_rows({"run_id": "r"}, l0, 0.5, True)
+    assert (row["x"], row["unit_sparsity"], row["expected_unit_sparsity"]) == (0.5, 0.5, 0.91)
+    (plain,) = step_rows({"run_id": "r"}, PruneStep(1, 0.12, res, True), 1.0, True)
+    assert plain["expected_unit_sparsity"] is None

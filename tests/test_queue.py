@@ -318,12 +318,14 @@ def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
         return {"id": EvalResult("id", "id", 50, 100, metrics={"mcc": mcc, "accuracy": 0.5}, primary="mcc")}
 
     full = PruneStep(0, 0.0, res(0.0), True)
-    hit, missed = (PruneStep(i, sp, res(0.0), True, strength=t) for i, sp, t in [(1, 0.32, 0.3), (2, 0.91, 0.5)])
+    hit, missed = (PruneStep(i, 0.1 * i, res(0.0), True, strength=t, extra={"expected_sparsity_end": e})
+                   for i, e, t in [(1, 0.32, 0.3), (2, 0.91, 0.5)])
     outcome = SimpleNamespace(baseline=res(0.0), selected=missed, steps=2, stop_reason="declared", seconds=1.0,
                               run_id="r", variants=[], pruned_steps=[full, hit, missed])
     l0 = SimpleNamespace(prune=SimpleNamespace(method="l0", params=None))
     text = _summary(outcome, l0)
     assert "the full model's ID mcc is 0.000: it did not learn the task" in text
-    assert "L0 target 0.50 realised sparsity 0.910" in text and "target 0.30" not in text  # 0.32 is within 0.05
+    assert "L0 target 0.50: the gates' expected unit sparsity ended at 0.910" in text
+    assert "target 0.30" not in text  # 0.32 is within 0.05
     learned = SimpleNamespace(**{**vars(outcome), "baseline": res(0.41), "pruned_steps": [full, hit]})
     assert "note:" not in _summary(learned, l0)

@@ -31,13 +31,15 @@ def run_row(i, *, label, x_axis, ft, final_step, final_sparsity, stop, keep=("ra
                 keep_threshold=keep[1], study=study, trial=trial, data_digest=f"digest-{i['run_id']}")
 
 
-def step_rows(i, *, xs, sparsity, passed, selected, values, metric="accuracy", variant="pruned", steps=None):
-    """values: {(eval_set, subcase): [value per step]}"""
+def step_rows(i, *, xs, sparsity, passed, selected, values, metric="accuracy", variant="pruned", steps=None,
+              expected=None):
+    """values: {(eval_set, subcase): [value per step]}; expected: L0's expected unit sparsity per step"""
     rows = []
     for (eval_set, subcase), vals in values.items():
         for k, v in enumerate(vals):
             step = steps[k] if steps else k
             rows.append(dict(i, variant=variant, step=step, x=xs[k], sparsity=sparsity[k], unit_sparsity=xs[k] if variant == "pruned" and metric != "accuracy" else None,
+                             expected_unit_sparsity=expected[k] if expected else None,
                              eval_set=eval_set, kind="id" if eval_set == "id" else "ood", subcase=subcase,
                              metric=metric, value=v, n=100, passed=passed[k],
                              selected=variant != "pruned" or step == selected))
@@ -80,7 +82,7 @@ def build(tmp: Path) -> dict[str, list[Path]]:
 
     # c: L0 judged by MCC, one fine-tuned model (shared with a), two pruning seeds, controls and re-fine-tuning
     ic = {0: ids("c", "c0", 0, 0, "l0", "gc"), 1: ids("c", "c1", 0, 1, "l0", "gc")}
-    c_sp = {0: [0.0, 0.3, 0.62], 1: [0.0, 0.3, 0.9]}
+    c_sp = {0: [0.0, 0.3, 0.62], 1: [0.0, 0.3, 0.9]}  # the gates' expected unit sparsity as well
     c_mcc = {0: {("id", "all"): [0.80, 0.79, 0.70], ("hans", "all"): [0.10, 0.30, 0.20]},
              1: {("id", "all"): [0.80, 0.795, 0.60], ("hans", "all"): [0.10, 0.05, 0.40]}}
     c_var = {0: {"random": (0.40, 0.00), "bad": (0.20, 0.05), "retrained": (0.81, 0.25)},
@@ -91,7 +93,7 @@ def build(tmp: Path) -> dict[str, list[Path]]:
     for ps, i in ic.items():
         xs = [0.0, 0.3, 0.6]
         steps = step_rows(i, xs=xs, sparsity=c_sp[ps], passed=[True, True, False], selected=1, metric="mcc",
-                          values=c_mcc[ps])
+                          values=c_mcc[ps], expected=c_sp[ps])
         steps += step_rows(i, xs=xs, sparsity=c_sp[ps], passed=[True, True, False], selected=1,  # decoy metric
                            values={("id", "all"): [0.5, 0.5, 0.5], ("hans", "all"): [0.5, 0.5, 0.5]})
         for variant, (vid, vood) in c_var[ps].items():
@@ -198,7 +200,7 @@ def test_runs_stop_reasons_and_l0_targets(wh):
     assert [(r["metric"], r["kept_id_value"], r["kept_x"], r["kept_unit_sparsity"], r["chosen_by"]) for r in c] == [
         ("mcc", 0.79, 0.3, 0.3, "keep rule"), ("mcc", 0.795, 0.3, 0.3, "keep rule")]
     assert c[0]["missed_targets"] is None  # 0.62 is within 0.05 of 0.6
-    assert c[1]["missed_targets"] == [{"target": 0.6, "sparsity": 0.9}]
+    assert c[1]["missed_targets"] == [{"target": 0.6, "expected": 0.9}]
     assert c[1]["kept_ood"] == [{"eval_set": "hans", "value": 0.05}]
     assert [r["chosen_by"] for r in rows(wh, "runs", "e")] == ["cap"]  # exhausted while every step held
 

@@ -41,7 +41,8 @@ def step_rows(ids: dict, step, x: float | None, selected: bool) -> list[dict]:
     rows = []
     for res in step.results.values():
         base = dict(ids, variant=step.variant, step=step.step, x=x, sparsity=step.sparsity,
-                    unit_sparsity=step.unit_sparsity, eval_set=res.name, kind=res.kind,
+                    unit_sparsity=step.unit_sparsity, expected_unit_sparsity=step.extra.get("expected_sparsity_end"),
+                    eval_set=res.name, kind=res.kind,
                     passed=step.passed, selected=selected)
         if not res.regression:
             rows.append(dict(base, subcase="all", metric="accuracy", value=res.accuracy, n=res.n))

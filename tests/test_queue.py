@@ -322,10 +322,11 @@ def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
                    for i, e, t in [(1, 0.32, 0.3), (2, 0.91, 0.5)])
     outcome = SimpleNamespace(baseline=res(0.0), selected=missed, steps=2, stop_reason="declared", seconds=1.0,
                               run_id="r", variants=[], pruned_steps=[full, hit, missed])
-    l0 = SimpleNamespace(prune=SimpleNamespace(method="l0", params=None))
+    l0 = SimpleNamespace(prune=SimpleNamespace(method="l0", params=None), experiment="x", label=lambda: "seed=1")
     text = _summary(outcome, l0)
     assert "the full model's ID mcc is 0.000: it did not learn the task" in text
     assert "L0 target 0.50: the gates' expected unit sparsity ended at 0.910" in text
     assert "target 0.30" not in text  # 0.32 is within 0.05
     learned = SimpleNamespace(**{**vars(outcome), "baseline": res(0.41), "pruned_steps": [full, hit]})
     assert "note:" not in _summary(learned, l0)
+    assert _summary(learned, l0).startswith("[x] l0 (seed=1) done\n  full model: ID mcc 0.410")

@@ -467,7 +467,9 @@ def run_notes(o, spec: RunSpec) -> list[str]:
 def _summary(o, spec: RunSpec | None = None) -> str:
     metric = o.baseline["id"].primary
     ood = ", ".join(f"{k} {v.score:.3f}" for k, v in o.selected.results.items() if k != "id")
-    text = (f"  full model: ID {metric} {o.baseline['id'].score:.3f}; kept step {o.selected.step} of {o.steps} "
+    # named again: with several workers another run's start line may sit between this run's start and its end
+    head = f"[{spec.experiment}] {spec.prune.method} ({spec.label()}) done\n" if spec is not None else ""
+    text = head + (f"  full model: ID {metric} {o.baseline['id'].score:.3f}; kept step {o.selected.step} of {o.steps} "
             f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].score:.3f}"
             f"{'; ' + ood if ood else ''}\n  stopped: {o.stop_reason}  [{o.seconds:.0f} s, run {o.run_id}]")
     for v in o.variants:

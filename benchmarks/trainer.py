@@ -2,6 +2,7 @@
 what batching does to both: fixed padding vs per-batch (dynamic) padding vs length-grouped batches.
 
     python benchmarks/trainer.py [--quick] [--threads N] [--train N] [--epochs E] [--synthetic]
+                                 [--sides ours,ours_grouped,trainer,trainer_grouped] [--no-schemes]
 
 Data and model: the real encoder ../shared/models/all-MiniLM-L6-v2 (a 6-layer BERT) fine-tuned on the first
 `train` sentences of GLUE SST-2 (../shared/data/sst2/train.tsv) and evaluated on its dev set; where ../shared
@@ -11,6 +12,7 @@ rate, linear warm-up/decay, weight decay, gradient clipping, evaluation batch si
 
   ours           runners.training.finetune.finetune (dynamic padding, random order) then
                  runners.training.evaluate.evaluate (dynamic padding, length-sorted order)
+  ours_grouped   the same with finetune.length_grouped = true (groups of 50 batches sorted by length)
   trainer        transformers.Trainer with DataCollatorWithPadding (dynamic padding, random order), its
                  defaults otherwise (fused AdamW, no logging, no checkpoints), .train() then .evaluate()
   trainer_grouped  the same with train_sampling_strategy="group_by_length" (Trainer's length-grouped sampler)
@@ -49,6 +51,7 @@ QUICK = dict(train=32, eval=32, epochs=1.0, batch=16, eval_batch=32, max_length=
 HYPER = dict(lr=5e-5, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0)
 SEED = 0
 MEGABATCH = 50  # batches per length-sorted group, as transformers' LengthGroupedSampler
+SIDES = ("ours", "ours_grouped", "trainer", "trainer_grouped")
 
 
 def log(msg: str) -> None:
@@ -100,25 +103,25 @@ def setup(cfg: dict, synthetic: bool) -> dict:
                 train_examples=train, dev_examples=dev, what=what)
 
 
-def _spec(cfg: dict):
+def _spec(cfg: dict, grouped: bool = False):
     from registry.schema import FinetuneSpec
 
     return FinetuneSpec(epochs=cfg["epochs"], lr=HYPER["lr"], batch_size=cfg["batch"], eval_batch_size=cfg["eval_batch"],
                         warmup_ratio=HYPER["warmup_ratio"], weight_decay=HYPER["weight_decay"],
-                        max_grad_norm=HYPER["max_grad_norm"])
+                        max_grad_norm=HYPER["max_grad_norm"], length_grouped=grouped)
 
 
 # ---- ours --------------------------------------------------------------------------------------------
 
 
-def run_ours(s: dict, cfg: dict) -> dict:
+def run_ours(s: dict, cfg: dict, grouped: bool = False) -> dict:
     from runners.tracking.progress import Progress
     from runners.training.evaluate import evaluate
     from runners.training.finetune import finetune
 
     model, pad = copy.deepcopy(s["model"]), s["tok"].pad_token_id
     start = time.perf_counter()
-    history = finetune(model, s["rows"], _spec(cfg), SEED, pad, Progress(enabled=False))
+    history = finetune(model, s["rows"], _spec(cfg, grouped), SEED, pad, Progress(enabled=False))
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate(model, s["dev"], cfg["eval_batch"], pad)
@@ -272,7 +275,11 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=None, help="training examples")
     ap.add_argument("--epochs", type=float, default=None)
     ap.add_argument("--synthetic", action="store_true", help="the built-in tiny-bert on synthetic-nli, even with ../shared")
+    ap.add_argument("--sides", default=None, help=f"comma-separated subset of {','.join(SIDES)} (default: all)")
+    ap.add_argument("--no-schemes", action="store_true", help="skip the batching-scheme comparison")
     a = ap.parse_args()
+    if a.sides and not set(a.sides.split(",")) <= set(SIDES):
+        ap.error(f"--sides: choose from {', '.join(SIDES)}")
     cfg = dict(QUICK if a.quick else FULL)
     cfg.update({k: v for k, v in (("train", a.train), ("epochs", a.epochs)) if v is not None})
     threads = a.threads or int(os.environ.get("SUBNETS_THREADS", 0)) or os.cpu_count() or 1
@@ -281,32 +288,38 @@ def main() -> None:
     log(f"{s['what']['model']} on {s['what']['task']}: {len(s['rows'])} training, {len(s['dev'].rows)} dev examples, "
         f"batch {cfg['batch']}, {cfg['epochs']} epoch(s), {threads} thread(s)")
     sides = {}
-    for name, fn in (("ours", lambda: run_ours(s, cfg)), ("trainer", lambda: run_trainer(s, cfg, grouped=False)),
-                     ("trainer_grouped", lambda: run_trainer(s, cfg, grouped=True))):
+    chosen = a.sides.split(",") if a.sides else list(SIDES)
+    for name in chosen:
+        fn = {"ours": lambda: run_ours(s, cfg), "ours_grouped": lambda: run_ours(s, cfg, grouped=True),
+              "trainer": lambda: run_trainer(s, cfg, grouped=False),
+              "trainer_grouped": lambda: run_trainer(s, cfg, grouped=True)}[name]
         sides[name] = fn()
         r = sides[name]
         log(f"{name:16s} train {r['train_examples_per_s']:8.1f} ex/s   eval {r['eval_examples_per_s']:8.1f} ex/s   "
             f"accuracy {r['accuracy']:.3f}")
-    batching = {"train": {}, "eval": {}}
-    for scheme in ("fixed", "dynamic", "grouped"):
+    batching: dict = {"train": {}, "eval": {}}
+    for scheme in () if a.no_schemes else ("fixed", "dynamic", "grouped"):
         batching["train"][scheme] = r = train_scheme(s, cfg, scheme)
         log(f"train {scheme:8s} {r['examples_per_s']:8.1f} ex/s   padded/real tokens {r['padded_per_real_token']:.2f}")
-    for scheme in ("fixed", "dynamic", "sorted"):
+    for scheme in () if a.no_schemes else ("fixed", "dynamic", "sorted"):
         batching["eval"][scheme] = r = eval_scheme(s, cfg, scheme)
         log(f"eval  {scheme:8s} {r['examples_per_s']:8.1f} ex/s   padded/real tokens {r['padded_per_real_token']:.2f}")
-    ours, hf = sides["ours"], sides["trainer"]
+    def ratio(a_: dict, b_: dict, key: str) -> float | None:
+        return a_[key] / b_[key] if a_ and b_ else None
+
+    side, tr, ev = sides.get, batching["train"].get, batching["eval"].get
     print(json.dumps({
         "benchmark": "trainer", "quick": a.quick, "setup": {**s["what"], **cfg, **HYPER, "threads": threads,
                                                             "torch": torch.__version__, "python": platform.python_version()},
         "sides": sides, "batching": batching,
-        "ratios": {"train_ours_over_trainer": ours["train_examples_per_s"] / hf["train_examples_per_s"],
-                   "eval_ours_over_trainer": ours["eval_examples_per_s"] / hf["eval_examples_per_s"],
-                   "train_dynamic_over_fixed": batching["train"]["dynamic"]["examples_per_s"]
-                   / batching["train"]["fixed"]["examples_per_s"],
-                   "train_grouped_over_dynamic": batching["train"]["grouped"]["examples_per_s"]
-                   / batching["train"]["dynamic"]["examples_per_s"],
-                   "eval_sorted_over_dynamic": batching["eval"]["sorted"]["examples_per_s"]
-                   / batching["eval"]["dynamic"]["examples_per_s"]},
+        "ratios": {"train_ours_over_trainer": ratio(side("ours"), side("trainer"), "train_examples_per_s"),
+                   "train_ours_grouped_over_trainer_grouped": ratio(side("ours_grouped"), side("trainer_grouped"),
+                                                                    "train_examples_per_s"),
+                   "train_ours_grouped_over_ours": ratio(side("ours_grouped"), side("ours"), "train_examples_per_s"),
+                   "eval_ours_over_trainer": ratio(side("ours"), side("trainer"), "eval_examples_per_s"),
+                   "train_dynamic_over_fixed": ratio(tr("dynamic"), tr("fixed"), "examples_per_s"),
+                   "train_grouped_over_dynamic": ratio(tr("grouped"), tr("dynamic"), "examples_per_s"),
+                   "eval_sorted_over_dynamic": ratio(ev("sorted"), ev("dynamic"), "examples_per_s")},
     }))
 
 

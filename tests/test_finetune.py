@@ -79,3 +79,34 @@ def test_a_fine_tuning_killed_after_an_epoch_resumes_bit_identical(tmp_path):
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert h_resumed.loss == h_whole.loss and h_resumed.steps == h_whole.steps == 21  # ceil(3.5 x 6)
     assert e_resumed == e_whole == [1, 2, 3, 4]
+
+
+def test_length_grouped_batches_cut_padding_and_keep_every_example():
+    from runners.training.finetune import length_grouped
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 120, (2000,), generator=gen).tolist()
+    order = torch.randperm(2000, generator=gen).tolist()
+    grouped = length_grouped(order, lengths, 16, torch.Generator().manual_seed(1))
+    assert sorted(grouped) == list(range(2000))  # a permutation: every example once per epoch
+
+    def padding(o):  # padded tokens / real tokens over the epoch's batches
+        batches = [o[k:k + 16] for k in range(0, len(o), 16)]
+        return sum(16 * max(lengths[i] for i in b) for b in batches) / sum(lengths)
+
+    assert padding(order) > 1.8 and padding(grouped) < 1.1
+    widths = [max(lengths[i] for i in grouped[k:k + 16]) for k in range(0, 2000, 16)]
+    assert widths != sorted(widths, reverse=True)  # batches shuffled, not longest first
+    assert grouped == length_grouped(order, lengths, 16, torch.Generator().manual_seed(1))  # deterministic
+
+
+def test_length_grouping_is_part_of_the_fingerprint_only_when_on(tmp_path):
+    from registry.loader import load_runs
+    from tests.conftest import tiny_toml
+
+    (tmp_path / "a.toml").write_text(tiny_toml())
+    (tmp_path / "b.toml").write_text(tiny_toml().replace("[defaults.finetune]", "[defaults.finetune]\nlength_grouped = true"))
+    plain, grouped = load_runs(tmp_path / "a.toml")[0], load_runs(tmp_path / "b.toml")[0]
+    assert "length_grouped" not in plain.identity()["finetune"]  # runs declared before the option keep their fingerprint
+    assert grouped.identity()["finetune"]["length_grouped"] is True
+    assert grouped.finetune_fingerprint != plain.finetune_fingerprint

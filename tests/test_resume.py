@@ -84,15 +84,45 @@ def _kill_when(toml: Path, store_dir: Path, appeared: str, timeout: float = 240.
 ])
 def test_a_run_killed_mid_pruning_resumes_and_equals_an_uninterrupted_run(uninterrupted, tmp_path, kill_at, reused_steps,
                                                                            reused_variants):
-    whole_store, whole = uninterrupted
     toml = tmp_path / "experiments.toml"
     toml.write_text(TOML)
     _kill_when(toml, tmp_path / "s", kill_at)
-    store, (killed,) = _parent_run(tmp_path / "s")
+    _rerun_equals_uninterrupted(toml, tmp_path / "s", uninterrupted, reused_steps, reused_variants)
+
+
+# A real `subnets run` process that SIGKILLs itself right after writing its units table: the steps and units
+# Parquet files exist in its scratch folder, the cka, runs and axes tables do not, nothing is logged yet.
+KILL_WHILE_WRITING_TABLES = """
+import os, signal, sys
+import runners.run.execute as execute
+write = execute.write_table
+def write_then_die(folder, name, rows):
+    write(folder, name, rows)
+    if name == "units":
+        os.kill(os.getpid(), signal.SIGKILL)
+execute.write_table = write_then_die
+from registry.cli import app
+app(sys.argv[1:], prog_name="subnets")
+"""
+
+
+def test_a_run_killed_while_its_tables_are_written_resumes_and_equals_an_uninterrupted_run(uninterrupted, tmp_path):
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(TOML)
+    proc = subprocess.run([sys.executable, "-c", KILL_WHILE_WRITING_TABLES, "run", "--file", str(toml), "--store",
+                           str(tmp_path / "s"), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # every step and both controls were recorded before the kill: the rerun only writes the tables
+    _rerun_equals_uninterrupted(toml, tmp_path / "s", uninterrupted, reused_steps=8, reused_variants=2)
+
+
+def _rerun_equals_uninterrupted(toml: Path, store_dir: Path, uninterrupted, reused_steps: int, reused_variants: int):
+    whole_store, whole = uninterrupted
+    store, (killed,) = _parent_run(store_dir)
     assert killed.info.status == "RUNNING"  # as a SIGKILL leaves it; the next command finds its process gone
 
-    output = _run_in_process(toml, tmp_path / "s")
-    store, runs = _parent_run(tmp_path / "s")
+    output = _run_in_process(toml, store_dir)
+    store, runs = _parent_run(store_dir)
     (run,) = runs  # the killed run was reopened and finished: no second run of the fingerprint
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     # at least the records that existed at the kill were reused (the kill may land a step later)

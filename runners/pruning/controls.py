@@ -47,7 +47,7 @@ def control_gates(step: PruneStep, kind: str, seed: int) -> Gates:
             new[fam] = g.detach().clone()  # a family the method did not prune stays whole
             continue
         scores = None if gen is not None else step.scores[fam]
-        new[fam] = _same_count(scores, keep, gen).to(g.dtype)
+        new[fam] = _same_count(scores, keep, gen).to(device=g.device, dtype=g.dtype)  # the model's device
     return replace(gates, **new)
 
 

@@ -134,6 +134,7 @@ class GateHandle:
     def __init__(self, model: nn.Module, gates: Gates):
         self.gates = gates
         self._geom = geometry(model)
+        self._device = next(model.parameters()).device
         self._plan: dict[str, list] = {}
         view = encoder_view(model)
         _check(gates, self._geom)
@@ -159,7 +160,7 @@ class GateHandle:
                 continue
             # one host sync per family per forward decides which layers can be skipped
             skip = [False] * len(gate) if gate.requires_grad else (gate == 1).reshape(len(gate), -1).all(1).tolist()
-            scale = expand(gate)
+            scale = expand(gate.to(self._device))  # gates built elsewhere (a control's, a loaded step's) may sit on the CPU
             shift = None if mu is None else (1 - scale) * mu.to(scale.device)
             self._plan[kind] = [
                 None if skip[i] else (scale[i], None if shift is None else shift[i]) for i in range(len(gate))

@@ -37,7 +37,10 @@ def resolve_device(runtime: RuntimeSpec) -> torch.device:
 def precision(runtime: RuntimeSpec, device: torch.device) -> Iterator[None]:
     """bf16 autocast on CUDA when declared; nothing at all otherwise (fp32 stays bit-identical)."""
     if runtime.precision == "bf16":
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        # cache_enabled=False: autocast otherwise keeps the bf16 copy of each weight made at its first use until
+        # the context exits, and this context spans whole training loops, so every forward after an optimizer
+        # step would read the first step's weights (measured on an H200: bf16 fine-tuning stayed at loss 0.693)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=False):
             yield
     else:
         yield

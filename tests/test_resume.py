@@ -93,8 +93,8 @@ def test_a_run_killed_mid_pruning_resumes_and_equals_an_uninterrupted_run(uninte
 # A real `subnets run` process that SIGKILLs itself right after writing its units table: the steps and units
 # Parquet files exist in its scratch folder, the cka, runs and axes tables do not, nothing is logged yet.
 KILL_WHILE_WRITING_TABLES = """
-import os, signal, sys
-import runners.run.execute as execute
+import importlib, os, signal, sys
+execute = importlib.import_module("runners.run.execute")  # the module (the package exports a function of that name)
 write = execute.write_table
 def write_then_die(folder, name, rows):
     write(folder, name, rows)

@@ -330,3 +330,35 @@ def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
     learned = SimpleNamespace(**{**vars(outcome), "baseline": res(0.41), "pruned_steps": [full, hit]})
     assert "note:" not in _summary(learned, l0)
     assert _summary(learned, l0).startswith("[x] l0 (seed=1) done\n  full model: ID mcc 0.410")
+
+
+def test_a_trial_whose_worker_process_is_gone_is_retried_at_once(tmp_path):
+    """A worker SIGKILLed on this host leaves its trial RUNNING with a fresh heartbeat. The next worker with nothing
+    to take fails it and enqueues its retry at once, instead of waiting out the heartbeat grace (20 s), so a rerun
+    after a kill starts right away. A trial of a live worker, or of another host, is left to the heartbeats."""
+    import socket
+
+    from optuna.trial import TrialState
+
+    from runners.queue.work import Worker
+    from runners.tracking.status import owner
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = open_storage(url, create=True)
+    study = optuna.create_study(study_name="subnets/tiny/grid", storage=storage)
+    workers = {"dead": f"{socket.gethostname()}:{dead.pid}", "live": owner(), "elsewhere": "another-host:1"}
+    for who, worker in workers.items():
+        study.enqueue_trial({}, user_attrs={"fingerprint": who})
+        trial = study.ask()
+        trial.set_user_attr("worker", worker)
+        storage.record_heartbeat(trial._trial_id)
+
+    started = time.monotonic()
+    worker = Worker([], url, store=None, progress=None)  # neither is needed to look after the queue
+    assert worker._others_running(["subnets/tiny/grid"])
+    assert time.monotonic() - started < 5
+    states = {(t.user_attrs["fingerprint"], t.state) for t in study.get_trials()}
+    assert states == {("dead", TrialState.FAIL), ("live", TrialState.RUNNING), ("elsewhere", TrialState.RUNNING),
+                      ("dead", TrialState.WAITING)}  # the retry

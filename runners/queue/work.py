@@ -305,7 +305,8 @@ class Worker:
             if name is None:
                 if not self._others_running(studies):
                     break
-                time.sleep(HEARTBEAT_S)
+                if not any(self._has_work(s) for s in studies):  # a retry just enqueued is taken at once
+                    time.sleep(HEARTBEAT_S)
                 continue
             study = self._load(name)
             objective = self._grid_objective if "/grid" in name else self._search_objective(study)

@@ -332,6 +332,7 @@ def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
     assert _summary(learned, l0).startswith("[x] l0 (seed=1) done\n  full model: ID mcc 0.410")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # optuna's note on ask() outside optimize(), as here
 def test_a_trial_whose_worker_process_is_gone_is_retried_at_once(tmp_path):
     """A worker SIGKILLed on this host leaves its trial RUNNING with a fresh heartbeat. The next worker with nothing
     to take fails it and enqueues its retry at once, instead of waiting out the heartbeat grace (20 s), so a rerun

@@ -363,3 +363,30 @@ def test_a_trial_whose_worker_process_is_gone_is_retried_at_once(tmp_path):
     states = {(t.user_attrs["fingerprint"], t.state) for t in study.get_trials()}
     assert states == {("dead", TrialState.FAIL), ("live", TrialState.RUNNING), ("elsewhere", TrialState.RUNNING),
                       ("dead", TrialState.WAITING)}  # the retry
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_fingerprint_enqueued_twice_completes_once(write_toml, tmp_path):
+    """Two coordinators starting together (two machines) can both enqueue a fingerprint. The copy popped after
+    the other trial finished it is pruned as a duplicate, not completed as a second result."""
+    from optuna.trial import TrialState
+
+    from runners.queue.work import Worker
+
+    (spec,) = load_runs(write_toml(tiny_toml()))
+
+    class FinishedStore:  # the run of this fingerprint is FINISHED in MLflow
+        def run_status(self, experiment):
+            return {spec.fingerprint: "FINISHED"}
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name=grid_study(spec.experiment), storage=open_storage(url, create=True))
+    for _ in range(2):
+        study.enqueue_trial({}, user_attrs={"fingerprint": spec.fingerprint})
+    first = study.ask()
+    study.tell(first, 0.5)  # the trial that ran it
+    worker = Worker([spec], url, store=FinishedStore(), progress=None)
+    study.optimize(worker._grid_objective, n_trials=1)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert "enqueued twice" in study.get_trials()[1].user_attrs["reason"]

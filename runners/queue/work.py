@@ -385,12 +385,24 @@ class Worker:
             self.log.skipped += 1
             trial.set_user_attr("reason", "fingerprint not in this worker's experiments file")
             raise optuna.TrialPruned()
-        running = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.user_attrs.get("fingerprint") == fp and t.number < trial.number]
-        if running:  # enqueued twice by two coordinators at once: the earlier trial has it
+        # enqueued twice by two coordinators at once: the copy that started first has it (start time, then number:
+        # one order that every worker sees alike, so exactly one of two copies popped together goes on)
+        running = {t.number: t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.user_attrs.get("fingerprint") == fp}
+        mine = running.get(trial.number)
+        order = lambda t: (t.datetime_start or mine.datetime_start, t.number)  # noqa: E731
+        running = [t for n, t in running.items() if n != trial.number and (mine is None or order(t) < order(mine))]
+        if running:
             trial.set_user_attr("reason", f"trial {running[0].number} is running this fingerprint")
             raise optuna.TrialPruned()
         if self.store.run_status(spec.experiment).get(fp) == "FINISHED":
+            # two coordinators that enqueue at the same moment (two machines starting together) can each enqueue a
+            # fingerprint: when another trial holds or has finished it, this copy is a duplicate, not a result
+            holder = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                      if t.user_attrs.get("fingerprint") == fp and t.number != trial.number]
+            if holder:
+                trial.set_user_attr("reason", f"trial {holder[0].number} has this fingerprint (enqueued twice)")
+                raise optuna.TrialPruned()
             self.log.reused += 1
             trial.set_user_attr("reused", True)
             return 1.0 - float(self._finished_run(spec).data.metrics.get("selected.sparsity", 0.0))

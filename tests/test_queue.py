@@ -390,3 +390,19 @@ def test_a_fingerprint_enqueued_twice_completes_once(write_toml, tmp_path):
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
     assert "enqueued twice" in study.get_trials()[1].user_attrs["reason"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_of_two_running_copies_of_a_fingerprint_the_one_started_first_goes_on(write_toml, tmp_path):
+    from runners.queue.work import Worker
+
+    (spec,) = load_runs(write_toml(tiny_toml()))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name=grid_study(spec.experiment), storage=open_storage(url, create=True))
+    for _ in range(2):
+        study.enqueue_trial({}, user_attrs={"fingerprint": spec.fingerprint})
+    first, second = study.ask(), study.ask()  # both running, the first started earlier
+    worker = Worker([spec], url, store=None, progress=None)
+    with pytest.raises(optuna.TrialPruned):
+        worker._grid_objective(second)
+    assert study.get_trials()[1].user_attrs["reason"] == f"trial {first.number} is running this fingerprint"

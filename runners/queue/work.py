@@ -387,13 +387,11 @@ class Worker:
             raise optuna.TrialPruned()
         # enqueued twice by two coordinators at once: the copy that started first has it (start time, then number:
         # one order that every worker sees alike, so exactly one of two copies popped together goes on)
-        running = {t.number: t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.user_attrs.get("fingerprint") == fp}
-        mine = running.get(trial.number)
-        order = lambda t: (t.datetime_start or mine.datetime_start, t.number)  # noqa: E731
-        running = [t for n, t in running.items() if n != trial.number and (mine is None or order(t) < order(mine))]
-        if running:
-            trial.set_user_attr("reason", f"trial {running[0].number} is running this fingerprint")
+        copies = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                  if t.user_attrs.get("fingerprint") == fp]  # this trial among them
+        first = min(copies, key=lambda t: (t.datetime_start, t.number))
+        if first.number != trial.number:
+            trial.set_user_attr("reason", f"trial {first.number} is running this fingerprint")
             raise optuna.TrialPruned()
         if self.store.run_status(spec.experiment).get(fp) == "FINISHED":
             # two coordinators that enqueue at the same moment (two machines starting together) can each enqueue a

@@ -18,8 +18,9 @@ rate, linear warm-up/decay, weight decay, gradient clipping, evaluation batch si
   trainer_grouped  the same with train_sampling_strategy="group_by_length" (Trainer's length-grouped sampler)
 
 Batching (our training step and a no_grad forward pass, everything else equal): fixed (every batch padded
-to max_length), dynamic (padded to the batch's longest example, random order), grouped (random mega-batches
-of 50 batches, each sorted by length, then cut into batches: what Trainer's group_by_length does); for
+to max_length), dynamic (padded to the batch's longest example, random order), grouped (runners.training.finetune.length_grouped:
+random groups of 50 batches, each sorted by length, cut into batches that are then shuffled; Trainer's
+group_by_length sorts the same groups); for
 evaluation, dynamic in file order vs length-sorted (what evaluate() does). Each reports examples per second
 and the padding overhead (padded tokens / real tokens).
 
@@ -50,7 +51,6 @@ FULL = dict(train=4096, eval=872, epochs=1.0, batch=32, eval_batch=128, max_leng
 QUICK = dict(train=32, eval=32, epochs=1.0, batch=16, eval_batch=32, max_length=32)
 HYPER = dict(lr=5e-5, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0)
 SEED = 0
-MEGABATCH = 50  # batches per length-sorted group, as transformers' LengthGroupedSampler
 SIDES = ("ours", "ours_grouped", "trainer", "trainer_grouped")
 
 
@@ -190,12 +190,6 @@ def _order(n: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(SEED + epoch)).tolist()
 
 
-def grouped_order(lengths: list[int], batch: int, epoch: int) -> list[int]:
-    """A random order whose mega-batches (MEGABATCH batches each) are sorted by length, longest first."""
-    order, size = _order(len(lengths), epoch), MEGABATCH * batch
-    return [i for k in range(0, len(order), size) for i in sorted(order[k:k + size], key=lambda i: -lengths[i])]
-
-
 def _pad_to(b, width: int, pad: int):
     from runners.data.examples import Batch
 
@@ -209,10 +203,11 @@ def _pad_to(b, width: int, pad: int):
 
 def scheme_batches(rows: list[dict], scheme: str, batch: int, pad: int, max_length: int, epoch: int, train: bool):
     from runners.data.examples import batches
+    from runners.training.finetune import length_grouped  # what finetune.length_grouped = true does
 
     lengths = [len(r["input_ids"]) for r in rows]
     if scheme == "grouped":
-        order = grouped_order(lengths, batch, epoch)
+        order = length_grouped(_order(len(rows), epoch), lengths, batch, torch.Generator().manual_seed(SEED + epoch))
     elif scheme == "sorted":
         order = sorted(range(len(rows)), key=lambda i: lengths[i])
     else:
@@ -234,7 +229,7 @@ def train_scheme(s: dict, cfg: dict, scheme: str) -> dict:
     total = max(1, math.ceil(cfg["epochs"] * per_epoch))
     torch.manual_seed(SEED)
     start = time.perf_counter()
-    opt = torch.optim.AdamW(param_groups(model, spec.weight_decay), lr=spec.lr)
+    opt = torch.optim.AdamW(param_groups(model, spec.weight_decay), lr=spec.lr, fused=True)  # as finetune()
     sched = linear_schedule(opt, int(spec.warmup_ratio * total), total)
     model.train()
     step, epoch, seen, ratio = 0, 0, 0, []

@@ -184,7 +184,7 @@ def _work_here(runs, st, url: str, studies: list[str], threads: int, quiet: bool
     from runners.queue import Worker
     from runners.queue.work import RunError
     from runners.tracking import Progress
-    from runners.tracking.progress import install_stop_handlers
+    from runners.tracking.progress import install_stop_handlers, stop_finished
 
     torch.set_num_threads(threads)
     # MLflow logs a database error with its whole traceback before raising it; the run's error says it in one line
@@ -198,6 +198,7 @@ def _work_here(runs, st, url: str, studies: list[str], threads: int, quiet: bool
     try:
         worker.run(studies)
     except KeyboardInterrupt:
+        stop_finished()  # the run is marked KILLED: a late signal must not change the exit code
         raise _fail("interrupted: the current run is marked KILLED; finished runs are kept", 130)
     except RunError as e:  # missing data, unreachable hub, bad model, no GPU
         raise _fail(f"{file}: experiment {e.spec.experiment!r}: {e.cause}\n(the run is marked FAILED; finished runs are kept)")

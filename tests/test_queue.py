@@ -356,10 +356,8 @@ def test_a_trial_whose_worker_process_is_gone_is_retried_at_once(tmp_path):
         trial.set_user_attr("worker", worker)
         storage.record_heartbeat(trial._trial_id)
 
-    started = time.monotonic()
     worker = Worker([], url, store=None, progress=None)  # neither is needed to look after the queue
-    assert worker._others_running(["subnets/tiny/grid"])
-    assert time.monotonic() - started < 5
+    assert worker._others_running(["subnets/tiny/grid"])  # no clock: a heartbeat grace could not have passed yet
     states = {(t.user_attrs["fingerprint"], t.state) for t in study.get_trials()}
     assert states == {("dead", TrialState.FAIL), ("live", TrialState.RUNNING), ("elsewhere", TrialState.RUNNING),
                       ("dead", TrialState.WAITING)}  # the retry

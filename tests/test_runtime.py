@@ -1,8 +1,11 @@
-"""The device setting: CPU results stay bit-identical to the numbers logged before it existed (rewritten once
-since, on purpose, when fine-tuning moved to fused AdamW: differences <= 5e-7), and a device or precision this machine lacks is a clear error (exit 2) before anything is written."""
+"""CPU numerics: the same run twice on one machine gives bit-identical numbers; against the reference logged
+on another CPU (tests/data/cpu_reference.json) they agree within a stated float tolerance, since torch picks its
+CPU kernels by instruction set (AVX2, AVX-512, AMX) and the order of a vectorised sum moves the last bits. A device
+or precision this machine lacks is a clear error (exit 2) before anything is written."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -43,17 +46,50 @@ def logged_numbers(store_dir: Path, experiment: str) -> dict:
     return rec
 
 
-def test_cpu_results_are_bit_identical_to_the_logged_reference(tmp_path):
-    reference = json.loads((DATA / "cpu_reference.json").read_text())
+# Across CPUs. The runs compute in float32 (epsilon 1.2e-7); another vector width reorders each sum, and the
+# rounding differences of a few ulps per reduction compound through a few dozen training and pruning steps.
+# Measured between an AVX2 machine and one with AVX-512 and AMX: at most 4.4e-7 absolute (unit scores of order
+# 1), 7.5e-9 on the fine-tuning loss. REL_TOL is about 80 float32 ulps; ABS_TOL covers values near zero (CKA of
+# nearly equal layers, scores of pruned units). Discrete values (fingerprints, steps, layers, kept flags) and
+# scores that count examples (a flipped prediction moves them by 1/64 here) must match exactly: the tolerance is
+# far below one flipped example.
+REL_TOL, ABS_TOL = 1e-5, 1e-6
+
+
+def differences(got, expected, path: str = "") -> list[str]:
+    """Where `got` and `expected` (nested lists of the logged numbers) differ beyond the float tolerance."""
+    if isinstance(expected, list) and isinstance(got, list) and len(got) == len(expected):
+        return [d for i, (g, e) in enumerate(zip(got, expected)) for d in differences(g, e, f"{path}[{i}]")]
+    if isinstance(expected, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        return [] if math.isclose(got, expected, rel_tol=REL_TOL, abs_tol=ABS_TOL) else [f"{path}: {got!r} vs {expected!r}"]
+    return [] if got == expected else [f"{path}: {got!r} vs {expected!r}"]
+
+
+def run_reference_file(tmp_path: Path, store: str) -> dict:
     toml = tmp_path / "experiments.toml"
     toml.write_text((DATA / "cpu_reference.toml").read_text())
-    result = run_cli(["run", "--file", str(toml), "--store", str(tmp_path / "store"), "--quiet"])
+    result = run_cli(["run", "--file", str(toml), "--store", str(tmp_path / store), "--quiet"])
     assert result.exit_code == 0, result.output
+    names = json.loads((DATA / "cpu_reference.json").read_text())
+    return {n: json.loads(json.dumps(logged_numbers(tmp_path / store, n))) for n in names}  # tuples -> lists
+
+
+def test_cpu_results_match_the_logged_reference_within_float_tolerance(tmp_path):
+    reference = json.loads((DATA / "cpu_reference.json").read_text())
+    got = run_reference_file(tmp_path, "store")
     for experiment, expected in reference.items():
-        got = json.loads(json.dumps(logged_numbers(tmp_path / "store", experiment)))  # tuples -> lists, as stored
-        assert got["fingerprint"] == expected["fingerprint"], experiment  # fingerprints did not move either
+        assert got[experiment]["fingerprint"] == expected["fingerprint"], experiment  # fingerprints did not move
         for key in expected:
-            assert got[key] == expected[key], f"{experiment}: {key} differs from the reference"
+            assert differences(got[experiment][key], expected[key]) == [], f"{experiment}: {key} differs from the reference"
+    # and on this machine, the same runs again (a second store, so nothing is reused) are bit-identical
+    assert run_reference_file(tmp_path, "again") == got
+
+
+def test_the_tolerance_catches_a_real_change():
+    assert differences([[8, 0.6936893612146378]], [[8, 0.6936893537640572]]) == []  # the two CPUs measured
+    assert differences([[8, 0.6937]], [[8, 0.6936893537640572]]) != []  # a changed loss
+    assert differences([["pruned", 1, "id", "all", 0.5, 0.515625]], [["pruned", 1, "id", "all", 0.5, 0.5]]) != []
+    assert differences([[0, "head", 3, True]], [[0, "head", 3, False]]) != []  # a flipped kept flag
 
 
 def test_auto_resolves_to_what_the_machine_has():

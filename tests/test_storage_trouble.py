@@ -58,10 +58,14 @@ def test_an_unreachable_tracking_server_is_an_error_within_10_s(write_toml, tmp_
     uri = f"http://127.0.0.1:{free_port()}" if kind == "refused" else silent_server
     toml = write_toml(tiny_toml(max_steps=1))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # The 10 s are what the unreachable server may cost on top of starting the command, so the start-up of the
+    # same CLI, timed here beside it, is added: a slow or loaded machine does not fail the test, minutes of
+    # MLflow's own retries still would.
+    _, _, startup = _cli(["plan", "--file", str(toml), "--store", str(tmp_path / "unused")])
     for args in (["run", "--file", str(toml)], ["plan", "--file", str(toml)], ["report"], ["query", "select 1"]):
         code, output, seconds = _cli([*args, "--store", str(tmp_path / "s")], env)
         assert code == 2, (args, output)
-        assert seconds < 10, (args, seconds)
+        assert seconds < 10 + startup, (args, seconds, startup)
         assert "Traceback" not in output and f"the tracking server {uri} does not answer" in output, (args, output)
     assert not (tmp_path / "s" / "mlflow.db").exists() and not list((tmp_path / "s").glob("mlartifacts"))
 

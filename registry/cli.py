@@ -92,6 +92,7 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     """Print the expanded runs, the fine-tuned model each uses, their fingerprints and what is done; and
     the queue's studies (grids and searches) with their trials."""
     from runners.tracking import Store
+    from registry.tracking import RunStatus
     from runners.tracking.store import StoreUnavailable
 
     runs = _load(file, experiment)
@@ -104,11 +105,11 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     table.add_column("fingerprint", no_wrap=True, min_width=16)
     for r in runs:
         s = status[r.experiment].get(r.fingerprint)
-        shown = ("[green]done[/]" if s == "FINISHED" else "to run" if s is None
+        shown = ("[green]done[/]" if s == RunStatus.FINISHED else "to run" if s is None
                  else "[yellow]process gone (will rerun)[/]" if s == "GONE" else f"[yellow]{s.lower()} (will rerun)[/]")
         table.add_row(r.experiment, r.prune.method, r.label(), r.finetune_fingerprint[:8], shown, r.fingerprint)
     out.print(table)
-    done = sum(status[r.experiment].get(r.fingerprint) == "FINISHED" for r in runs)
+    done = sum(status[r.experiment].get(r.fingerprint) == RunStatus.FINISHED for r in runs)
     models = len({r.finetune_fingerprint for r in runs})
     out.print(f"{len(runs)} run(s) on {models} fine-tuned model(s): {done} done, {len(runs) - done} to run")
     _plan_queue(runs, st.root, storage)

@@ -15,10 +15,10 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlparse
 
 import jinja2
 
+from registry.tracking import redact
 from reports import svg
 from reports.warehouse import Warehouse, open_warehouse
 
@@ -43,16 +43,6 @@ def fmt_num(v: float | None) -> str:
 
 def _tick_pct(v: float) -> str:
     return f"{v * 100:.2f}".rstrip("0").rstrip(".") + "%"
-
-
-def redact(uri: str) -> str:
-    """The tracking URI without a password, so a report can be shared."""
-    p = urlparse(uri)
-    if p.password:
-        host = p.hostname or ""
-        netloc = f"{p.username}:***@{host}" + (f":{p.port}" if p.port else "")
-        return p._replace(netloc=netloc).geturl()
-    return uri
 
 
 def _grouped(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:

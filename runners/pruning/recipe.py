@@ -14,11 +14,12 @@ the recipe's keep rule (`kept`) and says why the run stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
 from registry.methods import MethodParams
+from registry.tracking import StopReason
 from runners.data.examples import Batch
 from runners.training.evaluate import EvalResult
 from runners.tracking.progress import Progress
@@ -70,9 +71,6 @@ class StopPruning(Exception):
     """Raised by a step callback to end the recipe after the step it was handed (e.g. a hopeless trial)."""
 
 
-StopReason = Literal["keep_rule", "max_steps", "declared", "exhausted", "callback"]
-
-
 class StepCallback(Protocol):
     def __call__(self, step: PruneStep) -> None: ...
 
@@ -104,7 +102,7 @@ class Recipe:
                 for callback in callbacks:
                     callback(step)
         except StopPruning:
-            reason = "callback"
+            reason = StopReason.CALLBACK
         return RecipeOutcome(steps, self.kept(steps), reason or stop_reason(steps, params))
 
 
@@ -114,10 +112,10 @@ def stop_reason(steps: Sequence[PruneStep], params: MethodParams) -> StopReason:
     last = steps[-1]
     iterative = getattr(params, "max_steps", None) is not None and getattr(params, "strengths", None) is None
     if iterative and not last.passed:
-        return "keep_rule"
+        return StopReason.KEEP_RULE
     if iterative:
-        return "max_steps" if last.step >= params.max_steps else "exhausted"
-    return "declared"
+        return StopReason.MAX_STEPS if last.step >= params.max_steps else StopReason.EXHAUSTED
+    return StopReason.DECLARED
 
 
 __all__ = ["PruneContext", "PruneStep", "Recipe", "RecipeOutcome", "StepCallback", "StopPruning", "keeps_id",

@@ -13,7 +13,8 @@ from pathlib import Path
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from runners.tracking.store import create_sqlite_atomically, redact, store_lock  # noqa: F401 - redact: re-exported
+from registry.tracking import redact  # noqa: F401 - re-exported: runners.queue.redact
+from runners.tracking.store import create_sqlite_atomically, store_lock
 
 import os
 

@@ -33,7 +33,9 @@ from runners.queue.storage import HEARTBEAT_S, open_storage
 from runners.run.execute import TrialContext, execute
 from runners.tracking.progress import Progress
 from runners.tracking.status import owner, owner_gone
-from runners.tracking.store import EXPERIMENT, KIND, Store
+from registry import tracking as tracked
+from registry.tracking import EXPERIMENT, KIND, RunKind, RunStatus, StopReason
+from runners.tracking.store import Store
 
 PENDING = (TrialState.WAITING, TrialState.RUNNING)
 SPENT = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -122,7 +124,7 @@ def prepare_grid(storage_url: str, store: Store, runs: list[RunSpec]) -> Prepare
                                     direction="minimize")
         queued = {t.user_attrs.get("fingerprint") for t in study.get_trials(deepcopy=False, states=PENDING)}
         for r in mine:
-            if done.get(r.fingerprint) == "FINISHED":
+            if done.get(r.fingerprint) == RunStatus.FINISHED:
                 out.already_done += 1
             elif r.fingerprint in queued:
                 out.pending += 1
@@ -150,9 +152,9 @@ def prepare_search(storage_url: str, store: Store, runs: list[RunSpec], trials: 
         study.set_user_attr("label", base.label())
         if "mlflow_parent_run_id" not in attrs:
             parent = store.start_run(store.experiment_id(base.experiment), f"sweep-{base.fingerprint[:8]}-{base.label()}",
-                                     {KIND: "sweep", EXPERIMENT: base.experiment, "subnets.study": study.study_name,
-                                      "subnets.base_fingerprint": base.fingerprint, "subnets.sampler": search.sampler,
-                                      "subnets.objective": search.objective, "subnets.label": base.label()})
+                                     {KIND: RunKind.SWEEP.value, EXPERIMENT: base.experiment, tracked.STUDY: study.study_name,
+                                      tracked.BASE_FINGERPRINT: base.fingerprint, tracked.SAMPLER: search.sampler,
+                                      tracked.OBJECTIVE: search.objective, tracked.LABEL: base.label()})
             parent.params({f"search.{k}": v for k, v in search.model_dump(mode="json").items() if k != "space"}
                           | {f"search.space.{k}": v.model_dump_json() for k, v in search.space.items()})
             study.set_user_attr("mlflow_parent_run_id", parent.run_id)
@@ -235,14 +237,14 @@ def measure_logged(store: Store, run_id: str, base: RunSpec) -> Measured:
     client = store.client
     hist = lambda key: {m.step: m.value for m in client.get_metric_history(run_id, key)}  # noqa: E731
     metric = base.primary_metric
-    sparsity, score = hist("step/sparsity"), hist(f"step/id.{metric}")
+    sparsity, score = hist(tracked.STEP_SPARSITY), hist(tracked.id_metric(metric))
     method = METHODS.get(base.prune.method)
     if method.x_axis(base.prune.params) == "step":
-        step = int(hist("selected.step")[0])
+        step = int(hist(tracked.SELECTED_STEP)[0])
     else:
         step = max(sparsity)
     units = hist("unit_sparsity")
-    ood = {name: hist(f"step/ood.{name}.{metric}").get(step) for name in ood_sets(base)}
+    ood = {name: hist(tracked.ood_metric(name, metric)).get(step) for name in ood_sets(base)}
     return Measured(step, _kept(sparsity[step], units.get(step), base.search.size), score[step], score[0],
                     {k: v for k, v in ood.items() if v is not None})
 
@@ -393,7 +395,7 @@ class Worker:
         if first.number != trial.number:
             trial.set_user_attr("reason", f"trial {first.number} is running this fingerprint")
             raise optuna.TrialPruned()
-        if self.store.run_status(spec.experiment).get(fp) == "FINISHED":
+        if self.store.run_status(spec.experiment).get(fp) == RunStatus.FINISHED:
             # two coordinators that enqueue at the same moment (two machines starting together) can each enqueue a
             # fingerprint: when another trial holds or has finished it, this copy is a duplicate, not a result
             holder = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
@@ -403,7 +405,7 @@ class Worker:
                 raise optuna.TrialPruned()
             self.log.reused += 1
             trial.set_user_attr("reused", True)
-            return 1.0 - float(self._finished_run(spec).data.metrics.get("selected.sparsity", 0.0))
+            return 1.0 - float(self._finished_run(spec).data.metrics.get(tracked.SELECTED_SPARSITY, 0.0))
         self.echo(f"[{spec.experiment}] {spec.prune.method} ({spec.label()}) {fp}")
         outcome = _execute(spec, self.store, self.progress)
         self.log.ran += 1
@@ -427,7 +429,7 @@ class Worker:
             trial.set_user_attr("fingerprint", spec.fingerprint)
             status = self.store.run_status(spec.experiment).get(spec.fingerprint)
             label = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-            if status == "FINISHED":
+            if status == RunStatus.FINISHED:
                 run_id = self._finished_run(spec).info.run_id
                 measured = measure_logged(self.store, run_id, spec)
                 self.log.reused += 1
@@ -439,7 +441,7 @@ class Worker:
                 ctx = TrialContext(parent, study.study_name, trial.number, search.rule(), reporters)
                 outcome = _execute(spec, self.store, self.progress, ctx)
                 run_id = outcome.run_id
-                if outcome.stop_reason == "callback":
+                if outcome.stop_reason == StopReason.CALLBACK:
                     self.log.pruned += 1
                     trial.set_user_attr("run_id", run_id)
                     raise optuna.TrialPruned()
@@ -466,7 +468,7 @@ class Worker:
         exp = self.store.client.get_experiment_by_name(spec.experiment)
         (run,) = self.store.client.search_runs(
             [exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`subnets.fingerprint` = '{spec.fingerprint}' and attributes.status = 'FINISHED'")
+            filter_string=f"tags.`{tracked.FINGERPRINT}` = '{spec.fingerprint}' and attributes.status = '{RunStatus.FINISHED}'")
         return run
 
 
@@ -558,13 +560,13 @@ def finish_sweeps(storage_url: str, store: Store, names: list[str]) -> None:
         metrics = {"trials.complete": s.states.get("COMPLETE", 0), "trials.pruned": s.states.get("PRUNED", 0),
                    "trials.failed": s.states.get("FAIL", 0)}
         if s.best_kept is not None:
-            metrics["effective_size"] = s.best_kept
+            metrics[tracked.EFFECTIVE_SIZE] = s.best_kept
         from runners.tracking.store import RunLog
 
         log = RunLog(store, parent, "")
         log.metrics(metrics, step=0)
         if s.best_params:
-            log.tags({f"subnets.best.{k}": str(v) for k, v in s.best_params.items()})
+            log.tags({f"{tracked.BEST_PREFIX}{k}": str(v) for k, v in s.best_params.items()})
         log.flush()
         if not s.running and not s.states.get("WAITING"):
-            store.client.set_terminated(parent, "FINISHED")
+            store.client.set_terminated(parent, RunStatus.FINISHED.value)

@@ -33,7 +33,9 @@ from runners.run.rundata import RunData
 from runners.run.steplog import StepLogger
 from runners.tracking import provenance
 from runners.tracking.progress import Progress
-from runners.tracking.store import EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, SEED, Store, flatten
+from registry import tracking as tracked
+from registry.tracking import EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, SEED, RunKind, RunStatus, StopReason
+from runners.tracking.store import Store, flatten
 from runners.tracking.tables import axis_rows, step_rows, write_table
 from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
 from runners.training.device import describe
@@ -51,7 +53,7 @@ class RunOutcome:
     steps: int
     seconds: float
     variants: list[PruneStep]
-    stop_reason: str = ""
+    stop_reason: StopReason | None = None
     pruned_steps: list[PruneStep] | None = None  # step 0 and the recipe's steps, in order
     data_digest: str = ""  # what data_digest(task) said
 
@@ -77,19 +79,19 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
     sha = provenance.git_sha(spec.base_dir)
     versions = provenance.versions()
     threads = torch.get_num_threads()
-    tags = {KIND: "run", FINGERPRINT: spec.fingerprint, GROUP: spec.group, EXPERIMENT: spec.experiment,
-            METHOD: spec.prune.method, SEED: str(spec.seed), "subnets.prune_seed": str(spec.prune_seed),
-            "subnets.label": spec.label(), "subnets.git_sha": sha, "subnets.finetune_fingerprint": spec.finetune_fingerprint,
-            "subnets.device": describe(device), "subnets.torch_threads": str(threads),
-            **{f"subnets.version.{k}": v for k, v in versions.items()}, **spec.tags}
+    tags = {KIND: RunKind.RUN.value, FINGERPRINT: spec.fingerprint, GROUP: spec.group, EXPERIMENT: spec.experiment,
+            METHOD: spec.prune.method, SEED: str(spec.seed), tracked.PRUNE_SEED: str(spec.prune_seed),
+            tracked.LABEL: spec.label(), tracked.GIT_SHA: sha, tracked.FINETUNE_FINGERPRINT: spec.finetune_fingerprint,
+            tracked.DEVICE: describe(device), tracked.TORCH_THREADS: str(threads),
+            **{f"{tracked.VERSION_PREFIX}{k}": v for k, v in versions.items()}, **spec.tags}
     if trial is not None:
-        tags.update({"subnets.study": trial.study, "subnets.trial": str(trial.trial)})
+        tags.update({tracked.STUDY: trial.study, tracked.TRIAL: str(trial.trial)})
     keep_rule = trial.keep_rule if trial is not None else ("ratio", getattr(spec.prune.params, "keep_ratio", 0.9))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         resumed = _resumable(spec, store, sha, tmp) if trial is None else None
         if resumed is not None:
-            run = store.reopen(resumed.run_id, resumed.artifact_uri, {**tags, "subnets.resumed_after_step": str(resumed.steps[-1].step)})
+            run = store.reopen(resumed.run_id, resumed.artifact_uri, {**tags, tracked.RESUMED_AFTER_STEP: str(resumed.steps[-1].step)})
             progress.log(f"resuming run {resumed.run_id[:8]} after step {resumed.steps[-1].step}: {len(resumed.steps) - 1} "
                          f"pruning step(s) and {len(resumed.variants)} variant(s) reused "
                          f"({resumed.elapsed_s:.0f} s of earlier work)")
@@ -114,23 +116,23 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
                     config_json=json.dumps(config, sort_keys=True), git_sha=sha, device=str(device), torch_threads=threads,
                     started_at=datetime.fromtimestamp(started, timezone.utc), duration_s=elapsed(),
                     baseline_id_accuracy=outcome.baseline["id"].accuracy, final_step=outcome.selected.step,
-                    final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason,
+                    final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason.value,
                     keep_rule=keep_rule[0], keep_threshold=float(keep_rule[1]),
                     study=trial.study if trial else None, trial=trial.trial if trial else None,
                     data_digest=outcome.data_digest)])
                 axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
                 write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
                 run.artifact(tmp / "tables", "tables")
-            if outcome.stop_reason == "callback":
-                run.tags({"subnets.stopped_by": "search"})
-                run.finish("KILLED")
+            if outcome.stop_reason == StopReason.CALLBACK:
+                run.tags({tracked.STOPPED_BY: tracked.STOPPED_BY_SEARCH})
+                run.finish(RunStatus.KILLED)
             else:
-                run.finish("FINISHED")
+                run.finish(RunStatus.FINISHED)
         except KeyboardInterrupt:
-            _mark(run, "KILLED")
+            _mark(run, RunStatus.KILLED)
             raise
         except BaseException:
-            _mark(run, "FAILED")
+            _mark(run, RunStatus.FAILED)
             raise
     outcome.seconds = time.time() - started
     return outcome
@@ -192,12 +194,13 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     cache = store.root / ".subnets"
     digest = data_digest(task)
     ft = get_finetuned(spec, task, cache, progress, device)
-    run.tags({"subnets.finetune_cache": "hit" if ft.cached else "miss", "subnets.data_digest": digest})
-    run.metrics({"finetune.seconds": ft.record["seconds"]}, step=0)
+    run.tags({tracked.FINETUNE_CACHE: "hit" if ft.cached else "miss", tracked.DATA_DIGEST: digest})
+    run.metrics({tracked.FINETUNE_SECONDS: ft.record["seconds"]}, step=0)
     for step, loss in ft.record["loss"]:
-        run.metrics({"finetune.loss": loss}, step=step)
+        run.metrics({tracked.FINETUNE_LOSS: loss}, step=step)
     for row in ft.record["epochs"]:
-        run.metrics({f"finetune.{k}.{spec.primary_metric}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        run.metrics({tracked.finetune_metric(k, spec.primary_metric): v for k, v in row.items() if k != "epoch"},
+                    step=row["epoch"])
 
     model = ft.model
     data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
@@ -221,15 +224,15 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     selected = result.kept
     if resumed is not None:
         selected = fetch_state(store, resumed, selected)  # a reused kept step: its mask from its file
-    run.metrics({"selected.step": selected.step, "selected.sparsity": selected.sparsity}, step=0)
-    run.tags({"subnets.stop_reason": result.stop_reason})
+    run.metrics({tracked.SELECTED_STEP: selected.step, tracked.SELECTED_SPARSITY: selected.sparsity}, step=0)
+    run.tags({tracked.STOP_REASON: result.stop_reason.value})
     reuse = resumed.variants if resumed is not None else {}
-    variants = [] if result.stop_reason == "callback" else _variants(spec, selected, task, data, cache, progress, device, reuse)
+    variants = [] if result.stop_reason == StopReason.CALLBACK else _variants(spec, selected, task, data, cache, progress, device, reuse)
     for v in variants:
         if v.variant not in reuse:
             logger(v)
     logger.summarise(selected, variants)
-    if spec.prune.params.export and selected.gates is not None and result.stop_reason != "callback":
+    if spec.prune.params.export and selected.gates is not None and result.stop_reason != StopReason.CALLBACK:
         # gate methods leave the weights alone, so `model` is still the fine-tuned model; export and
         # latency are measured on CPU, where the exported model is meant to serve
         id_set = next(s for s in data.sets if s.eval_set.kind == "id")

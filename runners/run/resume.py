@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry.tracking import FINGERPRINT, KIND, STOPPED_BY, STUDY, RunKind, RunStatus
 from runners.pruning.masks import load_step
 from runners.pruning.recipe import PruneStep
 from runners.run.steplog import artifact_name as record_name
@@ -26,7 +27,7 @@ from runners.training.evaluate import EvalResult
 
 PARTIAL = "partial"
 RECORD_FORMAT = 1
-RESUMABLE_STATUSES = ("KILLED", "FAILED")
+RESUMABLE_STATUSES = (RunStatus.KILLED.value, RunStatus.FAILED.value)
 
 
 def _result_json(res: EvalResult) -> dict:
@@ -78,12 +79,12 @@ def find_resumable(store, experiment: str, fingerprint: str):
     if exp_id is None:
         return None
     runs = store.client.search_runs(
-        [exp_id], filter_string=f"tags.`subnets.fingerprint` = '{fingerprint}' and tags.`subnets.kind` = 'run'",
+        [exp_id], filter_string=f"tags.`{FINGERPRINT}` = '{fingerprint}' and tags.`{KIND}` = '{RunKind.RUN.value}'",
         order_by=["attributes.start_time DESC"], max_results=50)
     for run in runs:
         if run.info.status not in RESUMABLE_STATUSES:
             return None
-        if "subnets.study" not in run.data.tags and "subnets.stopped_by" not in run.data.tags:
+        if STUDY not in run.data.tags and STOPPED_BY not in run.data.tags:
             return run
     return None
 

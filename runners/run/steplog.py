@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from registry.schema import CkaSpec
+from registry.tracking import step_metric_prefix
 from runners.cka import cka_rows, diagonal_metrics, heatmap_png
 from runners.pruning.masks import save_gate_masks, save_weight_masks
 from runners.pruning.recipe import PruneStep
@@ -27,7 +28,7 @@ def metric_prefix(step: PruneStep) -> str:
     """Each pruning step's figures are curves under `step/` (step/id.accuracy, ...); the run's plain names
     (id.accuracy, sparsity, ...) hold the kept step's figures only, so the MLflow run page summarises the
     subnetwork the run kept, not its last (often failing) step. Variants exist only at the kept step."""
-    return "step/" if step.variant == "pruned" else f"variant.{step.variant}."
+    return step_metric_prefix(step.variant)
 
 
 def step_metrics(step: PruneStep) -> dict[str, float]:

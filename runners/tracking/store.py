@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-KIND, FINGERPRINT, EXPERIMENT, METHOD, SEED = "subnets.kind", "subnets.fingerprint", "subnets.experiment", "subnets.method", "subnets.seed"
-GROUP = "subnets.group"
-OWNER = "subnets.owner"  # host:pid of the process that runs it
+from registry.tracking import ENDED_BY, EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, OWNER, SEED, RunKind, RunStatus, redact
+
+__all__ = ["EXPERIMENT", "FINGERPRINT", "GROUP", "KIND", "METHOD", "OWNER", "SEED", "RunLog", "Store", "StoreUnavailable",
+           "create_sqlite_atomically", "flatten", "redact", "store_lock"]
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
 REACH_TIMEOUT_S = 5.0  # how long a tracking server may take to answer its health check
 
@@ -183,12 +184,13 @@ class Store:
             exp_id = self.experiment_id(experiment, create=False)
             if exp_id is None:
                 return {}
-            runs = self.client.search_runs([exp_id], filter_string=f"tags.`{KIND}` = 'run'", max_results=50000)
+            runs = self.client.search_runs([exp_id], filter_string=f"tags.`{KIND}` = '{RunKind.RUN.value}'", max_results=50000)
             rows = [(r.data.tags.get(FINGERPRINT), r.info.status, r.data.tags.get(OWNER)) for r in runs]
-        rank = {"FINISHED": 4, "RUNNING": 3, "GONE": 2, "FAILED": 1, "KILLED": 1}
+        rank = {RunStatus.FINISHED.value: 4, RunStatus.RUNNING.value: 3, "GONE": 2, RunStatus.FAILED.value: 1,
+                RunStatus.KILLED.value: 1}
         out: dict[str, str] = {}
         for fp, status, who in rows:
-            if status == "RUNNING" and owner_gone(who):
+            if status == RunStatus.RUNNING and owner_gone(who):
                 status = "GONE"
             if fp and rank.get(status, 0) > rank.get(out.get(fp, ""), 0):
                 out[fp] = status
@@ -201,11 +203,11 @@ class Store:
         exp_id = self.experiment_id(experiment, create=False)
         if exp_id is None:
             return 0
-        stale = [r for r in self.client.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'", max_results=50000)
+        stale = [r for r in self.client.search_runs([exp_id], filter_string=f"attributes.status = '{RunStatus.RUNNING.value}'", max_results=50000)
                  if owner_gone(r.data.tags.get(OWNER))]
         for r in stale:
-            self.client.set_tag(r.info.run_id, "subnets.ended_by", "its process was gone (killed)")
-            self.client.set_terminated(r.info.run_id, "KILLED")
+            self.client.set_tag(r.info.run_id, ENDED_BY, "its process was gone (killed)")
+            self.client.set_terminated(r.info.run_id, RunStatus.KILLED.value)
         return len(stale)
 
     def start_run(self, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> "RunLog":
@@ -223,7 +225,7 @@ class Store:
         """A KILLED or FAILED run made RUNNING again by this process (a resumed run keeps its id)."""
         from runners.tracking.status import owner
 
-        self.client.update_run(run_id, status="RUNNING")
+        self.client.update_run(run_id, status=RunStatus.RUNNING.value)
         run = RunLog(self, run_id, artifact_uri)
         run.tags({**tags, OWNER: owner()})
         return run
@@ -277,19 +279,9 @@ class RunLog:
         path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
         self.artifact(path)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: RunStatus = RunStatus.FINISHED) -> None:
         self.flush()
-        self.store.client.set_terminated(self.run_id, status)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for printing."""
-    from urllib.parse import urlparse
-
-    p = urlparse(url)
-    if p.password:
-        return url.replace(f":{p.password}@", ":***@")
-    return url
+        self.store.client.set_terminated(self.run_id, RunStatus(status).value)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

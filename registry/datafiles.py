@@ -1,10 +1,11 @@
-"""Local data files checked before anything runs: the file exists and has a known format, every declared
-column is there, and every label is one the task declares (or its label_map covers).
+"""Local data files: the one reader of csv/tsv/jsonl/parquet rows, and the checks run on it before anything
+runs (the file exists and has a known format, every declared column is there, and every label is one the task
+declares or its label_map covers).
 
-Only what the checks need is read: the header (or first record) and the label column, so `subnets
-validate` stays fast on real data (SST-2's 67k training rows: ~0.1 s, cached per file while it is
-unchanged). The same label rules read the data at run time (runners/data/sources.py imports them), so
-what validation accepts is what a run reads.
+Validation and the runners read a file through the same `read_records` with the same label rules
+(runners/data/sources.py imports them), so what validation accepts is what a run reads. Validation asks
+only for the columns it checks, so `subnets validate` stays fast on real data (SST-2's 67k training rows:
+~0.1 s, cached per file while it is unchanged).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 FORMATS = (".csv", ".tsv", ".jsonl", ".parquet")
 UNLABELLED = ("", "-", "-1")  # rows without a gold label (GLUE test splits, SNLI's "-"): skipped, not errors
@@ -53,6 +54,99 @@ def subcase_columns(source) -> list[str]:
 def resolve(path: str, base_dir: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else Path(base_dir) / p
+
+
+@dataclass
+class Records:
+    """A data file's column names and its rows, read lazily: (position, {column: value}), the position being
+    the file line (csv/tsv/jsonl) or the 1-based row (parquet) that error messages name. A row lacks the key
+    of a column it has no field for (a short csv line, a jsonl record without it)."""
+
+    columns: tuple[str, ...]
+    rows: Iterator[tuple[int, dict[str, Any]]]
+
+
+def read_records(path: Path, header: bool = True, limit: int | None = None,
+                 columns: Sequence[str] | None = None) -> Records:
+    """The rows of a local csv/tsv/jsonl/parquet file, the first `limit` of them; with `columns`, only those
+    columns of each row (a parquet file reads no other). A TSV is read without quote handling: GLUE-style
+    TSVs hold unbalanced quotes inside sentences. Raises ValueError for a file type that is not one of
+    FORMATS, or a jsonl line that is not an object."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return _delimited_records(path, "\t" if suffix == ".tsv" else ",", header, limit, columns)
+    if suffix == ".jsonl":
+        return _jsonl_records(path, limit, columns)
+    if suffix == ".parquet":
+        return _parquet_records(path, limit, columns)
+    raise ValueError(f"unsupported data file type {suffix!r} ({path}); use {', '.join(FORMATS)}")
+
+
+def _delimited_records(path: Path, delimiter: str, header: bool, limit: int | None,
+                       columns: Sequence[str] | None) -> Records:
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with path.open(newline="", encoding="utf-8") as f:
+        first = next(csv.reader(f, delimiter=delimiter, quoting=quoting), None)
+    if first is None:
+        return Records((), iter(()))
+    names = tuple(first) if header else tuple(str(i) for i in range(len(first)))
+    wanted = [(c, names.index(c)) for c in (columns if columns is not None else names) if c in names]
+
+    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
+            if header:
+                next(reader, None)
+            for count, (line, row) in enumerate(enumerate(reader, 2 if header else 1), 1):
+                if row:  # a blank line is no row, but counts towards the limit (as the runners have always read it)
+                    yield line, {c: row[j] for c, j in wanted if j < len(row)}
+                if limit and count >= limit:
+                    return
+
+    return Records(names, rows())
+
+
+def _jsonl_records(path: Path, limit: int | None, columns: Sequence[str] | None) -> Records:
+    def records() -> Iterator[tuple[int, dict[str, Any]]]:
+        n = 0
+        with path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"line {i} is not a JSON object")
+                yield i, record
+                n += 1
+                if limit and n >= limit:
+                    return
+
+    every = records()
+    first = next(every, None)
+    if first is None:
+        return Records((), iter(()))
+
+    def rows() -> Iterator[tuple[int, dict[str, Any]]]:
+        for i, record in _then(first, every):
+            yield i, record if columns is None else {c: record[c] for c in columns if c in record}
+
+    return Records(tuple(first[1]), rows())  # the first record's keys name the columns
+
+
+def _then(first, rest):
+    yield first
+    yield from rest
+
+
+def _parquet_records(path: Path, limit: int | None, columns: Sequence[str] | None) -> Records:
+    import pyarrow.parquet as pq  # only when a parquet file is read (validation stays light otherwise)
+
+    names = tuple(pq.read_schema(path).names)
+    read = [c for c in (columns if columns is not None else names) if c in names]
+    table = pq.read_table(path, columns=list(dict.fromkeys(read)))
+    if limit:
+        table = table.slice(0, limit)
+    return Records(names, enumerate(table.to_pylist(), 1))
 
 
 @dataclass(frozen=True)
@@ -130,9 +224,7 @@ def _scan(path: Path, source) -> _Scan:
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, source.header, source.label, source.limit,
            tuple(_needed(source)))
     if key not in _CACHE:
-        suffix = path.suffix.lower()
-        reader = {".csv": _scan_delimited, ".tsv": _scan_delimited, ".jsonl": _scan_jsonl, ".parquet": _scan_parquet}[suffix]
-        _CACHE[key] = reader(path, source)
+        _CACHE[key] = _scan_records(path, source)
     return _CACHE[key]
 
 
@@ -153,92 +245,28 @@ def _tally(labels: dict[str, tuple[int, int]], raw: Any, position: int) -> None:
     labels[k] = (at, n + 1)
 
 
-def _scan_delimited(path: Path, source) -> _Scan:
-    """Header and label column of a csv/tsv file, read like the runners read it (TSVs without quoting)."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        first = next(reader, None)
-        if first is None:
-            return _Scan((), {})
-        columns = tuple(first) if source.header else tuple(str(i) for i in range(len(first)))
-        if source.label not in columns:
-            return _Scan(columns, {})
-        col = columns.index(source.label)
-        needed = [(c, columns.index(c)) for c in _needed(source) if c in columns]
-        subcases = [columns.index(c) for c in subcase_columns(source) if c in columns]
-        rows = [] if source.header else [first]
-        start = 2 if source.header else 1  # file line of rows[0]
-        for row in reader:
-            rows.append(row)
-            if source.limit and len(rows) >= source.limit:
-                break
+def _scan_records(path: Path, source) -> _Scan:
+    """What the checks need of a file, read with `read_records` as the runners read it: its columns, each raw
+    label value (first position, count), rows lacking a declared column, unsafe subcase values."""
+    records = read_records(path, source.header, source.limit, _needed(source))
     labels: dict[str, tuple[int, int]] = {}
     short: dict[str, tuple[int, int]] = {}
     unsafe: dict[str, tuple[int, int]] = {}
-    for i, row in enumerate(rows, start):
-        if not row:
-            continue
-        for c, j in needed:
-            if j >= len(row):
-                _short(short, c, i)
-        if col < len(row):
-            _tally(labels, row[col], i)
-        for j in subcases:
-            if j < len(row) and unsafe_subcase(row[j]):
-                _tally(unsafe, row[j], i)
-    return _Scan(columns, labels, short, unsafe)
+    if source.label not in records.columns:
+        return _Scan(records.columns, {})
+    needed = [c for c in _needed(source) if c in records.columns]
+    subcases = [c for c in subcase_columns(source) if c in records.columns]
+    for position, row in records.rows:
+        for c in needed:
+            if c not in row:
+                _short(short, c, position)
+        if source.label in row:
+            _tally(labels, row[source.label], position)
+        for c in subcases:
+            if c in row and unsafe_subcase(row[c]):
+                _tally(unsafe, row[c], position)
+    return _Scan(records.columns, labels, short, unsafe)
 
 
-def _scan_jsonl(path: Path, source) -> _Scan:
-    columns: tuple[str, ...] = ()
-    labels: dict[str, tuple[int, int]] = {}
-    short: dict[str, tuple[int, int]] = {}
-    unsafe: dict[str, tuple[int, int]] = {}
-    n = 0
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"line {i} is not a JSON object")
-            if not columns:
-                columns = tuple(record)
-            for c in _needed(source):
-                if c not in record and c in columns:
-                    _short(short, c, i)
-            if source.label in record:
-                _tally(labels, record[source.label], i)
-            for c in subcase_columns(source):
-                if c in record and unsafe_subcase(record[c]):
-                    _tally(unsafe, record[c], i)
-            n += 1
-            if source.limit and n >= source.limit:
-                break
-    return _Scan(columns, labels, short, unsafe)
-
-
-def _scan_parquet(path: Path, source) -> _Scan:
-    import pyarrow.parquet as pq  # only when a parquet file is declared (validation stays light otherwise)
-
-    columns = tuple(pq.read_schema(path).names)
-    if source.label not in columns:
-        return _Scan(columns, {})
-    subcases = [c for c in subcase_columns(source) if c in columns and c != source.label]
-    table = pq.read_table(path, columns=[source.label, *subcases])
-    rows = table.num_rows if not source.limit else min(table.num_rows, source.limit)
-    labels: dict[str, tuple[int, int]] = {}
-    for i, v in enumerate(table.column(0).to_pylist()[:rows], 1):
-        _tally(labels, v, i)
-    unsafe: dict[str, tuple[int, int]] = {}
-    for c in subcase_columns(source):
-        if c in columns:
-            for i, v in enumerate(table.column(c).to_pylist()[:rows], 1):
-                if unsafe_subcase(v):
-                    _tally(unsafe, v, i)
-    return _Scan(columns, labels, unsafe=unsafe)
-
-
-__all__ = ["parse_label", "is_unlabelled", "subcase_columns", "unsafe_subcase", "check_source", "resolve", "FORMATS", "UNLABELLED"]
+__all__ = ["parse_label", "is_unlabelled", "subcase_columns", "unsafe_subcase", "check_source", "resolve", "read_records",
+           "Records", "FORMATS", "UNLABELLED"]

@@ -479,4 +479,4 @@ def select(runs: list[RunSpec], experiment: str | None) -> list[RunSpec]:
     return [r for r in runs if r.experiment == experiment]
 
 
-__all__ = ["load_runs", "select", "find_experiment_names", "ConfigError", "Problem", "Any"]
+__all__ = ["load_runs", "select", "find_experiment_names", "ConfigError", "Problem"]

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 
 from registry.methods import MethodParams
 from registry.search import SearchSpec
+from registry.tasks import primary_metric
+from registry.taskspec import SLUG, OODSpec, SourceSpec, Strict, TaskSpec
 
-SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+__all__ = ["SLUG", "SCHEMA_VERSION", "TOP_LEVEL_KEYS", "CkaSpec", "ExperimentSpec", "FinetuneSpec", "ModelSpec",
+           "OODSpec", "PruneSpec", "RunSpec", "RuntimeSpec", "Seed", "SourceSpec", "Strict", "TaskSpec", "fingerprint"]
+
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what torch and numpy generators take
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
@@ -25,44 +25,6 @@ class ModelSpec(Strict):
     config: dict[str, int | float | str | bool] = Field(default_factory=dict, description="BertConfig overrides for a built-in model, e.g. {num_hidden_layers = 2}.")
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) when name is a hub id.")
     tokenizer: str | None = Field(default=None, description="Tokenizer (hub id or directory); default: the model's own, or the generated task's vocabulary for a built-in model.")
-
-
-class SourceSpec(Strict):
-    path: str | None = Field(default=None, description="Local data file (.csv, .tsv, .jsonl, .parquet); relative paths are relative to experiments.toml.")
-    hub: str | None = Field(default=None, description="Hub dataset id, e.g. nyu-mll/glue or jhu-cogsci/hans (loaded with the datasets library).")
-    config: str | None = Field(default=None, description="Hub dataset configuration, e.g. mnli for nyu-mll/glue.")
-    split: str | None = Field(default=None, description="Hub split name, e.g. validation_matched.")
-    text_a: str = Field(default="sentence1", description="Column holding the first text.")
-    text_b: str | None = Field(default=None, description="Column holding the second text of a pair task (omit for single-sentence tasks).")
-    label: str = Field(default="label", description="Column holding the label (an index or a label name).")
-    subcase: str | list[str] | None = Field(default=None, description="Optional column whose values split accuracy into subcases (e.g. heuristic), or several joined by / (HANS: [\"heuristic\", \"label\"]; the label column gives label names).")
-    label_map: dict[str, int] | None = Field(default=None, description="Map from raw label values (as text) to label indices, e.g. {contradiction = 1, neutral = 1}.")
-    header: bool = Field(default=True, description="Whether a csv/tsv file has a header row (columns are then named 0, 1, ... otherwise).")
-    limit: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
-
-    @model_validator(mode="after")
-    def _one_origin(self):
-        if (self.path is None) == (self.hub is None):
-            raise ValueError("give exactly one of `path` (local file) or `hub` (hub dataset id)")
-        return self
-
-
-class OODSpec(SourceSpec):
-    name: str = Field(pattern=SLUG, description="Name of this out-of-domain evaluation set (a slug), used in metrics and reports.")
-    labels: list[str] | None = Field(default=None, description="This set's label names when they differ from the task's (e.g. HANS: entailment, non_entailment).")
-    pred_map: list[int] | None = Field(default=None, description="Map each model label index to this set's label index, e.g. [0, 1, 1] collapses MNLI onto HANS.")
-
-
-class TaskSpec(Strict):
-    name: str = Field(description="Built-in task (see `subnets validate --explain`) or `custom` for local/hub sources.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters of a generated built-in task (e.g. synthetic-nli sizes).")
-    labels: list[str] | None = Field(default=None, description="Label names in index order (custom tasks; built-ins know theirs).")
-    train: SourceSpec | None = Field(default=None, description="Training data (custom tasks, or override a built-in's).")
-    eval: SourceSpec | None = Field(default=None, description="In-domain evaluation data (custom tasks, or override a built-in's).")
-    ood: list[OODSpec] = Field(default_factory=list, description="Out-of-domain evaluation sets, added to a built-in's own.")
-    max_length: int = Field(default=128, ge=8, le=4096, description="Truncate tokenized inputs to this many tokens.")
-    metric: str | None = Field(default=None, description="The metric the keep rule, the effective size and the report judge by (accuracy, mcc, f1, pearson, spearman); default: the task's own (accuracy for custom tasks).")
-    builtin_ood: list[str] | None = Field(default=None, description="Which of a built-in task's own OOD sets to evaluate (default: all of them; [] for none, e.g. offline with local sets under task.ood).")
 
 
 class FinetuneSpec(Strict):
@@ -122,9 +84,7 @@ class ExperimentSpec(Strict):
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied onto every MLflow run.")
 
 
-SWEEPABLE_SECTIONS = ("finetune", "prune", "cka")
 TOP_LEVEL_KEYS = ("defaults", "experiment")
-Kind = Literal["id", "ood"]
 
 
 SCHEMA_VERSION = 1
@@ -178,8 +138,6 @@ class RunSpec(Strict):
     @property
     def primary_metric(self) -> str:
         """The task's own metric (registry.tasks): what the keep rule and the effective size judge by."""
-        from registry.tasks import primary_metric
-
         return primary_metric(self.task)
 
     @property

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from registry.catalogue import Catalogue, UnknownName, did_you_mean
 from registry.problems import describe, toml_value
-from registry.schema import OODSpec, SourceSpec, TaskSpec
+from registry.taskspec import OODSpec, SourceSpec, TaskSpec
 
 CUSTOM = "custom"
 SYNTHETIC_NLI_LABELS = ["entailment", "non_entailment"]

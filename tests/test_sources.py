@@ -67,3 +67,30 @@ def test_real_cola_headerless_with_its_ood_dev(shared_data):
     data = build_task(task, ".")
     assert (len(data.train), len(data.id_eval.examples), len(data.ood[0].examples)) == (8551, 527, 516)
     assert sum(e.label for e in data.id_eval.examples) == 365 and sum(e.label for e in data.ood[0].examples) == 354
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_validation_and_runs_read_a_file_through_one_reader(tmp_path, fmt):
+    """check_source and read_rows share registry.datafiles.read_records: the rows a run reads under a limit are
+    those validation checked, and a label validation refuses on a line is one the run would refuse too."""
+    from registry.datafiles import check_source, read_records
+
+    path = _write(tmp_path, fmt)
+    if fmt in ("csv", "tsv"):  # a blank line counts towards the limit and is no row, in both
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")
+    src = SourceSpec(path=str(path), text_a="p", text_b="h", label="y", subcase="kind", limit=2)
+    rows = read_rows(src, str(tmp_path))
+    expected = ROWS[:1] if fmt in ("csv", "tsv") else ROWS  # the blank line was the limit's first row
+    assert rows == expected
+    records = read_records(path, limit=2, columns=["y"])
+    assert records.columns == ("p", "h", "y", "kind")
+    positions = [(at, row) for at, row in records.rows]
+    first_line = {"csv": 3, "tsv": 3, "jsonl": 1, "parquet": 1}[fmt]
+    assert positions[0] == (first_line, {"y": "entailment"})
+    labels = ["entailment", "neutral"]  # contradiction is not declared: the second row is refused by both
+    unlimited = src.model_copy(update={"limit": None})
+    problems = check_source(unlimited, labels, False, str(tmp_path))
+    assert [k for k, _ in problems] == ["label"] and "'contradiction'" in problems[0][1]
+    with pytest.raises(SourceError, match="contradiction"):
+        to_examples(read_rows(unlimited, str(tmp_path)), unlimited, labels, "train")

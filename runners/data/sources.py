@@ -1,12 +1,9 @@
 """Read a declared data source (local csv/tsv/jsonl/parquet file, or a hub dataset) into Examples."""
 from __future__ import annotations
 
-import csv
-import json
-from pathlib import Path
 from typing import Any, Iterable
 
-from registry.datafiles import is_unlabelled, parse_label, subcase_columns
+from registry.datafiles import is_unlabelled, parse_label, read_records, resolve, subcase_columns
 from runners.data.examples import Example
 
 
@@ -15,43 +12,17 @@ class SourceError(ValueError):
 
 
 def read_rows(source, base_dir: str) -> list[dict[str, Any]]:
+    """Every row of the source as {column: value}: a local file through registry.datafiles.read_records (the
+    reader validation checked it with), a hub dataset through the datasets library."""
     if source.hub is not None:
         return _hub_rows(source)
-    path = Path(source.path)
-    if not path.is_absolute():
-        path = Path(base_dir) / path
+    path = resolve(source.path, base_dir)
     if not path.exists():
         raise SourceError(f"data file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return _delimited_rows(path, "\t" if suffix == ".tsv" else ",", source.header, source.limit)
-    if suffix == ".jsonl":
-        with path.open() as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        return rows[: source.limit] if source.limit else rows
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-        return rows[: source.limit] if source.limit else rows
-    raise SourceError(f"unsupported data file type {suffix!r} ({path}); use .csv, .tsv, .jsonl or .parquet")
-
-
-def _delimited_rows(path: Path, delimiter: str, header: bool, limit: int | None) -> list[dict[str, Any]]:
-    # GLUE-style TSVs contain unbalanced quotes inside sentences: read them without quote handling.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        first = next(reader, None)
-        if first is None:
-            return []
-        names = first if header else [str(i) for i in range(len(first))]
-        rows = [] if header else [first]
-        for row in reader:
-            rows.append(row)
-            if limit and len(rows) >= limit:
-                break
-    return [dict(zip(names, r)) for r in rows if r]
+    try:
+        return [row for _, row in read_records(path, source.header, source.limit).rows]
+    except ValueError as e:  # an unknown file type, a jsonl line that is not an object
+        raise SourceError(f"{path}: {e}") from e
 
 
 def _hub_rows(source) -> list[dict[str, Any]]:

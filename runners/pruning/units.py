@@ -10,15 +10,23 @@ and off live in `runners.pruning.gates`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
 from registry.models import GATEABLE_MODEL_TYPES
 
-if TYPE_CHECKING:
-    from runners.pruning.gates import Gates
+
+class GateValues(Protocol):
+    """What sparsity and unit rows read of a set of gates (runners.pruning.gates.Gates is one): declared here so
+    that units, which gates build on, never import gates."""
+
+    head: torch.Tensor  # (L, H)
+    mlp: torch.Tensor  # (L,)
+    neuron: torch.Tensor | None  # (L, I)
+
+    def binarise(self, threshold: float = 0.5) -> "GateValues": ...
 
 SUPPORTED_MODEL_TYPES = GATEABLE_MODEL_TYPES  # declared in the registry, beside each architecture's config keys
 
@@ -220,7 +228,7 @@ def neuron_params(g: Geometry) -> int:
     return 2 * g.hidden + 1
 
 
-def sparsity(model: nn.Module, gates: "Gates", threshold: float = 0.5) -> dict[str, float | int]:
+def sparsity(model: nn.Module, gates: GateValues, threshold: float = 0.5) -> dict[str, float | int]:
     """Sparsity of the binarised gates (a unit is pruned when its gate < threshold).
 
     Unit fractions: `units` counts heads and MLPs equally, (pruned heads + pruned MLPs) /
@@ -257,7 +265,7 @@ def sparsity(model: nn.Module, gates: "Gates", threshold: float = 0.5) -> dict[s
     return out
 
 
-def unit_rows(gates: "Gates", scores: dict[str, torch.Tensor] | None = None, threshold: float = 0.5) -> list[dict]:
+def unit_rows(gates: GateValues, scores: dict[str, torch.Tensor] | None = None, threshold: float = 0.5) -> list[dict]:
     """One row per unit: layer, unit_kind ("head" | "mlp" | "neuron"), unit_index, kept (bool,
     from the binarised gates) and score (float, from `scores[kind]` shaped like the gate, else None).
     MLP rows have unit_index 0."""

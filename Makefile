@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test test-all bench report ui dashboard reference clean
+.PHONY: setup system-deps demo test test-all bench report ui dashboard reference docs clean
 
 setup: $(VENV)/.installed
 
@@ -29,7 +29,7 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
 	else echo "note: PostgreSQL or Chromium is not installed and this is not root: their tests will be skipped"; fi
 
-test: setup system-deps
+test: setup system-deps docs
 	$(BIN)/pytest -q -m "not slow"
 
 test-all: setup
@@ -54,8 +54,11 @@ ui: setup
 dashboard: setup  # optuna-dashboard on the study storage (the queue), http://127.0.0.1:8080
 	$(BIN)/subnets dashboard
 
-reference: setup  # regenerate the README's experiments.toml reference from the schema
-	$(BIN)/python -c "from registry.explain import update_readme; update_readme('README.md')"
+reference: setup  # regenerate docs/reference.md (from the schema) and docs/results.md (from the results contract)
+	$(BIN)/python -c "from registry.explain import write_docs; write_docs('docs')"
+
+docs: setup  # build the documentation site (mkdocs.yml, docs/) into out/site; a broken link fails it
+	$(BIN)/mkdocs build --strict -d out/site  # no -q: it hides the warnings that --strict fails on
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,6 +1,6 @@
 """The results contract: every table a run logs (Parquet files under the run's `tables/` artifacts),
 with each column's type and meaning. runners/ writes through it, reports/ reads through it (one DuckDB
-view per table), and the README's table reference is generated from it.
+view per table), and the table reference in docs/results.md is generated from it.
 
 Each file carries the contract version in its Parquet metadata (`subnets.results_version`); a reader
 fills columns an older file lacks with NULL. Bump RESULTS_VERSION when a column changes meaning.
@@ -115,7 +115,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
 
 
 def markdown() -> str:
-    """The README's table reference."""
+    """The table reference of docs/results.md."""
     lines = []
     for t in TABLES.values():
         lines += [f"**`{t.name}`** ({t.file}): {t.description}", "", "| column | type | meaning |", "|---|---|---|"]

@@ -1,6 +1,6 @@
 """The experiments.toml schema: strict pydantic models, one line of description per field.
 
-`subnets validate --explain` prints these descriptions; the README reference is generated from them.
+`subnets validate --explain` prints these descriptions; docs/reference.md is generated from them.
 Method-specific prune parameters live in each method's `Params` model (registry/methods.py).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 from registry.methods import MethodParams
 from registry.search import SearchSpec
 from registry.tasks import primary_metric
-from registry.taskspec import SLUG, OODSpec, SourceSpec, Strict, TaskSpec
+from registry.taskspec import LATER_SOURCE_DEFAULTS, SLUG, OODSpec, SourceSpec, Strict, TaskSpec
 
 __all__ = ["SLUG", "SCHEMA_VERSION", "TOP_LEVEL_KEYS", "CkaSpec", "ExperimentSpec", "FinetuneSpec", "ModelSpec",
            "OODSpec", "PruneSpec", "RunSpec", "RuntimeSpec", "Seed", "SourceSpec", "Strict", "TaskSpec", "fingerprint"]
@@ -133,6 +133,10 @@ class RunSpec(Strict):
         task = self.task.model_dump(mode="json", exclude={"metric"})
         if task.get("builtin_ood") is None:
             task.pop("builtin_ood", None)
+        for source in [task.get("train"), task.get("eval"), *task.get("ood", [])]:
+            for key, default in LATER_SOURCE_DEFAULTS.items():
+                if source is not None and source.get(key, default) == default:
+                    source.pop(key, None)
         return task
 
     @property

@@ -95,6 +95,10 @@ class TaskEntry:
 
 TASKS: Catalogue[TaskEntry] = Catalogue("task")
 _GLUE = "nyu-mll/glue"
+# HANS on the hub is still a loading script (hans.py), which datasets >= 4 refuses to run; the hub's parquet
+# export of it (the same 30,000 evaluation rows, 30 subcases, columns premise, hypothesis, label, heuristic,
+# subcase, template and the parses) loads without one.
+HANS_PARQUET = dict(hub="jhu-cogsci/hans", revision="refs/convert/parquet", config="plain_text", split="validation")
 
 
 def _glue(config: str, text_a: str, text_b: str | None = None, split: str = "validation") -> tuple[SourceSpec, SourceSpec]:
@@ -112,7 +116,7 @@ _NLI = ("entailment", "not_entailment")
 for _t in (
     TaskEntry("synthetic-nli", "Embedded NLI-like task: lexical overlap predicts entailment in-domain; a HANS-like OOD set is balanced against it.",
               tuple(SYNTHETIC_NLI_LABELS), params=SyntheticNLIParams, generated_ood=(SYNTHETIC_NLI_OOD,)),
-    _task("cola", "GLUE CoLA acceptability (Matthews correlation). Its out-of-domain dev set is not on the hub: declare it under task.ood from the CoLA release's out_of_domain_dev.tsv (see the README).",
+    _task("cola", "GLUE CoLA acceptability (Matthews correlation). Its out-of-domain dev set is not on the hub: declare it under task.ood from the CoLA release's out_of_domain_dev.tsv (see docs/configuration.md).",
           ("unacceptable", "acceptable"), _glue("cola", "sentence"), metrics=("mcc",)),
     _task("sst2", "GLUE SST-2 sentiment, evaluated out of domain on IMDb and Yelp polarity reviews (hub test splits).",
           ("negative", "positive"), _glue("sst2", "sentence"),
@@ -129,7 +133,7 @@ for _t in (
     _task("mnli", "GLUE MultiNLI: matched validation in-domain; mismatched validation as a second evaluation set; HANS out of domain per heuristic and label (neutral + contradiction -> non-entailment).",
           ("entailment", "neutral", "contradiction"), _glue("mnli", "premise", "hypothesis", split="validation_matched"),
           ood=(OODSpec(name="mismatched", hub=_GLUE, config="mnli", split="validation_mismatched", text_a="premise", text_b="hypothesis"),
-               OODSpec(name="hans", hub="jhu-cogsci/hans", split="validation", text_a="premise", text_b="hypothesis",
+               OODSpec(name="hans", **HANS_PARQUET, text_a="premise", text_b="hypothesis",
                        subcase=["heuristic", "label"], labels=["entailment", "non_entailment"], pred_map=[0, 1, 1]))),
     _task("qnli", "GLUE QNLI question answering as NLI.", _NLI, _glue("qnli", "question", "sentence")),
     _task("rte", "GLUE RTE textual entailment.", _NLI, _glue("rte", "sentence1", "sentence2")),

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
+# Source keys added after fingerprints existed: a source that leaves them at their default hashes as before.
+LATER_SOURCE_DEFAULTS: dict[str, Any] = {"revision": None}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -22,6 +26,7 @@ class SourceSpec(Strict):
     hub: str | None = Field(default=None, description="Hub dataset id, e.g. nyu-mll/glue or jhu-cogsci/hans (loaded with the datasets library).")
     config: str | None = Field(default=None, description="Hub dataset configuration, e.g. mnli for nyu-mll/glue.")
     split: str | None = Field(default=None, description="Hub split name, e.g. validation_matched.")
+    revision: str | None = Field(default=None, description="Hub dataset revision (branch, tag or commit), e.g. refs/convert/parquet for the hub's parquet export of a dataset that is still a loading script.")
     text_a: str = Field(default="sentence1", description="Column holding the first text.")
     text_b: str | None = Field(default=None, description="Column holding the second text of a pair task (omit for single-sentence tasks).")
     label: str = Field(default="label", description="Column holding the label (an index or a label name).")

@@ -34,9 +34,10 @@ def _hub_rows(source) -> list[dict[str, Any]]:
     if source.limit:
         split = f"{split}[:{source.limit}]"
     try:
-        ds = datasets.load_dataset(source.hub, source.config, split=split)
+        ds = datasets.load_dataset(source.hub, source.config, split=split, revision=source.revision)
     except Exception as e:  # offline machines land here: say what was asked for
-        raise SourceError(f"cannot load hub dataset {source.hub!r} (config {source.config!r}, split {split!r}): {e}") from e
+        at = f", revision {source.revision!r}" if source.revision else ""
+        raise SourceError(f"cannot load hub dataset {source.hub!r} (config {source.config!r}, split {split!r}{at}): {e}") from e
     return list(ds)
 
 

@@ -71,6 +71,9 @@ def _load_cached(target: Path, device, progress: Progress) -> Finetuned:
 
 def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, device) -> Finetuned:
     tokenizer, model = pretrained(spec, task, device)
+    # the commit a hub id (or its revision, a branch or tag) resolved to: transformers records it on the config
+    # it loaded; None for a built-in model or a local directory
+    revision = getattr(model.config, "_commit_hash", None)
     pad = pad_id(tokenizer)
     rows = encode(tokenizer, task.train, spec.task.max_length)
     sets = [EncodedSet.build(tokenizer, s, spec.task.max_length) for s in task.eval_sets]
@@ -86,7 +89,7 @@ def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, devi
                             restore=lambda saved: per_epoch.extend(saved or []))
     history = finetune(model, rows, spec.finetune, spec.seed, pad, progress, on_epoch=on_epoch, checkpoint=checkpoint)
     record = {"seconds": history.seconds, "steps": history.steps, "loss": history.loss, "epochs": per_epoch,
-              "train_examples": len(rows), "resumed_after_epoch": history.resumed_epoch}
+              "train_examples": len(rows), "resumed_after_epoch": history.resumed_epoch, "model_revision": revision}
     for stale in target.parent.glob(f".tmp-{target.name}-*"):  # a writer killed mid-save (we hold its lock now)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))

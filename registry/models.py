@@ -225,3 +225,21 @@ def check_model_name(spec: ModelSpec, base_dir: str, export: bool = False) -> li
                                          f"{ARCHITECTURES.get(model_type).note}; export supports "
                                          f"{', '.join(EXPORTABLE_MODEL_TYPES)}"))
     return problems
+
+
+def nearest_encoder(name: str) -> str:
+    """"; did you mean ..." naming the closest built-in or known hub encoder, or ""."""
+    builtin = BUILTIN_MODELS.close_match(name, cutoff=0.6)
+    if builtin:
+        return f"; did you mean the built-in {builtin!r}?"
+    known = KNOWN_HUB_MODELS.close_match(name, cutoff=0.6)
+    return f"; did you mean {known!r}?" if known else ""
+
+
+def unknown_hub_id_note(spec: ModelSpec, base_dir: str) -> str | None:
+    """What validate says of a model name it can only take for a hub id outside the catalogue (it cannot look it
+    up without the network: `subnets run` does, before writing anything); None for any other name."""
+    if spec.name in BUILTIN_MODELS or spec.name in KNOWN_HUB_MODELS or resolve_path(spec.name, base_dir) is not None:
+        return None
+    return (f"{spec.name!r} is no built-in or known hub encoder: `subnets run` looks it up on the hub (or in the "
+            f"Hugging Face cache) before it writes anything{nearest_encoder(spec.name)}")

@@ -42,12 +42,22 @@ def load_runs(path: str | Path) -> list[RunSpec]:
     problems: list[Problem] = []
     defaults = data.get("defaults", {})
 
-    def reporter(index: int | None, exp: str | None, own: dict):
+    named_tasks = data.get("tasks", {})
+
+    def reporter(index: int | None, exp: str | None, own: dict, task_ref: tuple[str, list] | None = None):
         """report(experiment, key, message[, here]) for the experiment at `index` (None: the file): a key
-        that the experiment takes from [defaults] is reported once, at its line there; `here` keeps a
-        problem on the experiment (a required key it lacks)."""
+        that the experiment takes from [defaults] is reported once, at its line there; a key inside a named
+        task (`task_ref`: its name and where the experiment names it) once, at its line in [tasks.NAME] and
+        with the line that uses it; `here` keeps a problem on the experiment (a required key it lacks)."""
         def report(_name: str | None, key: str, message: str, here: bool = False) -> None:
             parts = key.split(".") if key else []
+            if task_ref is not None and parts[:1] == ["task"] and len(parts) > 1:
+                task_name, used_at = task_ref
+                p = Problem(fname, locate(text, ["tasks", task_name, *parts[1:]]), None, f"tasks.{task_name}.{'.'.join(parts[1:])}",
+                            f"{message} (the task is used by experiment {exp!r} at line {locate(text, used_at)})")
+                if not any(q.key == p.key and q.line == p.line for q in problems):  # once, not once per user
+                    problems.append(p)
+                return
             if index is None:
                 p = Problem(fname, locate(text, parts), None, key, message)
             elif not here and isinstance(defaults, dict) and _depth(defaults, parts) > _depth(own, parts) < len(parts):
@@ -80,15 +90,33 @@ def load_runs(path: str | Path) -> list[RunSpec]:
     elif not experiments:
         file_report(None, "experiment", "no [[experiment]] declared" + (" (the file is empty)" if not text.strip() else ""))
 
+    if not isinstance(named_tasks, dict) or not all(isinstance(t, dict) for t in named_tasks.values()):
+        file_report(None, "tasks", "expected task tables: write each as [tasks.NAME] and use it as task = \"NAME\"")
+        named_tasks = {}
+
     runs: list[RunSpec] = []
     seen: set[str] = set()
     for i, raw in enumerate(experiments or []):
         name = raw.get("name") if isinstance(raw.get("name"), str) and raw.get("name") else f"#{i + 1}"
-        report = reporter(i, name, raw)
+        merged = _deep_merge(defaults, raw)
+        task_ref = None
+        if isinstance(merged.get("task"), str):  # task = "NAME": the table [tasks.NAME]
+            used_at = ["experiment", i, "task"] if "task" in raw else ["defaults", "task"]
+            task_ref = (merged["task"], used_at)
+        report = reporter(i, name, raw, task_ref)
         if name in seen:
             report(name, "name", "duplicate experiment name (each experiment needs its own)", here=True)
         seen.add(name)
-        merged = _deep_merge(defaults, raw)
+        if task_ref is not None:
+            if task_ref[0] not in named_tasks:
+                known = ", ".join(named_tasks) or "none: declare one as [tasks.NAME]"
+                problem = Problem(fname, locate(text, task_ref[1]), None if "task" not in raw else name, "task",
+                                  f"no task table named {task_ref[0]!r}{_did_you_mean(task_ref[0], list(named_tasks))} "
+                                  f"(named tasks: {known})", in_defaults="task" not in raw)
+                if problem not in problems:
+                    problems.append(problem)
+                continue
+            merged["task"] = copy.deepcopy(named_tasks[task_ref[0]])
         runs += _expand(merged, name, str(path.parent.resolve()), report)
     if problems:
         raise ConfigError(problems)

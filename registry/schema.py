@@ -84,7 +84,7 @@ class ExperimentSpec(Strict):
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form tags copied onto every MLflow run.")
 
 
-TOP_LEVEL_KEYS = ("defaults", "experiment")
+TOP_LEVEL_KEYS = ("defaults", "tasks", "experiment")  # [tasks.NAME]: a task table experiments name as task = "NAME"
 
 
 SCHEMA_VERSION = 1

@@ -60,8 +60,9 @@ class RunKind(Name):
 
 
 class RunStatus(Name):
-    """MLflow's run statuses that subnets reads or sets."""
+    """MLflow's run statuses (subnets sets RUNNING, FINISHED, FAILED and KILLED; SCHEDULED is read, never set)."""
 
+    SCHEDULED = "SCHEDULED"
     RUNNING = "RUNNING"
     FINISHED = "FINISHED"
     FAILED = "FAILED"
@@ -87,6 +88,7 @@ FINETUNE_LOSS = "finetune.loss"
 EFFECTIVE_SIZE = "effective_size"  # a sweep's best kept fraction
 STEP_PREFIX = "step/"
 STEP_SPARSITY = STEP_PREFIX + "sparsity"
+STEP_UNIT_SPARSITY = STEP_PREFIX + "unit_sparsity"  # structured methods only
 
 
 def step_metric_prefix(variant: str) -> str:

@@ -58,6 +58,64 @@ def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
     return ticks if len(ticks) >= 2 else [first, first + step]
 
 
+def _header(width: int, height: int, title: str, subtitle: str, x: int) -> list[str]:
+    """The opening of every chart: the <svg> element, its title and the subtitle, written from x."""
+    out = [f'<svg class="chart" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
+           f"<title>{esc(title)}</title>",
+           f'<text x="{x}" y="18" {FONT} font-weight="bold">{esc(title)}</text>']
+    if subtitle:
+        out.append(f'<text x="{x}" y="32" {FONT} fill="#555">{esc(subtitle)}</text>')
+    return out
+
+
+@dataclass
+class _Frame:
+    """An x/y chart's plot area: margins, size, and the maps from data to pixels."""
+
+    ml: int
+    mt: int
+    pw: int
+    ph: int
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    def px(self, x: float) -> float:
+        return self.ml + (x - self.x0) / (self.x1 - self.x0) * self.pw
+
+    def py(self, y: float) -> float:
+        return self.mt + self.ph - (y - self.y0) / (self.y1 - self.y0) * self.ph
+
+
+def _xy_frame(*, title: str, subtitle: str, x_label: str, y_label: str, width: int, height: int,
+              legend: Sequence[str], legend_rows: int, min_plot_w: int, x_range: tuple[float, float],
+              y_range: tuple[float, float], x_format: Callable[[float], str],
+              y_format: Callable[[float], str]) -> tuple[list[str], _Frame]:
+    """The frame the line chart and the scatter share: a legend column right of the plot (sized to its longest
+    entry), round ticks over the data's ranges, grid, tick labels, border and axis labels. Returns the SVG so far
+    and the plot area."""
+    mr = int(max(120, 50 + max((_text_w(t) for t in legend), default=0)))
+    ml, mt, mb = 56, 44 if subtitle else 30, 44
+    width = int(max(width, ml + min_plot_w + mr, _text_w(title) + ml, _text_w(subtitle) + ml))
+    height = int(max(height, mt + 16 * legend_rows + mb))  # room for the legend
+    xt, yt = nice_ticks(*x_range), nice_ticks(*y_range)
+    f = _Frame(ml, mt, width - ml - mr, height - mt - mb, xt[0], xt[-1], yt[0], yt[-1])
+    out = _header(width, height, title, subtitle, ml)
+    for t in xt:  # grid, ticks and tick labels
+        out.append(f'<line x1="{f.px(t):.1f}" y1="{mt}" x2="{f.px(t):.1f}" y2="{mt + f.ph}" stroke="#e5e5e5"/>')
+        out.append(f'<text x="{f.px(t):.1f}" y="{mt + f.ph + 14}" {FONT} text-anchor="middle">{esc(x_format(t))}</text>')
+    for t in yt:
+        out.append(f'<line x1="{ml}" y1="{f.py(t):.1f}" x2="{ml + f.pw}" y2="{f.py(t):.1f}" stroke="#e5e5e5"/>')
+        out.append(f'<text x="{ml - 5}" y="{f.py(t) + 4:.1f}" {FONT} text-anchor="end">{esc(y_format(t))}</text>')
+    out.append(f'<rect x="{ml}" y="{mt}" width="{f.pw}" height="{f.ph}" fill="none" stroke="#999"/>')
+    out.append(f'<text x="{ml + f.pw / 2:.1f}" y="{height - 6}" {FONT} text-anchor="middle">{esc(x_label)}</text>')
+    out.append(f'<text x="14" y="{mt + f.ph / 2:.1f}" {FONT} text-anchor="middle" '
+               f'transform="rotate(-90 14 {mt + f.ph / 2:.1f})">{esc(y_label)}</text>')
+    return out, f
+
+
 @dataclass
 class Series:
     """One line: points (x, y); optional band bounds aligned with points; None y = gap."""
@@ -78,47 +136,16 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "",
                hlines: Sequence[tuple[float, str]] = ()) -> str:
     """A line chart with markers, optional min/max bands, axes with ticks and a legend; hlines are
     dashed horizontal reference lines (value, legend text), e.g. the keep rule's threshold."""
-    # The legend sits right of the plot: widen the chart rather than clip long series names.
-    mr = int(max(120, 50 + max((_text_w(s.name) for s in series), default=0)))
-    ml, mt, mb = 56, 44 if subtitle else 30, 44
-    width = int(max(width, ml + 300 + mr, _text_w(title) + ml, _text_w(subtitle) + ml))
-    height = int(max(height, mt + 16 * (len(series) + len(hlines)) + mb))  # room for the legend
-    pw, ph = width - ml - mr, height - mt - mb
     xs = [x for s in series for x, y in s.points if _finite(x)]
     ys = [v for s in series for v in [y for _, y in s.points] + list(s.lower or [])
           + list(s.upper or []) if _finite(v)] + [v for v, _ in hlines if _finite(v)]
-    mr = int(max(mr, 50 + max((_text_w(t) for _, t in hlines), default=0)))
-    xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0))
-    yt = nice_ticks(*(y_domain or (min(ys, default=0.0), max(ys, default=1.0))))
-    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
-
-    def px(x: float) -> float:
-        return ml + (x - x0) / (x1 - x0) * pw
-
-    def py(y: float) -> float:
-        return mt + ph - (y - y0) / (y1 - y0) * ph
-
-    out = [f'<svg class="chart" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
-           f"<title>{esc(title)}</title>",
-           f'<text x="{ml}" y="18" {FONT} font-weight="bold">{esc(title)}</text>']
-    if subtitle:
-        out.append(f'<text x="{ml}" y="32" {FONT} fill="#555">{esc(subtitle)}</text>')
-    for t in xt:  # grid, ticks and tick labels
-        out.append(f'<line x1="{px(t):.1f}" y1="{mt}" x2="{px(t):.1f}" y2="{mt + ph}" '
-                   'stroke="#e5e5e5"/>')
-        out.append(f'<text x="{px(t):.1f}" y="{mt + ph + 14}" {FONT} '
-                   f'text-anchor="middle">{esc(x_format(t))}</text>')
-    for t in yt:
-        out.append(f'<line x1="{ml}" y1="{py(t):.1f}" x2="{ml + pw}" y2="{py(t):.1f}" '
-                   'stroke="#e5e5e5"/>')
-        out.append(f'<text x="{ml - 5}" y="{py(t) + 4:.1f}" {FONT} '
-                   f'text-anchor="end">{esc(y_format(t))}</text>')
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 6}" {FONT} '
-               f'text-anchor="middle">{esc(x_label)}</text>')
-    out.append(f'<text x="14" y="{mt + ph / 2:.1f}" {FONT} text-anchor="middle" '
-               f'transform="rotate(-90 14 {mt + ph / 2:.1f})">{esc(y_label)}</text>')
+    # The legend sits right of the plot: widen the chart rather than clip long series names.
+    out, f = _xy_frame(title=title, subtitle=subtitle, x_label=x_label, y_label=y_label, width=width, height=height,
+                       legend=[s.name for s in series], legend_rows=len(series) + len(hlines), min_plot_w=300,
+                       x_range=(min(xs, default=0.0), max(xs, default=1.0)),
+                       y_range=y_domain or (min(ys, default=0.0), max(ys, default=1.0)),
+                       x_format=x_format, y_format=y_format)
+    ml, mt, pw, px, py = f.ml, f.mt, f.pw, f.px, f.py
     for i, s in enumerate(series):
         color = s.color or PALETTE[i % len(PALETTE)]
         out += _band(s, color, px, py) + _line(s, color, px, py, x_format, y_format)
@@ -207,39 +234,13 @@ def scatter(dots: Sequence[Dot], *, title: str = "", x_label: str = "", y_label:
     axes with ticks and a legend."""
     groups = list(dict.fromkeys(d.group for d in dots if not d.highlight))
     legend = groups + ([highlight_label] if highlight_label and any(d.highlight for d in dots) else [])
-    mr = int(max(120, 50 + max((_text_w(g) for g in legend + [shade_label]), default=0)))
-    ml, mt, mb = 56, 44 if subtitle else 30, 44
-    width = int(max(width, ml + 260 + mr, _text_w(title) + ml, _text_w(subtitle) + ml))
-    height = int(max(height, mt + 16 * (len(legend) + 2) + mb))
-    pw, ph = width - ml - mr, height - mt - mb
     xs = [d.x for d in dots if _finite(d.x) and _finite(d.y)]
     ys = [d.y for d in dots if _finite(d.x) and _finite(d.y)]
-    xt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0))
-    yt = nice_ticks(min(ys, default=0.0), max(ys, default=1.0))
-    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
-
-    def px(x: float) -> float:
-        return ml + (x - x0) / (x1 - x0) * pw
-
-    def py(y: float) -> float:
-        return mt + ph - (y - y0) / (y1 - y0) * ph
-
-    out = [f'<svg class="chart" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
-           f"<title>{esc(title)}</title>",
-           f'<text x="{ml}" y="18" {FONT} font-weight="bold">{esc(title)}</text>']
-    if subtitle:
-        out.append(f'<text x="{ml}" y="32" {FONT} fill="#555">{esc(subtitle)}</text>')
-    for t in xt:
-        out.append(f'<line x1="{px(t):.1f}" y1="{mt}" x2="{px(t):.1f}" y2="{mt + ph}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{px(t):.1f}" y="{mt + ph + 14}" {FONT} text-anchor="middle">{esc(x_format(t))}</text>')
-    for t in yt:
-        out.append(f'<line x1="{ml}" y1="{py(t):.1f}" x2="{ml + pw}" y2="{py(t):.1f}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{ml - 5}" y="{py(t) + 4:.1f}" {FONT} text-anchor="end">{esc(y_format(t))}</text>')
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>')
-    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 6}" {FONT} text-anchor="middle">{esc(x_label)}</text>')
-    out.append(f'<text x="14" y="{mt + ph / 2:.1f}" {FONT} text-anchor="middle" '
-               f'transform="rotate(-90 14 {mt + ph / 2:.1f})">{esc(y_label)}</text>')
+    out, f = _xy_frame(title=title, subtitle=subtitle, x_label=x_label, y_label=y_label, width=width, height=height,
+                       legend=legend + [shade_label], legend_rows=len(legend) + 2, min_plot_w=260,
+                       x_range=(min(xs, default=0.0), max(xs, default=1.0)),
+                       y_range=(min(ys, default=0.0), max(ys, default=1.0)), x_format=x_format, y_format=y_format)
+    ml, mt, pw, px, py = f.ml, f.mt, f.pw, f.px, f.py
     for d in sorted((d for d in dots if _finite(d.x) and _finite(d.y)), key=lambda d: d.highlight):
         if d.highlight:
             out.append(_marker("star", px(d.x), py(d.y), 4.0, "#000000", 1.0, d.tip))
@@ -286,12 +287,7 @@ def heatmap(matrix: Sequence[Sequence[float | None]], row_labels: Sequence[objec
     bar_h = max(nr * cell, 100) if scale_bar else nr * cell  # the colour scale's height
     width = int(max(ml + nc * cell + mr, _text_w(title) + 8, _text_w(subtitle) + 8))
     height = mt + max(nr * cell, bar_h) + mb
-    out = [f'<svg class="chart" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}">',
-           f"<title>{esc(title)}</title>",
-           f'<text x="4" y="18" {FONT} font-weight="bold">{esc(title)}</text>']
-    if subtitle:
-        out.append(f'<text x="4" y="32" {FONT} fill="#555">{esc(subtitle)}</text>')
+    out = _header(width, height, title, subtitle, 4)
     for r in range(nr):
         for c in range(nc):
             v = matrix[r][c]

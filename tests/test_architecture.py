@@ -40,6 +40,8 @@ def test_imports_point_one_way(package, forbidden):
         if path.name == "cli.py" and package == "registry":
             continue  # the CLI is the composition root: it imports runners/reports inside its commands
         bad = imported_roots(path) & forbidden
+        if package == "registry" and path.name == "runindex.py":
+            bad -= {"mlflow"}  # the one owner of the MLflow boundary, importing it lazily inside functions
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.files import write_atomic
 from reports import build
 from reports.warehouse import Sources, Warehouse
 from tests.test_report_sql import build as build_tables
@@ -118,7 +119,7 @@ def test_report_renders_in_chromium_without_errors_or_requests(chromium, tmp_pat
     files = build_tables(tmp_path / "tables")
     with Warehouse(Sources(files=files)) as wh:
         html = build.render_report(wh, "sqlite:////store/mlflow.db")
-    report = build.write_atomic(tmp_path / "report.html", html)
+    report = write_atomic(tmp_path / "report.html", html)
 
     events = _open(chromium, report)
     assert _problems(events, report.as_uri()) == []
@@ -156,7 +157,7 @@ def test_hostile_strings_run_no_script_in_chromium(chromium, tmp_path):
     files["runs"].append(tmp_path / TABLES["runs"][0])
     files["steps"].append(tmp_path / TABLES["steps"][0])
     with Warehouse(Sources(files=files)) as wh:
-        report = build.write_atomic(tmp_path / "xss.html", build.render_report(wh, "sqlite:////x/mlflow.db"))
+        report = write_atomic(tmp_path / "xss.html", build.render_report(wh, "sqlite:////x/mlflow.db"))
     events = _open(chromium, report)
     assert _problems(events, report.as_uri()) == []
     found = chromium.send("Runtime.evaluate", returnByValue=True, expression=(

@@ -1,4 +1,4 @@
-"""The store's warehouse cache (reports.warehouse, `.subnets/warehouse/`): merged Parquet files per table and a
+"""The store's warehouse cache (reports.cache, `.subnets/warehouse/`): merged Parquet files per table and a
 manifest of the runs they hold. A warehouse read through it holds exactly what one read from every run's own
 files holds, after runs are added, superseded, deleted or rewritten, with a damaged merge, a new contract
 version, an experiment filter, several readers at once and no usable cache directory."""
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from reports import warehouse
-from reports.warehouse import MANIFEST, TABLES, _local_path, open_warehouse
+from registry.runindex import local_artifact_path
+from reports import cache, loading
+from reports.cache import MANIFEST
+from reports.warehouse import TABLES, open_warehouse
 from runners.tracking.tables import write_table
 from tests.test_reports import ACC, EXP_A, EXP_B, SELECTED, add_run, make_tables, shifted
 
@@ -66,21 +68,21 @@ def manifest(wd: Path) -> dict:
 
 @pytest.fixture
 def loads(monkeypatch):
-    """What each load read: per call, the run files and the merged files given to _create_tables."""
+    """What each load read: per call, the run files and the merged files given to create_tables."""
     calls = []
-    real = warehouse._create_tables
+    real = loading.create_tables
 
     def spy(con, files, merged=None, keep=False):
         calls.append({"files": sorted(str(p) for paths in files.values() for p in paths),
                       "merged": sorted(merged or {}), "keep": keep})
         return real(con, files, merged, keep)
 
-    monkeypatch.setattr(warehouse, "_create_tables", spy)
+    monkeypatch.setattr(loading, "create_tables", spy)
     return calls
 
 
 def tables_dir(client, run_id: str) -> Path:
-    return _local_path(client.get_run(run_id).info.artifact_uri) / "tables"
+    return local_artifact_path(client.get_run(run_id).info.artifact_uri) / "tables"
 
 
 def test_the_cache_holds_the_finished_runs_and_later_reads_only_new_files(store, tmp_path, loads):
@@ -89,7 +91,7 @@ def test_the_cache_holds_the_finished_runs_and_later_reads_only_new_files(store,
     assert first == uncached(store["uri"]) and len(first["runs"]) == len(store["runs"])
     held = manifest(wd)
     assert set(held["runs"]) == set(store["runs"])
-    assert held["runs"][store["runs"][0]]["steps"][2] == warehouse.RESULTS_VERSION  # each file's contract version
+    assert held["runs"][store["runs"][0]]["steps"][2] == cache.RESULTS_VERSION  # each file's contract version
     assert sorted(p.name for p in wd.iterdir()) == sorted([".lock", MANIFEST, *held["files"].values()])
     assert set(held["files"]) == {"runs", "axes", "steps", "units", "cka"} - {"axes"}  # no run logged axes
 
@@ -144,7 +146,7 @@ def test_a_damaged_merge_is_read_from_the_runs_files_and_rebuilt(store, tmp_path
     cached(store["uri"], wd)
     old = manifest(wd)["files"]["steps"]
     (wd / old).write_bytes(b"not parquet")
-    with caplog.at_level(logging.WARNING, logger="reports.warehouse"):
+    with caplog.at_level(logging.WARNING, logger="reports.cache"):
         assert cached(store["uri"], wd) == uncached(store["uri"])
     assert "read from the runs' files instead" in caplog.text
     assert manifest(wd)["files"]["steps"] != old and not (wd / old).exists()
@@ -165,12 +167,12 @@ def test_an_experiment_filter_reads_the_cache_and_leaves_it_alone(store, tmp_pat
 def test_a_new_contract_version_starts_the_merge_over(store, tmp_path, loads, monkeypatch):
     wd = tmp_path / "warehouse"
     cached(store["uri"], wd)
-    monkeypatch.setattr(warehouse, "RESULTS_VERSION", warehouse.RESULTS_VERSION + 1)
+    monkeypatch.setattr(cache, "RESULTS_VERSION", cache.RESULTS_VERSION + 1)
     got = cached(store["uri"], wd)
     load = loads[-1]
     assert got == uncached(store["uri"])
     assert load["merged"] == [] and len(load["files"]) > 0
-    assert manifest(wd)["results_version"] == warehouse.RESULTS_VERSION
+    assert manifest(wd)["results_version"] == cache.RESULTS_VERSION
 
 
 def test_concurrent_readers_leave_one_whole_cache(store, tmp_path):

@@ -125,7 +125,7 @@ def store(tmp_path_factory):
 
 
 def test_report_is_logged_to_mlflow_and_never_counted(store, tmp_path):
-    from runners.tracking.status import sqlite_run_status
+    from registry.runindex import LocalRunIndex
 
     out = build.build_report(store["uri"], tmp_path / "report.html", log_to_mlflow=True)
     build.build_report(store["uri"], tmp_path / "again.html", log_to_mlflow=True)  # reuses the report runs
@@ -137,13 +137,13 @@ def test_report_is_logged_to_mlflow_and_never_counted(store, tmp_path):
         assert [a.path for a in client.list_artifacts(reports[0].info.run_id)] == ["report.html"]
         logged = Path(reports[0].info.artifact_uri.removeprefix("file://")) / "report.html"
         assert logged.read_bytes() == out.read_bytes()
-    # the warehouse and `plan` (sqlite_run_status) count runs only
+    # the warehouse and `plan` (the run index's parent runs) count runs only
     from reports.warehouse import open_warehouse
 
     with open_warehouse(store["uri"]) as wh:
         assert wh.query("SELECT count(*) FROM runs")[1] == [(8,)]
     db = Path(store["uri"].removeprefix("sqlite:///"))
-    assert len(sqlite_run_status(db, "a", "subnets.kind", "subnets.fingerprint")) == 2
+    assert len(LocalRunIndex(db).parent_runs("a")) == 2
 
 
 def _cli(args, store):
@@ -196,8 +196,9 @@ def test_query_cannot_touch_files(store, tmp_path):
     assert r.exit_code == 0 and re.search(r"^1\s*$", r.output, flags=re.M)
 
 
-def test_an_existing_report_run_is_updated_without_importing_mlflow(store, tmp_path, monkeypatch):
-    import sqlite3
+def test_a_finished_report_run_is_updated_without_importing_mlflow_or_writing_its_database(store, tmp_path,
+                                                                                          monkeypatch):
+    import hashlib
     import sys
 
     first = build.build_report(store["uri"], tmp_path / "first.html", log_to_mlflow=True)  # creates or reuses
@@ -206,21 +207,33 @@ def test_an_existing_report_run_is_updated_without_importing_mlflow(store, tmp_p
     for name in "acde":
         exp = client.get_experiment_by_name(name)
         (run,) = client.search_runs([exp.experiment_id], "tags.`subnets.kind` = 'report'")
-        client.set_terminated(run.info.run_id, "KILLED", end_time=1)
+        assert run.info.status == "FINISHED"
         logged = Path(run.info.artifact_uri.removeprefix("file://")) / "report.html"
         logged.write_text("stale")
         runs[run.info.run_id] = logged
+    db = Path(store["uri"].removeprefix("sqlite:///"))
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now fails
     out = build.build_report(store["uri"], tmp_path / "second.html", log_to_mlflow=True)
     monkeypatch.undo()
     assert out.read_bytes() == first.read_bytes()
-    db = store["uri"].removeprefix("sqlite:///")
-    with sqlite3.connect(db) as con:
-        for run_id, logged in runs.items():
-            assert logged.read_bytes() == out.read_bytes()
-            assert [p.name for p in logged.parent.iterdir()] == ["report.html"]  # no temporary file left
-            status, end = con.execute("SELECT status, end_time FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-            assert status == "FINISHED" and end > 1
-    for run_id in runs:  # and MLflow reads them so
-        info = client.get_run(run_id).info
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # MLflow's database untouched
+    for run_id, logged in runs.items():
+        assert logged.read_bytes() == out.read_bytes()
+        assert [p.name for p in logged.parent.iterdir()] == ["report.html"]  # no temporary file left
+        info = client.get_run(run_id).info  # and MLflow reads them so
         assert info.status == "FINISHED" and [a.path for a in client.list_artifacts(run_id)] == ["report.html"]
+
+
+def test_a_report_run_left_unfinished_is_ended_through_mlflow(store, tmp_path):
+    build.build_report(store["uri"], tmp_path / "first.html", log_to_mlflow=True)
+    client = store["client"]
+    exp = client.get_experiment_by_name("c")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`subnets.kind` = 'report'")
+    client.set_terminated(run.info.run_id, "KILLED", end_time=1)
+    logged = Path(run.info.artifact_uri.removeprefix("file://")) / "report.html"
+    logged.write_text("stale")
+    out = build.build_report(store["uri"], tmp_path / "second.html", log_to_mlflow=True)
+    info = client.get_run(run.info.run_id).info
+    assert info.status == "FINISHED" and info.end_time > 1 and logged.read_bytes() == out.read_bytes()
+    assert len(client.search_runs([exp.experiment_id], "tags.`subnets.kind` = 'report'")) == 1  # reused, not new

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from reports import build, svg
-from reports.warehouse import TABLES, _local_path, open_warehouse, query
+from registry.runindex import local_artifact_path
+from reports.warehouse import TABLES, open_warehouse, query
 from runners.tracking.tables import write_table
 
 EXP_A = "nli-magnitude"
@@ -255,10 +256,10 @@ def test_nice_ticks_and_colours():
 def test_local_artifact_paths(tmp_path):
     d = tmp_path / "with space"
     d.mkdir()
-    assert _local_path(d.as_uri()) == d  # percent-encoded file URI
-    assert _local_path(f"file://{d}") == d  # MLflow's unencoded form
-    assert _local_path(str(d)) == d
-    assert _local_path("s3://bucket/x") is None
+    assert local_artifact_path(d.as_uri()) == d  # percent-encoded file URI
+    assert local_artifact_path(f"file://{d}") == d  # MLflow's unencoded form
+    assert local_artifact_path(str(d)) == d
+    assert local_artifact_path("s3://bucket/x") is None
 
 
 def test_effective_size_view(wh):
@@ -275,27 +276,23 @@ def test_effective_size_view(wh):
 def test_sqlite_reader_matches_the_mlflow_client(store):
     """A local store is read with sqlite3 (no MLflow import); it finds the runs the MLflow client finds: FINISHED
     parent runs tagged subnets.kind = run, newest per fingerprint, with their tags and artifact locations."""
-    from mlflow import MlflowClient
+    from registry.runindex import ClientRunIndex, LocalRunIndex
 
-    from reports.warehouse import _experiment_ids, _finished_runs, _sqlite_finished_runs
-
-    client = MlflowClient(tracking_uri=store["uri"])
-    db = Path(store["uri"].removeprefix("sqlite:///"))
+    client = ClientRunIndex(store["uri"])
+    local = LocalRunIndex(Path(store["uri"].removeprefix("sqlite:///")))
     for names in (None, [EXP_B]):
-        expected = _finished_runs(client, _experiment_ids(client, names))
-        got = _sqlite_finished_runs(db, names)
-        assert [r.info.run_id for r in got] == [r.info.run_id for r in expected]
-        assert [r.data.tags for r in got] == [r.data.tags for r in expected]
-        assert [r.info.artifact_uri for r in got] == [r.info.artifact_uri for r in expected]
-        assert [r.info.experiment_id for r in got] == [r.info.experiment_id for r in expected]
-    assert len(_sqlite_finished_runs(db, None)) == 3
+        expected = client.finished_runs(names)
+        assert local.finished_runs(names) == expected
+        assert [r.artifact_uri for r in expected] == [client.client.get_run(r.run_id).info.artifact_uri
+                                                      for r in expected]
+    assert len(local.finished_runs(None)) == 3
 
 
 def test_files_of_a_newer_contract_are_skipped(tmp_path):
     import pyarrow.parquet as pq
 
     from registry.results import RESULTS_VERSION, VERSION_KEY
-    from reports.warehouse import _newer_than_contract
+    from reports.loading import newer_than_contract
 
     ours = write_table(tmp_path / "a", "axes", [dict(experiment="e", run_id="r", axis="seed", value="0", number=0.0)])
     table = pq.read_table(ours)
@@ -304,4 +301,4 @@ def test_files_of_a_newer_contract_are_skipped(tmp_path):
     pq.write_table(table.replace_schema_metadata({VERSION_KEY: str(RESULTS_VERSION + 1)}), newer)
     unstamped = tmp_path / "c.parquet"
     pq.write_table(table.replace_schema_metadata({}), unstamped)
-    assert _newer_than_contract([ours, newer, unstamped]) == {newer}
+    assert newer_than_contract([ours, newer, unstamped]) == {newer}

@@ -1,38 +1,24 @@
-"""Run status straight from a local MLflow SQLite store, read-only, without importing MLflow.
+"""Whose is a run: the owner tag a process puts on the runs it starts, and whether that process is gone.
 
-MLflow keeps runs, their tags and experiments in the tables `runs` (run_uuid, experiment_id, status,
-lifecycle_stage), `tags` (key, value, run_uuid) and `experiments` (experiment_id, name,
-lifecycle_stage); these have been stable since MLflow 1.x. A test checks this reader against the
-MLflow client on a store MLflow itself wrote.
+Run status itself is read through the run index (registry.runindex: sqlite3 on a local store, no MLflow import);
+sqlite_run_status is kept for callers of the old reader.
 """
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-_QUERY = """
-SELECT fp.value, r.status, owner.value
-FROM runs AS r
-JOIN experiments AS e ON e.experiment_id = r.experiment_id
-JOIN tags AS kind ON kind.run_uuid = r.run_uuid AND kind.key = ? AND kind.value = 'run'
-JOIN tags AS fp ON fp.run_uuid = r.run_uuid AND fp.key = ?
-LEFT JOIN tags AS owner ON owner.run_uuid = r.run_uuid AND owner.key = ?
-WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active'
-"""
+from registry.runindex import LocalRunIndex
+from registry.tracking import FINGERPRINT, KIND, OWNER
 
 
-def sqlite_run_status(db: Path, experiment: str, kind_tag: str, fingerprint_tag: str,
-                      owner_tag: str = "subnets.owner") -> list[tuple[str, str, str | None]]:
-    """(fingerprint, status, owner) of every parent run of `experiment`; [] when the store has no tables yet."""
-    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-    try:
-        return [tuple(row) for row in con.execute(_QUERY, (kind_tag, fingerprint_tag, owner_tag, experiment))]
-    except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
-            return []
-        raise
-    finally:
-        con.close()
+def sqlite_run_status(db: Path, experiment: str, kind_tag: str = KIND, fingerprint_tag: str = FINGERPRINT,
+                      owner_tag: str = OWNER) -> list[tuple[str, str, str | None]]:
+    """(fingerprint, status, owner) of every parent run of `experiment` that has a fingerprint, from a local store;
+    [] when the store has no tables yet. The tags are the tracking contract's (the index reads no others)."""
+    if (kind_tag, fingerprint_tag, owner_tag) != (KIND, FINGERPRINT, OWNER):
+        raise ValueError("the run index reads the tracking contract's tags (registry.tracking) only")
+    return [(r.fingerprint, r.status.value, r.tags.get(OWNER)) for r in LocalRunIndex(db).parent_runs(experiment)
+            if r.fingerprint is not None]
 
 
 def owner() -> str:

@@ -7,16 +7,17 @@ out (several processes creating a fresh SQLite store at once corrupt it).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from registry.tracking import ENDED_BY, EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, OWNER, SEED, RunKind, RunStatus, redact
+from registry.files import locked, replacing
+from registry.runindex import open_index
+from registry.tracking import ENDED_BY, EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, OWNER, SEED, RunStatus, redact
 
 __all__ = ["EXPERIMENT", "FINGERPRINT", "GROUP", "KIND", "METHOD", "OWNER", "SEED", "RunLog", "Store", "StoreUnavailable",
            "create_sqlite_atomically", "flatten", "redact", "store_lock"]
@@ -33,29 +34,18 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be used: an unreachable tracking server, a directory that cannot be written."""
 
 
-@contextlib.contextmanager
-def store_lock(root: Path) -> Iterator[None]:
+def store_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on the store directory (released by the OS if its holder dies)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".store.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return locked(Path(root) / ".store.lock")
 
 
 def create_sqlite_atomically(db: Path, create: Callable[[str], object]) -> None:
     """Run `create(url)` on a temporary database next to `db`, then rename it to `db`."""
     from runners.tracking.status import pid_alive
 
-    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
+    # named after this process, so a temporary left by a killed one is known for stale below
+    with replacing(db, tmp=db.with_name(f".{db.name}.creating-{os.getpid()}"), mode=None) as tmp:
         create(f"sqlite:///{tmp}")
-        os.replace(tmp, db)
-    finally:
-        tmp.unlink(missing_ok=True)
     for stale in db.parent.glob(f".{db.name}.creating-*"):  # left by a process killed mid-creation
         if not pid_alive(int(stale.name.rsplit("-", 1)[1])):
             stale.unlink(missing_ok=True)
@@ -170,22 +160,14 @@ class Store:
         """fingerprint -> best status of its parent runs (FINISHED wins), without creating anything. A RUNNING
         run whose process on this host is gone reads "GONE" (reap() marks it KILLED in MLflow).
 
-        A local SQLite store is read with sqlite3 (read-only), so `subnets plan` needs no MLflow import
-        (seconds of CPU); other stores go through the MLflow client."""
+        Read through the run index: a local SQLite store with sqlite3 (read-only), so `subnets plan` needs no
+        MLflow import (seconds of CPU); other stores through the MLflow client."""
         from runners.tracking.status import owner_gone
 
         if not self.exists():
             return {}
-        if self.local:
-            from runners.tracking.status import sqlite_run_status
-
-            rows = sqlite_run_status(Path(self.tracking_uri.removeprefix("sqlite:///")), experiment, KIND, FINGERPRINT, OWNER)
-        else:
-            exp_id = self.experiment_id(experiment, create=False)
-            if exp_id is None:
-                return {}
-            runs = self.client.search_runs([exp_id], filter_string=f"tags.`{KIND}` = '{RunKind.RUN.value}'", max_results=50000)
-            rows = [(r.data.tags.get(FINGERPRINT), r.info.status, r.data.tags.get(OWNER)) for r in runs]
+        index = open_index(self.tracking_uri, None if self.local else self.client)
+        rows = [(r.fingerprint, r.status.value, r.tags.get(OWNER)) for r in index.parent_runs(experiment)]
         rank = {RunStatus.FINISHED.value: 4, RunStatus.RUNNING.value: 3, "GONE": 2, RunStatus.FAILED.value: 1,
                 RunStatus.KILLED.value: 1}
         out: dict[str, str] = {}

@@ -101,7 +101,7 @@ def _run_tables(exp: str, run_id: str, k: int, rng: random.Random) -> dict[str, 
 
 def log_runs(store: Store, n: int, experiments: int = 10) -> float:
     """Log n finished runs through the tracking code; seconds taken."""
-    from runners.tracking.store import EXPERIMENT, FINGERPRINT, KIND, METHOD, SEED
+    from registry.tracking import EXPERIMENT, FINGERPRINT, KIND, METHOD, SEED, VERSION_PREFIX, RunKind
 
     started = time.perf_counter()
     rng = random.Random(0)
@@ -110,9 +110,9 @@ def log_runs(store: Store, n: int, experiments: int = 10) -> float:
         for k in range(n):
             exp = f"exp-{k % experiments:02d}"
             j = k // experiments
-            run = store.start_run(store.experiment_id(exp), f"run-{j}", {KIND: "run", FINGERPRINT: f"{exp}-{j:04d}",
-                                                                         EXPERIMENT: exp, METHOD: "synthetic", SEED: str(j % 5),
-                                                                         "subnets.version.torch": "2.13.0"})
+            tags = {KIND: RunKind.RUN.value, FINGERPRINT: f"{exp}-{j:04d}", EXPERIMENT: exp, METHOD: "synthetic",
+                    SEED: str(j % 5), VERSION_PREFIX + "torch": "2.13.0"}
+            run = store.start_run(store.experiment_id(exp), f"run-{j}", tags)
             tables = _run_tables(exp, run.run_id, j, rng)
             run.params({"prune.method": tables["runs"][0]["method"], "finetune.lr": tables["axes"][0]["value"]})
             for row in tables["steps"]:

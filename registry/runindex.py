@@ -217,7 +217,8 @@ class LocalRunIndex(RunIndex):
             where += " AND r.status = ?"
             params.append(status.value)
         if fingerprint is not None:
-            where += " AND EXISTS (SELECT 1 FROM tags AS fp WHERE fp.run_uuid = r.run_uuid AND fp.key = ? AND fp.value = ?)"
+            where += (" AND EXISTS (SELECT 1 FROM tags AS fp"
+                      " WHERE fp.run_uuid = r.run_uuid AND fp.key = ? AND fp.value = ?)")
             params += [FINGERPRINT, fingerprint]
         records: dict[str, RunRecord] = {}  # in query order: newest first
         for run_id, exp_id, name, run_status, start, artifact_uri, key, value in self._rows(_RUNS.format(where=where),

@@ -116,7 +116,8 @@ def render_report(wh: Warehouse, tracking_uri: str,
     shared = [r for r in wh.named("shared_models") if r["experiment"] in shown]
     latest = max((e["last_started_at"] for e in infos.values() if e["last_started_at"]), default=None)
     return _environment().get_template("report.html.j2").render(
-        latest=latest, tracking_uri=redact(tracking_uri), sections=sections, shared=grouped(shared, "finetune_fingerprint"),
+        latest=latest, tracking_uri=redact(tracking_uri), sections=sections,
+        shared=grouped(shared, "finetune_fingerprint"),
         n_runs=sum(infos[n]["n_runs"] for n in names if n in infos))
 
 

@@ -50,7 +50,8 @@ def id_ood_scatters(experiment: str, rows: list[dict]) -> list[str]:
     for (eval_set, subcase), pts in grouped(rows, "eval_set", "subcase").items():
         metric = pts[0]["metric"]
         dots = [svg.Dot(p["id_value"], p["ood_value"], p["method"], _shade(p["sparsity"], top),
-                        tip=(f"full model ({p['run_label']}): ID {fmt_acc(p['id_value'])}, OOD {fmt_acc(p['ood_value'])}"
+                        tip=(f"full model ({p['run_label']}): "
+                             f"ID {fmt_acc(p['id_value'])}, OOD {fmt_acc(p['ood_value'])}"
                              if p["full_model"] else
                              f"{p['run_label']} step {p['step']} ({fmt_pct(p['sparsity'])} sparse"
                              f"{'' if p['x'] is None else ', x ' + fmt_num(p['x'])}): "
@@ -221,7 +222,8 @@ def overlap_maps(experiment: str, rows: list[dict], limit: int = 40) -> list[str
 
 def overlap_summary(rows: list[dict]) -> list[dict]:
     return [{k: rs[0][k] for k in ("unit_kind", "mean_jaccard", "mean_random_jaccard", "pairs_above_random",
-                                    "n_pairs")} | {"names": sorted({p["subnetwork_a"] for p in rs} | {p["subnetwork_b"] for p in rs})}
+                                    "n_pairs")}
+            | {"names": sorted({p["subnetwork_a"] for p in rs} | {p["subnetwork_b"] for p in rs})}
             for (_,), rs in grouped(rows, "unit_kind").items()]
 
 

@@ -1,5 +1,6 @@
 """Loading the runs' Parquet files into DuckDB: one table per contract table with every declared column, the runs'
-tags as `run_tags`, and the contract version each file was written under (files of a newer contract are left out).
+tags as `run_tags` (their package versions as `run_versions`), and the contract version each file was written
+under (files of a newer contract are left out).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Iterable
 import duckdb
 
 from registry.results import RESULTS_VERSION, VERSION_KEY
+from registry.tracking import VERSION_PREFIX
 from reports.sources import TABLES, Sources
 
 log = logging.getLogger(__name__)
@@ -82,12 +84,16 @@ def fresh_files(sources: Sources, run_ids: list[str], con: duckdb.DuckDBPyConnec
 
 
 def insert_tags(con: duckdb.DuckDBPyConnection, tags: list[tuple[str, str, str]]) -> None:
-    """The run_tags table: (run_id, key, value) of every run."""
+    """The run_tags table, (run_id, key, value) of every run, and the view run_versions over it, (run_id, package,
+    version) of each package version a run recorded (its tags named registry.tracking.VERSION_PREFIX + package)."""
     con.execute("CREATE TABLE run_tags (run_id VARCHAR, key VARCHAR, value VARCHAR)")
     if tags:  # one statement with three list parameters: executemany costs a round trip per tag
         run_ids, keys, values = (list(col) for col in zip(*tags))
         con.execute("INSERT INTO run_tags SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[])",
                     [run_ids, keys, values])
+    prefix = sql_str(VERSION_PREFIX)
+    con.execute(f"CREATE VIEW run_versions AS SELECT run_id, substr(key, length({prefix}) + 1) AS package, "
+                f"value AS version FROM run_tags WHERE starts_with(key, {prefix})")
 
 
 def create_tables(con: duckdb.DuckDBPyConnection, files: dict[str, list[Path]],

@@ -42,7 +42,7 @@ def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str], c
             if found:
                 run_id = found[0].run_id
             else:
-                run_id = client.create_run(exp.experiment_id, run_name="report", tags={
+                run_id = client.create_run(exp.experiment_id, run_name=RunKind.REPORT.value, tags={
                     KIND: RunKind.REPORT.value, EXPERIMENT: name, MLFLOW_NOTE: NOTE}).info.run_id
             client.log_artifact(run_id, str(staged))
             client.set_terminated(run_id, RunStatus.FINISHED.value)

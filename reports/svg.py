@@ -105,7 +105,8 @@ def _xy_frame(*, title: str, subtitle: str, x_label: str, y_label: str, width: i
     out = _header(width, height, title, subtitle, ml)
     for t in xt:  # grid, ticks and tick labels
         out.append(f'<line x1="{f.px(t):.1f}" y1="{mt}" x2="{f.px(t):.1f}" y2="{mt + f.ph}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{f.px(t):.1f}" y="{mt + f.ph + 14}" {FONT} text-anchor="middle">{esc(x_format(t))}</text>')
+        out.append(f'<text x="{f.px(t):.1f}" y="{mt + f.ph + 14}" {FONT} '
+                   f'text-anchor="middle">{esc(x_format(t))}</text>')
     for t in yt:
         out.append(f'<line x1="{ml}" y1="{f.py(t):.1f}" x2="{ml + f.pw}" y2="{f.py(t):.1f}" stroke="#e5e5e5"/>')
         out.append(f'<text x="{ml - 5}" y="{f.py(t) + 4:.1f}" {FONT} text-anchor="end">{esc(y_format(t))}</text>')

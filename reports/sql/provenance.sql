@@ -1,5 +1,5 @@
 -- Where each run of one experiment ($experiment) came from: its config, fingerprints, git SHA, device,
--- package versions (the run's MLflow tags subnets.version.*, in the run_tags view) and data digest.
+-- package versions (the run's recorded versions, in the run_versions view) and data digest.
 -- $experiment NULL (as the report runs it): every experiment at once, each apart, its name in the last column.
 SELECT
     g.run_label,
@@ -13,9 +13,9 @@ SELECT
     r.started_at::TIMESTAMP AS started_at,  -- in UTC
     r.duration_s,
     r.data_digest,
-    (SELECT string_agg(substr(t.key, length('subnets.version.') + 1) || ' ' || t.value, ', ' ORDER BY t.key)
-     FROM run_tags AS t
-     WHERE t.run_id = r.run_id AND t.key LIKE 'subnets.version.%') AS versions,
+    (SELECT string_agg(v.package || ' ' || v.version, ', ' ORDER BY v.package)
+     FROM run_versions AS v
+     WHERE v.run_id = r.run_id) AS versions,
     r.config_json,
     r.experiment
 FROM runs AS r

@@ -19,8 +19,8 @@ from registry.files import locked, replacing
 from registry.runindex import open_index
 from registry.tracking import ENDED_BY, EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, OWNER, SEED, RunStatus, redact
 
-__all__ = ["EXPERIMENT", "FINGERPRINT", "GROUP", "KIND", "METHOD", "OWNER", "SEED", "RunLog", "Store", "StoreUnavailable",
-           "create_sqlite_atomically", "flatten", "redact", "store_lock"]
+__all__ = ["EXPERIMENT", "FINGERPRINT", "GROUP", "KIND", "METHOD", "OWNER", "SEED", "RunLog", "Store",
+           "StoreUnavailable", "create_sqlite_atomically", "flatten", "redact", "store_lock"]
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
 REACH_TIMEOUT_S = 5.0  # how long a tracking server may take to answer its health check
 
@@ -185,8 +185,9 @@ class Store:
         exp_id = self.experiment_id(experiment, create=False)
         if exp_id is None:
             return 0
-        stale = [r for r in self.client.search_runs([exp_id], filter_string=f"attributes.status = '{RunStatus.RUNNING.value}'", max_results=50000)
-                 if owner_gone(r.data.tags.get(OWNER))]
+        running = self.client.search_runs([exp_id], filter_string=f"attributes.status = '{RunStatus.RUNNING.value}'",
+                                          max_results=50000)
+        stale = [r for r in running if owner_gone(r.data.tags.get(OWNER))]
         for r in stale:
             self.client.set_tag(r.info.run_id, ENDED_BY, "its process was gone (killed)")
             self.client.set_terminated(r.info.run_id, RunStatus.KILLED.value)

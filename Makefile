@@ -21,13 +21,14 @@ demo: setup
 	$(BIN)/subnets run demo
 	$(BIN)/subnets report --experiment demo
 
-# PostgreSQL for the tests of a queue shared between machines, Chromium for the test that opens the report
-# (Debian's packages; need root). Where they cannot be installed those tests are skipped and say why.
+# PostgreSQL for the tests of a queue shared between machines, Chromium for the test that opens the report, Slurm
+# and munge for the job-array test (Debian's packages; need root). Where they cannot be installed those tests are
+# skipped and say why.
 system-deps:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v chromium >/dev/null; then :; \
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v chromium >/dev/null && command -v slurmctld >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium >/dev/null; \
-	else echo "note: PostgreSQL or Chromium is not installed and this is not root: their tests will be skipped"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium slurm-wlm munge >/dev/null; \
+	else echo "note: PostgreSQL, Chromium or Slurm is not installed and this is not root: their tests will be skipped"; fi
 
 test: setup system-deps docs
 	$(BIN)/pytest -q -m "not slow"

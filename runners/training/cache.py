@@ -6,11 +6,9 @@ killed fine-tuning leaves no half-written model behind.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from registry.files import locked, replacing
 from runners.data.examples import TaskData, encode
 from runners.training.evaluate import EncodedSet, evaluate
 from runners.training.finetune import Checkpoint, finetune
@@ -54,8 +53,7 @@ def get_finetuned(spec: RunSpec, task: TaskData, cache_root: Path, progress: Pro
         return _load_cached(target, device, progress)
     target.parent.mkdir(parents=True, exist_ok=True)
     # Workers that need the same fine-tuned model at once: one trains, the others wait and load it.
-    with open(target.parent / f"{spec.finetune_fingerprint}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(target.parent / f"{spec.finetune_fingerprint}.lock"):
         if (target / "record.json").exists():
             return _load_cached(target, device, progress)
         return _train(spec, task, target, progress, device)
@@ -92,14 +90,12 @@ def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, devi
               "train_examples": len(rows), "resumed_after_epoch": history.resumed_epoch, "model_revision": revision}
     for stale in target.parent.glob(f".tmp-{target.name}-*"):  # a writer killed mid-save (we hold its lock now)
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    # we hold the fingerprint's lock and found no record: nobody else writes `target`, and a directory there
+    # without a record is no model
+    shutil.rmtree(target, ignore_errors=True)
+    with replacing(target, tmp=target.parent / f".tmp-{target.name}-{os.getpid()}", mode=None) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "record.json").write_text(json.dumps(record))
-        os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     checkpoint.clear()
     return Finetuned(model, tokenizer, record, cached=False)

@@ -6,13 +6,13 @@ classifier head's init) are both seeded from it.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from registry.files import replacing
 from registry.schema import FinetuneSpec
 from runners.data.examples import batches
 from runners.tracking.progress import Progress
@@ -56,9 +56,9 @@ class Checkpoint:
     restore: Callable[[Any], None] = lambda extra: None  # gives that state back when training resumes
 
     def save(self, state: dict) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({**state, "extra": self.extra()}, tmp)
-        os.replace(tmp, self.path)  # atomic: a kill mid-save keeps the previous epoch's checkpoint
+        # atomic: a kill mid-save keeps the previous epoch's checkpoint
+        with replacing(self.path, tmp=self.path.with_name(self.path.name + ".tmp")) as tmp:
+            torch.save({**state, "extra": self.extra()}, tmp)
 
     def load(self) -> dict | None:
         return torch.load(self.path, weights_only=True) if self.path.exists() else None

@@ -222,7 +222,7 @@ def _padding(bs) -> float:
 
 def train_scheme(s: dict, cfg: dict, scheme: str) -> dict:
     """finetune()'s step (AdamW without decay on biases/LayerNorm, linear schedule, clipping) over `scheme`'s batches."""
-    from runners.training.finetune import linear_schedule, param_groups
+    from runners.training.finetune import linear_schedule, param_groups, train_step
 
     model, pad, spec = copy.deepcopy(s["model"]), s["tok"].pad_token_id, _spec(cfg)
     per_epoch = math.ceil(len(s["rows"]) / cfg["batch"])
@@ -237,12 +237,7 @@ def train_scheme(s: dict, cfg: dict, scheme: str) -> dict:
         bs = scheme_batches(s["rows"], scheme, cfg["batch"], pad, cfg["max_length"], epoch, train=True)
         ratio.append(_padding(bs))
         for b in bs[: total - step]:
-            loss = model(**b.model_inputs(), labels=b.labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
-            opt.step()
-            sched.step()
+            train_step(model, b, opt, sched, spec.max_grad_norm)
             step, seen = step + 1, seen + len(b.labels)
         epoch += 1
     seconds = time.perf_counter() - start

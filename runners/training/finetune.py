@@ -80,6 +80,18 @@ def length_grouped(order: list[int], lengths: list[int], batch_size: int, gen: t
     return [i for b in torch.randperm(len(cut), generator=gen).tolist() for i in cut[b]]
 
 
+def train_step(model: torch.nn.Module, batch, opt: torch.optim.Optimizer, sched, max_grad_norm: float) -> torch.Tensor:
+    """One optimizer step on one batch: the loss, its gradients clipped to `max_grad_norm`, AdamW and the
+    schedule stepped. Returns the loss (benchmarks/trainer.py times this same step)."""
+    loss = model(**batch.model_inputs(), labels=batch.labels).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    opt.step()
+    sched.step()
+    return loss
+
+
 def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_id: int, progress: Progress,
              on_epoch: Callable[[int], None] | None = None, log_every: int = 20,
              after_step: Callable[[], None] | None = None, label: str = "fine-tuning",
@@ -126,13 +138,7 @@ def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_i
             if spec.length_grouped:
                 order = length_grouped(order, [len(r["input_ids"]) for r in rows], spec.batch_size, gen)
             for batch in batches(rows, spec.batch_size, pad_id, order):
-                batch = batch.to(device)
-                loss = model(**batch.model_inputs(), labels=batch.labels).loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
-                opt.step()
-                sched.step()
+                loss = train_step(model, batch.to(device), opt, sched, spec.max_grad_norm)
                 if after_step is not None:
                     after_step()
                 step += 1

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from registry.studyname import StudyName
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Declarative experiments on the subnetworks of fine-tuned BERT-family encoders.")
 out = Console()
@@ -153,7 +155,7 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     return st, url
 
 
-def _work(runs, st, url: str, studies: list[str], workers: int, threads: int | None, quiet: bool, file: Path,
+def _work(runs, st, url: str, studies: list[StudyName], workers: int, threads: int | None, quiet: bool, file: Path,
           experiment: str | None, mode: str, store: Path) -> None:
     """Run the queue's work: in this process for one worker, else in N worker processes."""
     from runners.queue import spawn, threads_per_worker
@@ -170,7 +172,7 @@ def _work(runs, st, url: str, studies: list[str], workers: int, threads: int | N
     failed = [c for c in codes if c > 0]
     if failed:  # a worker stopped on an error (it printed why) or on Ctrl-C
         raise typer.Exit(max(failed))
-    left = [s for s in summarise(url, studies) if s.states.get("WAITING") or s.states.get("RUNNING")]
+    left = [s for s in summarise(url, studies) if s.has_work]
     died = [c for c in codes if c < 0]
     if died:
         out.print(f"{len(died)} worker(s) were killed (signal {', '.join(str(-c) for c in died)}); "
@@ -179,11 +181,10 @@ def _work(runs, st, url: str, studies: list[str], workers: int, threads: int | N
         raise typer.Exit(1)
 
 
-def _work_here(runs, st, url: str, studies: list[str], threads: int, quiet: bool, file: Path, index: int) -> None:
+def _work_here(runs, st, url: str, studies: list[StudyName], threads: int, quiet: bool, file: Path, index: int) -> None:
     import torch
 
-    from runners.queue import Worker
-    from runners.queue.work import RunError
+    from runners.queue import RunError, Worker
     from runners.tracking import Progress
     from runners.tracking.progress import install_stop_handlers, stop_finished
 
@@ -276,16 +277,14 @@ def work(experiment: Optional[str] = typer.Argument(None), file: Path = FileOpt,
 def _print_studies(summaries) -> None:
     table = Table("study", "run", "trials", "running (worker, s)", "effective size", "best")
     for s in summaries:
-        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(s.states.items())) or "none yet"
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted((k.name, v) for k, v in s.states.items())) or "none yet"
         budget = f" of {s.budget}" if s.budget else ""
         running = "; ".join(f"#{n} {w} {sec:.0f}" for n, w, sec in s.running) or "—"
         best = "—" if s.best_kept is None else f"{s.best_kept:.3f}"
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (s.best_params or {}).items())
         if s.pareto is not None:
             params = f"{s.pareto} on the Pareto front"
-        shown = s.name.removeprefix("subnets/")
-        shown = shown[: shown.rfind("/") + 9] if "/search/" in shown else shown  # a short fingerprint
-        table.add_row(shown, s.label or "—", states + budget, running, best, params or "—")
+        table.add_row(s.name.short(), s.label or "—", states + budget, running, best, params or "—")
     out.print(table)
 
 

@@ -1,15 +1,21 @@
 """The pruning-method catalogue: each method's parameters (its keys in `[experiment.prune]`), summary and
-the x-axis its steps are declared on. The recipes that execute them live in runners/pruning/recipes/;
-a conformance test keeps the two catalogues equal.
+what it declares about itself: the x-axis its steps are declared on and whether it iterates (properties of
+its parameters, since magnitude is iterative or one-shot by its `strengths`), and its size knob (the
+one-value-per-subnetwork parameter a search may name). Generic code reads these declarations and never a
+method's name. The recipes that execute the methods live in runners/pruning/recipes/; a conformance test
+keeps the two catalogues equal.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from registry.catalogue import Catalogue
+from registry.keeprule import KeepRule
+from registry.tracking import Name
 
 Ablation = Literal["zero", "mean"]
 
@@ -34,8 +40,17 @@ def _ascending(v: list[float] | None) -> list[float] | None:
     return None if v is None else sorted(v)
 
 
+class XAxis(Name):
+    """What a step's declared x is (the runs table's `x_axis` column)."""
+
+    STEP = "step"  # the iteration number: an iterative method
+    STRENGTH = "strength"  # a declared one-shot strength
+    TARGET = "target"  # a declared L0 target sparsity
+
+
 class MethodParams(BaseModel):
-    """Keys every method accepts besides its own."""
+    """Keys every method accepts besides its own. Each method's parameters also declare `x_axis`; every
+    method has a `keep_ratio` (keep_ratio_field), its own keep rule."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -49,6 +64,21 @@ class MethodParams(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("each control may be named once")
         return v
+
+    @property
+    def x_axis(self) -> XAxis:
+        raise NotImplementedError(f"{type(self).__name__} must declare its x_axis")
+
+    @property
+    def iterative(self) -> bool:
+        """Iterative (prune, evaluate, stop at the first failing step) or one-shot (every declared strength or
+        target is evaluated): the one place this is decided."""
+        return self.x_axis is XAxis.STEP
+
+    @property
+    def keep_rule(self) -> KeepRule:
+        """The run's own keep rule: ID score >= keep_ratio x the full model's (a search judges by its own)."""
+        return KeepRule.ratio(self.keep_ratio)  # type: ignore[attr-defined] - every method declares keep_ratio
 
 
 class MagnitudeParams(MethodParams):
@@ -73,6 +103,10 @@ class MagnitudeParams(MethodParams):
             raise ValueError("export removes whole heads/MLPs/neurons; magnitude masks single weights (use importance, attribution or l0)")
         return v
 
+    @property
+    def x_axis(self) -> XAxis:
+        return XAxis.STEP if self.strengths is None else XAxis.STRENGTH
+
 
 _IMPORTANCE_SCORING = scoring_fields("importance is accumulated at every step", "; importance sums |gradient| per batch, so 1 gives the per-example definition")
 
@@ -86,6 +120,10 @@ class ImportanceParams(MethodParams):
     batch_size: int = _IMPORTANCE_SCORING[1]
     ablation: Ablation = ablation_field("zero", "masked unit", "output")
 
+    @property
+    def x_axis(self) -> XAxis:
+        return XAxis.STEP
+
 
 Strength = Annotated[float, Field(ge=0, le=1)]
 _ATTRIBUTION_SCORING = scoring_fields("attributions are summed", " (the sum over tokens does not depend on it)")
@@ -98,6 +136,10 @@ class AttributionParams(MethodParams):
     scoring_examples: int = _ATTRIBUTION_SCORING[0]
     batch_size: int = _ATTRIBUTION_SCORING[1]
     ablation: Ablation = ablation_field("zero", "pruned neuron", "activation")
+
+    @property
+    def x_axis(self) -> XAxis:
+        return XAxis.STRENGTH
 
 
 Target = Annotated[float, Field(gt=0, lt=1)]
@@ -126,8 +168,17 @@ class L0Params(MethodParams):
             raise ValueError("targets must be distinct")
         return _ascending(v)
 
+    @property
+    def x_axis(self) -> XAxis:
+        return XAxis.TARGET
 
-XAxis = Literal["step", "strength", "target"]
+
+class SizeKnob(NamedTuple):
+    """The one-value-per-subnetwork size knob: a search names `key` (one value per trial); it becomes the
+    one-element list `field` of the method's parameters."""
+
+    key: str
+    field: str
 
 
 @dataclass(frozen=True)
@@ -138,45 +189,33 @@ class Method:
     params: type[MethodParams]
     summary: str
     structured: bool  # prunes whole heads/MLPs/neurons (gates) rather than single weights
-
-    @property
-    def size_knob(self) -> tuple[str, str] | None:
-        """(search key, list field) of the one-value-per-subnetwork size knob: target (l0) or strength."""
-        return {"l0": ("target", "targets"), "attribution": ("strength", "strengths"),
-                "magnitude": ("strength", "strengths")}.get(self.name)
+    size_knob: SizeKnob | None = None  # None: no single size parameter (an iterative-only method)
 
     def searchable(self) -> list[str]:
         """Keys a search space may name: every scalar parameter, and the size knob."""
-        import typing
-
         scalar = [k for k, f in self.params.model_fields.items()
                   if typing.get_origin(f.annotation) not in (list, tuple) and k not in ("retrain", "export")
                   and "list" not in str(f.annotation)]
-        return sorted(scalar + ([self.size_knob[0]] if self.size_knob else []))
+        return sorted(scalar + ([self.size_knob.key] if self.size_knob else []))
 
     def with_values(self, params: MethodParams, values: dict) -> MethodParams:
         """`params` with searched values applied (the size knob becomes a one-element list); validated."""
         update = dict(values)
-        if self.size_knob and self.size_knob[0] in update:
-            update[self.size_knob[1]] = [float(update.pop(self.size_knob[0]))]
+        if self.size_knob and self.size_knob.key in update:
+            update[self.size_knob.field] = [float(update.pop(self.size_knob.key))]
         return self.params.model_validate({**params.model_dump(), **update})
-
-    def x_axis(self, params: MethodParams) -> XAxis:
-        """What a step's declared x is: the iteration number, a one-shot strength, or an L0 target."""
-        if self.name == "l0":
-            return "target"
-        if getattr(params, "strengths", None) is not None:
-            return "strength"
-        return "step"
 
 
 METHODS: Catalogue[Method] = Catalogue("pruning method")
 for _m in (
-    Method("magnitude", MagnitudeParams, "Global magnitude pruning of encoder weights: iterative m-pruning, or one-shot at declared strengths.", False),
+    Method("magnitude", MagnitudeParams, "Global magnitude pruning of encoder weights: iterative m-pruning, or one-shot at declared strengths.", False,
+           SizeKnob("strength", "strengths")),
     Method("importance", ImportanceParams, "s-pruning: iteratively mask the least important heads and MLPs (|dL/d gate|, Michel et al. 2019).", True),
-    Method("attribution", AttributionParams, "One-shot per-layer pruning of MLP neurons by |activation x gradient| at declared strengths.", True),
-    Method("l0", L0Params, "Structured L0 pruning of heads and MLPs with hard-concrete gates, KL to the full model and a Lagrangian sparsity target.", True),
+    Method("attribution", AttributionParams, "One-shot per-layer pruning of MLP neurons by |activation x gradient| at declared strengths.", True,
+           SizeKnob("strength", "strengths")),
+    Method("l0", L0Params, "Structured L0 pruning of heads and MLPs with hard-concrete gates, KL to the full model and a Lagrangian sparsity target.", True,
+           SizeKnob("target", "targets")),
 ):
     METHODS.add(_m.name, _m, _m.summary)
 
-__all__ = ["METHODS", "Method", "MethodParams", "MagnitudeParams", "ImportanceParams", "AttributionParams", "L0Params", "XAxis"]
+__all__ = ["METHODS", "Method", "MethodParams", "SizeKnob", "MagnitudeParams", "ImportanceParams", "AttributionParams", "L0Params", "XAxis"]

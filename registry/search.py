@@ -5,12 +5,18 @@ Each expanded run of the experiment (grid point x fine-tuning seed x pruning see
 its effective size is a per-seed figure, as in "The Heuristic Core". A trial is an ordinary run whose
 method parameters are the sampled ones, so it has a fingerprint, is logged like any run and is never
 computed twice.
+
+The objective and the keep rule are read through `SearchSpec.objective_kind` / `.keep_rule`: typed,
+parsed from the declared strings in one place.
 """
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from registry.keeprule import KeepKind, KeepRule
+from registry.tracking import Name
 
 
 class _Strict(BaseModel):
@@ -71,6 +77,13 @@ Dimension = Annotated[Union[Annotated[IntRange, Tag("int")], Annotated[FloatRang
 Sampler = Literal["bisection", "tpe", "random", "grid"]
 
 
+class Objective(Name):
+    """What a search optimises (the declared `objective`, and the sweep run's OBJECTIVE tag)."""
+
+    EFFECTIVE_SIZE = "effective_size"  # minimise the kept fraction; the keep rule is a constraint
+    PARETO = "pareto"  # the front over kept fraction, the ID score and each OOD score
+
+
 class SearchSpec(_Strict):
     space: dict[str, Dimension] = Field(min_length=1, description="Method parameters to search: {low, high[, log, step]} for numbers, {choices = [...]} for categories; `target` (l0) or `strength` (one-shot) searches one subnetwork size.")
     trials: int = Field(default=12, ge=1, le=10_000, description="Trials per searched run (a grid point x fine-tuning seed x pruning seed); the bisection sampler may stop earlier.")
@@ -87,7 +100,7 @@ class SearchSpec(_Strict):
     @model_validator(mode="after")
     def _combinations(self):
         if self.sampler == "bisection":
-            if self.objective != "effective_size":
+            if not self.seeks_effective_size:
                 raise ValueError("the bisection sampler searches the effective size; use tpe or random for pareto")
             if len(self.space) != 1 or isinstance(next(iter(self.space.values())), Choices):
                 raise ValueError("the bisection sampler searches exactly one numeric dimension (the size knob)")
@@ -97,12 +110,21 @@ class SearchSpec(_Strict):
                     raise ValueError(f"the grid sampler needs a finite grid: give space.{key} a step or choices")
         return self
 
-    def threshold(self, full_accuracy: float) -> float:
-        """The accuracy a subnetwork must reach under the keep rule."""
-        return self.keep_ratio * full_accuracy if self.keep == "ratio" else full_accuracy - self.margin
+    @property
+    def objective_kind(self) -> Objective:
+        return Objective(self.objective)
 
-    def rule(self) -> tuple[str, float]:
-        return (self.keep, self.keep_ratio if self.keep == "ratio" else self.margin)
+    @property
+    def seeks_effective_size(self) -> bool:
+        """One objective (the kept fraction) with the keep rule as a constraint; else a multi-objective front
+        (no intermediate values, no pruning of trials: Optuna has neither for several objectives)."""
+        return self.objective_kind is Objective.EFFECTIVE_SIZE
+
+    @property
+    def keep_rule(self) -> KeepRule:
+        """The rule a trial's subnetwork is judged by (and recorded with, in the runs table)."""
+        kind = KeepKind(self.keep)
+        return KeepRule(kind, self.keep_ratio if kind is KeepKind.RATIO else self.margin)
 
 
-__all__ = ["SearchSpec", "FloatRange", "IntRange", "Choices", "Dimension", "Sampler"]
+__all__ = ["SearchSpec", "FloatRange", "IntRange", "Choices", "Dimension", "Objective", "Sampler"]

@@ -14,6 +14,7 @@ from runners.data.examples import batches, encode
 from runners.training.evaluate import EncodedSet, evaluate
 from runners.pruning.gates import attach, compute_unit_means, sparsity as gate_sparsity
 from registry.methods import METHODS
+from registry.tracking import StopReason
 from runners.pruning.masks import load_step, save_gate_masks, save_weight_masks
 from runners.pruning.recipes import RECIPES
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
@@ -98,7 +99,7 @@ def test_method_honours_the_recipe_contract(name, setting):
     for s in steps:
         assert (s.weight_masks is None) != (s.gates is None), "a step carries weight masks or gates"
         assert set(s.results) == {x.eval_set.name for x in sets}
-        assert s.passed == keeps_id(s.results, ctx.baseline, params.keep_ratio) or name == "magnitude"
+        assert s.passed == keeps_id(s.results, ctx.baseline, params.keep_rule) or name == "magnitude"
         assert s.variant == "pruned"
         if s.weight_masks is not None:
             kept = sum(int(m.sum()) for m in s.weight_masks.values())
@@ -184,7 +185,7 @@ def test_execute_hands_every_step_to_callbacks_and_applies_the_keep_rule(setting
     seen: list[int] = []
     outcome = recipe.execute(ctx, params, done=[full], callbacks=[lambda s: seen.append(s.step)])
     assert seen == [1, 2, 3] and [s.step for s in outcome.steps] == [0, 1, 2, 3]
-    assert outcome.kept.step == 3 and outcome.stop_reason == "max_steps"
+    assert outcome.kept.step == 3 and outcome.stop_reason is StopReason.MAX_STEPS
 
     def stop_after_two(step):
         if step.step == 2:
@@ -192,7 +193,7 @@ def test_execute_hands_every_step_to_callbacks_and_applies_the_keep_rule(setting
 
     ctx = make_ctx(copy.deepcopy(model), sets, rows, pad, [])
     outcome = recipe.execute(ctx, params, done=[full], callbacks=[stop_after_two])
-    assert [s.step for s in outcome.steps] == [0, 1, 2] and outcome.stop_reason == "callback"
+    assert [s.step for s in outcome.steps] == [0, 1, 2] and outcome.stop_reason is StopReason.CALLBACK
 
 
 def test_keep_rule_and_stop_reason():
@@ -202,11 +203,47 @@ def test_keep_rule_and_stop_reason():
     one_shot = RECIPES.get("magnitude").params.model_validate(dict(strengths=[0.2, 0.5]))
     s = lambda i, sp, ok: PruneStep(i, sp, {}, ok)  # noqa: E731
     failing = [s(0, 0.0, True), s(1, 0.1, True), s(2, 0.2, False)]
-    assert kept_step(failing).step == 1 and stop_reason(failing, iterative) == "keep_rule"
+    assert kept_step(failing).step == 1 and stop_reason(failing, iterative) is StopReason.KEEP_RULE
     capped = [s(0, 0.0, True), s(1, 0.1, True), s(2, 0.2, True), s(3, 0.3, True)]
-    assert kept_step(capped).step == 3 and stop_reason(capped, iterative) == "max_steps"
-    assert stop_reason(capped[:3], iterative) == "exhausted"  # ended before max_steps with every step passing
+    assert kept_step(capped).step == 3 and stop_reason(capped, iterative) is StopReason.MAX_STEPS
+    assert stop_reason(capped[:3], iterative) is StopReason.EXHAUSTED  # ended before max_steps with every step passing
     # one-shot: every strength is evaluated; the sparsest passing one is kept, wherever it lies
     shots = [s(0, 0.0, True), s(1, 0.2, True), s(2, 0.5, False)]
-    assert kept_step(shots).step == 1 and stop_reason(shots, one_shot) == "declared"
+    assert kept_step(shots).step == 1 and stop_reason(shots, one_shot) is StopReason.DECLARED
     assert kept_step([s(0, 0.0, True), s(1, 0.3, False)]).step == 0  # the full model always passes
+
+
+# what each method declares about itself: (size knob, x-axis of its defaults, iterative); magnitude's
+# axis follows its `strengths`
+DECLARED = {
+    "magnitude": (("strength", "strengths"), "step", True),
+    "importance": (None, "step", True),
+    "attribution": (("strength", "strengths"), "strength", False),
+    "l0": (("target", "targets"), "target", False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS.names()))
+def test_each_method_declares_its_size_knob_axis_and_iterativeness(name):
+    from registry.methods import XAxis
+
+    method, params = METHODS.get(name), METHODS.get(name).params()
+    knob, axis, iterative = DECLARED[name]
+    assert (tuple(method.size_knob) if method.size_knob else None, params.x_axis, params.iterative) == (knob, axis, iterative)
+    assert isinstance(params.x_axis, XAxis)
+    if method.size_knob:  # a searched knob value becomes a one-element list of the declared field
+        searched = method.with_values(params, {method.size_knob.key: 0.5})
+        assert getattr(searched, method.size_knob.field) == [0.5] and method.size_knob.key in method.searchable()
+        assert searched.x_axis is (XAxis.TARGET if name == "l0" else XAxis.STRENGTH) and not searched.iterative
+    one_shot = METHODS.get("magnitude").params(strengths=[0.2])
+    assert (one_shot.x_axis, one_shot.iterative) == (XAxis.STRENGTH, False)
+
+
+def test_stop_reason_follows_the_declared_iterativeness():
+    from runners.pruning.recipe import stop_reason
+
+    s = lambda i, ok: PruneStep(i, 0.1 * i, {}, ok)  # noqa: E731
+    failing = [s(0, True), s(1, False)]
+    for name in METHODS.names():  # a failing last step stops an iterative method only
+        params = METHODS.get(name).params()
+        assert stop_reason(failing, params) is (StopReason.KEEP_RULE if params.iterative else StopReason.DECLARED)

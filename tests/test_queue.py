@@ -310,8 +310,10 @@ def test_a_sqlite_queue_hands_each_trial_to_one_worker(tmp_path):
 def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
     from types import SimpleNamespace
 
+    from registry.methods import L0Params
+    from registry.tracking import StopReason
     from runners.pruning.recipe import PruneStep
-    from runners.queue.work import _summary
+    from runners.queue.text import run_summary as _summary
     from runners.training import EvalResult
 
     def res(mcc):
@@ -320,9 +322,9 @@ def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
     full = PruneStep(0, 0.0, res(0.0), True)
     hit, missed = (PruneStep(i, 0.1 * i, res(0.0), True, strength=t, extra={"expected_sparsity_end": e})
                    for i, e, t in [(1, 0.32, 0.3), (2, 0.91, 0.5)])
-    outcome = SimpleNamespace(baseline=res(0.0), selected=missed, steps=2, stop_reason="declared", seconds=1.0,
+    outcome = SimpleNamespace(baseline=res(0.0), selected=missed, steps=2, stop_reason=StopReason.DECLARED, seconds=1.0,
                               run_id="r", variants=[], pruned_steps=[full, hit, missed])
-    l0 = SimpleNamespace(prune=SimpleNamespace(method="l0", params=None), experiment="x", label=lambda: "seed=1")
+    l0 = SimpleNamespace(prune=SimpleNamespace(method="l0", params=L0Params()), experiment="x", label=lambda: "seed=1")
     text = _summary(outcome, l0)
     assert "the full model's ID mcc is 0.000: it did not learn the task" in text
     assert "L0 target 0.50: the gates' expected unit sparsity ended at 0.910" in text
@@ -330,6 +332,7 @@ def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
     learned = SimpleNamespace(**{**vars(outcome), "baseline": res(0.41), "pruned_steps": [full, hit]})
     assert "note:" not in _summary(learned, l0)
     assert _summary(learned, l0).startswith("[x] l0 (seed=1) done\n  full model: ID mcc 0.410")
+    assert "\n  stopped: declared  [1 s, run r]" in _summary(learned, l0)  # the reason as its value
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # optuna's note on ask() outside optimize(), as here
@@ -341,7 +344,7 @@ def test_a_trial_whose_worker_process_is_gone_is_retried_at_once(tmp_path):
 
     from optuna.trial import TrialState
 
-    from runners.queue.work import Worker
+    from runners.queue import StudyName, Worker
     from runners.tracking.status import owner
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -357,7 +360,7 @@ def test_a_trial_whose_worker_process_is_gone_is_retried_at_once(tmp_path):
         storage.record_heartbeat(trial._trial_id)
 
     worker = Worker([], url, store=None, progress=None)  # neither is needed to look after the queue
-    assert worker._others_running(["subnets/tiny/grid"])  # no clock: a heartbeat grace could not have passed yet
+    assert worker._others_running([StudyName.grid("tiny")])  # no clock: a heartbeat grace could not have passed yet
     states = {(t.user_attrs["fingerprint"], t.state) for t in study.get_trials()}
     assert states == {("dead", TrialState.FAIL), ("live", TrialState.RUNNING), ("elsewhere", TrialState.RUNNING),
                       ("dead", TrialState.WAITING)}  # the retry
@@ -369,7 +372,7 @@ def test_a_fingerprint_enqueued_twice_completes_once(write_toml, tmp_path):
     the other trial finished it is pruned as a duplicate, not completed as a second result."""
     from optuna.trial import TrialState
 
-    from runners.queue.work import Worker
+    from runners.queue import Worker
 
     (spec,) = load_runs(write_toml(tiny_toml()))
 
@@ -392,7 +395,7 @@ def test_a_fingerprint_enqueued_twice_completes_once(write_toml, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_of_two_running_copies_of_a_fingerprint_the_one_started_first_goes_on(write_toml, tmp_path):
-    from runners.queue.work import Worker
+    from runners.queue import Worker
 
     (spec,) = load_runs(write_toml(tiny_toml()))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"

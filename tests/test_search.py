@@ -38,7 +38,7 @@ def test_search_space_is_checked_like_every_other_key(write_toml):
     msgs = problems(write_toml, l0_search('space = { target = { low = 0.1, high = 0.9 } }\nobjective = "pareto"'))
     assert "use tpe or random for pareto" in msgs[0]
     (run,) = load_runs(write_toml(l0_search('space = { target = { low = 0.1, high = 0.9, step = 0.1 } }')))
-    assert run.search.sampler == "bisection" and run.search.threshold(0.8) == pytest.approx(0.72)
+    assert run.search.sampler == "bisection" and run.search.keep_rule.threshold(0.8) == pytest.approx(0.72)
 
 
 def test_search_does_not_change_the_runs_fingerprint(write_toml):
@@ -113,7 +113,7 @@ def test_sweep_end_to_end(write_toml, tmp_path):
 def test_reporter_reports_the_best_holding_size_and_stops_hopeless_trials():
     from registry.search import SearchSpec
     from runners.pruning.recipe import PruneStep, StopPruning
-    from runners.queue.work import Reporter
+    from runners.queue.measure import Reporter
     from runners.training.evaluate import EvalResult
 
     class FakeTrial:
@@ -143,7 +143,10 @@ def test_reporter_reports_the_best_holding_size_and_stops_hopeless_trials():
 def test_a_run_stopped_by_a_search_callback_is_not_a_finished_run(write_toml, tmp_path):
     from registry.loader import load_runs
     from runners.pruning.recipe import StopPruning
-    from runners.run.execute import TrialContext, execute
+    from registry.keeprule import KeepRule
+    from registry.studyname import StudyName
+    from registry.tracking import RunStatus, StopReason
+    from runners.run import RunContext, execute
     from runners.tracking import Progress, Store
 
     def stop_at_two(step):
@@ -153,10 +156,14 @@ def test_a_run_stopped_by_a_search_callback_is_not_a_finished_run(write_toml, tm
     spec = load_runs(write_toml(tiny_toml(max_steps=3)))[0]
     store = Store.at(tmp_path / "s")
     store.ensure()
-    outcome = execute(spec, store, Progress(enabled=False), TrialContext(None, "study", 0, ("ratio", 0.9), [stop_at_two]))
-    assert outcome.stop_reason == "callback" and [s.step for s in outcome.pruned_steps] == [0, 1, 2]
+    study = StudyName.of_search(spec)
+    trial = RunContext.search_trial(study, 0, KeepRule.ratio(0.9), callbacks=(stop_at_two,))
+    outcome = execute(spec, store, Progress(enabled=False), trial)
+    assert outcome.stop_reason is StopReason.CALLBACK and [s.step for s in outcome.pruned_steps] == [0, 1, 2]
     run = store.client.get_run(outcome.run_id)
-    assert run.info.status == "KILLED" and run.data.tags["subnets.stopped_by"] == "search"
+    assert run.info.status == RunStatus.KILLED and run.data.tags["subnets.stopped_by"] == "search"
+    assert run.data.tags["subnets.study"] == f"subnets/tiny/search/{spec.fingerprint}"
+    assert run.data.tags["subnets.trial"] == "0"
     assert store.run_status("tiny") == {spec.fingerprint: "KILLED"}  # `subnets run` would still run it
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
+from registry.keeprule import KeepRule
 from registry.methods import MethodParams
 from registry.tracking import StopReason
 from runners.data.examples import Batch
@@ -54,10 +55,10 @@ class PruneStep:
     extra: dict[str, float] = field(default_factory=dict)  # method-specific figures logged as metrics (e.g. target sparsity)
 
 
-def keeps_id(results: dict[str, EvalResult], baseline: dict[str, EvalResult], ratio: float) -> bool:
-    """The lottery-ticket rule on the task's own metric (`EvalResult.score`: accuracy, MCC for CoLA, F1,
-    Pearson for STS-B): the ID score at least `ratio` times the full model's."""
-    return results["id"].score >= ratio * baseline["id"].score
+def keeps_id(results: dict[str, EvalResult], baseline: dict[str, EvalResult], rule: KeepRule) -> bool:
+    """The keep rule (registry.keeprule; a method's own: ID score >= keep_ratio x the full model's) on the
+    task's own metric (`EvalResult.score`: accuracy, MCC for CoLA, F1, Pearson for STS-B)."""
+    return rule.holds(results["id"].score, baseline["id"].score)
 
 
 def kept_step(steps: Sequence[PruneStep]) -> PruneStep:
@@ -110,12 +111,11 @@ def stop_reason(steps: Sequence[PruneStep], params: MethodParams) -> StopReason:
     """Why a recipe ended: its last step failed the keep rule (iterative methods stop there), it hit
     max_steps, the declared strengths/targets ran out, or there was nothing left to prune."""
     last = steps[-1]
-    iterative = getattr(params, "max_steps", None) is not None and getattr(params, "strengths", None) is None
-    if iterative and not last.passed:
+    if not params.iterative:
+        return StopReason.DECLARED
+    if not last.passed:
         return StopReason.KEEP_RULE
-    if iterative:
-        return StopReason.MAX_STEPS if last.step >= params.max_steps else StopReason.EXHAUSTED
-    return StopReason.DECLARED
+    return StopReason.MAX_STEPS if last.step >= params.max_steps else StopReason.EXHAUSTED  # type: ignore[attr-defined]
 
 
 __all__ = ["PruneContext", "PruneStep", "Recipe", "RecipeOutcome", "StepCallback", "StopPruning", "keeps_id",

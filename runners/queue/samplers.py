@@ -1,4 +1,7 @@
-"""BisectionSampler: search one size knob (an L0 target, a one-shot strength) for the largest value whose
+"""The samplers of a search: the declared one built for a worker (`make_sampler`), how a trial draws a value
+of a search-space dimension (`suggest`), and BisectionSampler.
+
+BisectionSampler searches one size knob (an L0 target, a one-shot strength) for the largest value whose
 subnetwork still keeps ID performance, assuming accuracy falls as the subnetwork shrinks (close to
 monotone on the embedded task and in the Heuristic Core's curves).
 
@@ -15,6 +18,8 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
+
+from registry.search import Choices, FloatRange, IntRange, SearchSpec
 
 
 def holds(trial: FrozenTrial) -> bool | None:
@@ -79,3 +84,38 @@ class BisectionSampler(BaseSampler):
             value = min(max(value, dist.low), dist.high)
             return int(value) if isinstance(dist, IntDistribution) else round(value, 10)
         return value
+
+
+def make_sampler(search: SearchSpec, worker_index: int = 0) -> BaseSampler:
+    """The declared sampler; parallel workers get distinct seeds (seed + worker index) so they do not
+    all propose the same values."""
+    seed = search.seed + worker_index
+    if search.sampler == "bisection":
+        (key, dim), = search.space.items()
+        return BisectionSampler(key, dim.low, dim.high, getattr(dim, "step", None), search.tolerance)
+    if search.sampler == "grid":
+        grid = {k: _grid_values(d) for k, d in search.space.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # the keep rule as TPE's constraint (user_attrs["constraint"], set by the worker once a trial is measured)
+    constraints = (lambda t: t.user_attrs.get("constraint", [0.0])) if search.seeks_effective_size else None
+    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, n_startup_trials=min(5, search.trials))
+
+
+def _grid_values(dim) -> list:
+    if isinstance(dim, Choices):
+        return list(dim.choices)
+    values, x = [], dim.low
+    while x <= dim.high + 1e-12:
+        values.append(round(x, 10) if isinstance(dim, FloatRange) else int(x))
+        x += dim.step
+    return values
+
+
+def suggest(trial: optuna.Trial, key: str, dim) -> Any:
+    if isinstance(dim, Choices):
+        return trial.suggest_categorical(key, dim.choices)
+    if isinstance(dim, IntRange):
+        return trial.suggest_int(key, dim.low, dim.high, step=dim.step, log=dim.log)
+    return trial.suggest_float(key, dim.low, dim.high, step=dim.step, log=dim.log)

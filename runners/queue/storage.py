@@ -7,16 +7,17 @@ RetryHeartbeatStaleTrialCallback puts a copy back in the queue.
 """
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from sqlalchemy import event
 
 from registry.tracking import redact  # noqa: F401 - re-exported: runners.queue.redact
 from runners.tracking.store import create_sqlite_atomically, store_lock
-
-import os
 
 # a running trial records a heartbeat this often; one whose last heartbeat is older than GRACE_S belongs to a
 # dead worker (tests shorten both through the environment)
@@ -34,8 +35,6 @@ def default_url(store_root: Path) -> str:
 def open_storage(url: str, create: bool = False) -> RDBStorage:
     """The storage at `url`; only the coordinating process passes create=True (table creation)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run is reported by us, without its traceback
-    import warnings
-
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     if url.startswith("sqlite:///") and create:
         db = Path(url.removeprefix("sqlite:///"))
@@ -70,8 +69,6 @@ def _serialise_sqlite(engine) -> None:
     100 trials popped twice by 4 processes). BEGIN IMMEDIATE takes the write lock before the read; the
     others wait up to SQLITE_TIMEOUT_S for it. This is SQLAlchemy's documented pysqlite recipe.
     """
-    from sqlalchemy import event
-
     engine.dispose()  # connections opened while Optuna set up the storage predate the listeners
 
     @event.listens_for(engine, "connect")

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from registry.methods import METHODS
+from registry.methods import XAxis
 from registry.schema import RunSpec
 from runners.data import build_task
 from runners.pruning.controls import build_controls, retrain, retrained_name
 from runners.pruning.export import export_and_measure
 from runners.pruning.recipe import PruneContext, PruneStep
 from runners.pruning.recipes import RECIPES
+from runners.run.context import RunContext
 from runners.run.resume import Resumed, fetch_state, find_resumable, load as load_resumed
 from runners.run.rundata import RunData
 from runners.run.steplog import StepLogger
@@ -58,21 +59,11 @@ class RunOutcome:
     data_digest: str = ""  # what data_digest(task) said
 
 
-@dataclass
-class TrialContext:
-    """A run executed as a search trial: its parent (sweep) run, the study and trial number, the keep rule
-    the search judges it by, and callbacks that see each step (intermediate values, early stopping)."""
-
-    parent_run_id: str | None
-    study: str
-    trial: int
-    keep_rule: tuple[str, float]
-    callbacks: list = None  # type: ignore[assignment]
-
-
-def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext | None = None) -> RunOutcome:
-    """Run `spec` and log it. As a search trial (`trial`), a run stopped early by a callback is marked
-    KILLED (tag subnets.stopped_by = search), so its fingerprint is not taken for a finished run."""
+def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext | None = None) -> RunOutcome:
+    """Run `spec` and log it, as a grid run (the default context) or as a search trial (`context`). A run
+    stopped early by a callback (a search's) is marked KILLED (tag subnets.stopped_by = search), so its
+    fingerprint is not taken for a finished run."""
+    ctx = context or RunContext.grid_run(spec)
     device = resolve_device(spec.runtime)  # before anything is written: a missing GPU is a config error
     check_architecture(spec.model, spec.base_dir, export=spec.prune.params.export)  # and a model the gates cannot prune
     started = time.time()
@@ -83,21 +74,11 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
             METHOD: spec.prune.method, SEED: str(spec.seed), tracked.PRUNE_SEED: str(spec.prune_seed),
             tracked.LABEL: spec.label(), tracked.GIT_SHA: sha, tracked.FINETUNE_FINGERPRINT: spec.finetune_fingerprint,
             tracked.DEVICE: describe(device), tracked.TORCH_THREADS: str(threads),
-            **{f"{tracked.VERSION_PREFIX}{k}": v for k, v in versions.items()}, **spec.tags}
-    if trial is not None:
-        tags.update({tracked.STUDY: trial.study, tracked.TRIAL: str(trial.trial)})
-    keep_rule = trial.keep_rule if trial is not None else ("ratio", getattr(spec.prune.params, "keep_ratio", 0.9))
+            **{f"{tracked.VERSION_PREFIX}{k}": v for k, v in versions.items()}, **spec.tags, **ctx.tags}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        resumed = _resumable(spec, store, sha, tmp) if trial is None else None
-        if resumed is not None:
-            run = store.reopen(resumed.run_id, resumed.artifact_uri, {**tags, tracked.RESUMED_AFTER_STEP: str(resumed.steps[-1].step)})
-            progress.log(f"resuming run {resumed.run_id[:8]} after step {resumed.steps[-1].step}: {len(resumed.steps) - 1} "
-                         f"pruning step(s) and {len(resumed.variants)} variant(s) reused "
-                         f"({resumed.elapsed_s:.0f} s of earlier work)")
-        else:
-            run = store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}",
-                                  tags, parent=trial.parent_run_id if trial is not None else None)
+        resumed = _resumable(spec, store, sha, tmp) if ctx.resumable else None
+        run = _open_run(spec, store, progress, tags, ctx.parent_run_id, resumed)
         try:
             with precision(spec.runtime, device):
                 config = spec.resolved_config()
@@ -107,23 +88,23 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
                                                   "device": str(device), "torch_threads": threads}, tmp)
                 earlier = resumed.elapsed_s if resumed is not None else 0.0
                 elapsed = lambda: earlier + time.time() - started  # noqa: E731
-                outcome = _prune_and_log(spec, store, run, progress, tmp, device,
-                                         list(trial.callbacks or []) if trial else [], sha, elapsed, resumed)
+                outcome = _prune_and_log(spec, store, run, progress, tmp, device, list(ctx.callbacks), sha, elapsed,
+                                         resumed)
                 ids = run_ids(spec, run.run_id)
                 write_table(tmp / "tables", "runs", [dict(
                     ids, label=spec.label(), finetune_fingerprint=spec.finetune_fingerprint, model=spec.model.name,
-                    task=spec.task.name, primary_metric=spec.primary_metric, description=spec.description, x_axis=x_axis(spec),
-                    config_json=json.dumps(config, sort_keys=True), git_sha=sha, device=str(device), torch_threads=threads,
-                    started_at=datetime.fromtimestamp(started, timezone.utc), duration_s=elapsed(),
-                    baseline_id_accuracy=outcome.baseline["id"].accuracy, final_step=outcome.selected.step,
-                    final_sparsity=outcome.selected.sparsity, stop_reason=outcome.stop_reason.value,
-                    keep_rule=keep_rule[0], keep_threshold=float(keep_rule[1]),
-                    study=trial.study if trial else None, trial=trial.trial if trial else None,
+                    task=spec.task.name, primary_metric=spec.primary_metric, description=spec.description,
+                    x_axis=spec.prune.params.x_axis.value, config_json=json.dumps(config, sort_keys=True), git_sha=sha,
+                    device=str(device), torch_threads=threads, started_at=datetime.fromtimestamp(started, timezone.utc),
+                    duration_s=elapsed(), baseline_id_accuracy=outcome.baseline["id"].accuracy,
+                    final_step=outcome.selected.step, final_sparsity=outcome.selected.sparsity,
+                    stop_reason=outcome.stop_reason.value, keep_rule=ctx.keep_rule.kind.value,
+                    keep_threshold=float(ctx.keep_rule.value), study=ctx.study, trial=ctx.trial,
                     data_digest=outcome.data_digest)])
                 axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
                 write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
                 run.artifact(tmp / "tables", "tables")
-            if outcome.stop_reason == StopReason.CALLBACK:
+            if outcome.stop_reason is StopReason.CALLBACK:
                 run.tags({tracked.STOPPED_BY: tracked.STOPPED_BY_SEARCH})
                 run.finish(RunStatus.KILLED)
             else:
@@ -136,6 +117,18 @@ def execute(spec: RunSpec, store: Store, progress: Progress, trial: TrialContext
             raise
     outcome.seconds = time.time() - started
     return outcome
+
+
+def _open_run(spec: RunSpec, store: Store, progress: Progress, tags: dict, parent_run_id: str | None,
+              resumed: Resumed | None):
+    """The killed run being resumed, reopened; else a new run (under `parent_run_id` when given)."""
+    if resumed is None:
+        return store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}",
+                               tags, parent=parent_run_id)
+    progress.log(f"resuming run {resumed.run_id[:8]} after step {resumed.steps[-1].step}: {len(resumed.steps) - 1} "
+                 f"pruning step(s) and {len(resumed.variants)} variant(s) reused "
+                 f"({resumed.elapsed_s:.0f} s of earlier work)")
+    return store.reopen(resumed.run_id, resumed.artifact_uri, {**tags, tracked.RESUMED_AFTER_STEP: str(resumed.steps[-1].step)})
 
 
 def _mark(run, status: str) -> None:
@@ -164,13 +157,9 @@ def run_ids(spec: RunSpec, run_id: str) -> dict:
                 seed=spec.seed, prune_seed=spec.prune_seed, method=spec.prune.method)
 
 
-def x_axis(spec: RunSpec) -> str:
-    return METHODS.get(spec.prune.method).x_axis(spec.prune.params)
-
-
-def step_x(axis: str, step: PruneStep) -> float:
+def step_x(axis: XAxis, step: PruneStep) -> float:
     """The declared x of a step: its number (iterative), or its strength / target (0 for the full model)."""
-    if axis == "step" or step.step == 0:
+    if axis is XAxis.STEP or step.step == 0:
         return float(step.step)
     return float(step.strength)
 
@@ -227,12 +216,13 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     run.metrics({tracked.SELECTED_STEP: selected.step, tracked.SELECTED_SPARSITY: selected.sparsity}, step=0)
     run.tags({tracked.STOP_REASON: result.stop_reason.value})
     reuse = resumed.variants if resumed is not None else {}
-    variants = [] if result.stop_reason == StopReason.CALLBACK else _variants(spec, selected, task, data, cache, progress, device, reuse)
+    stopped = result.stop_reason is StopReason.CALLBACK  # a search's hopeless trial: no variants, no export
+    variants = [] if stopped else _variants(spec, selected, task, data, cache, progress, device, reuse)
     for v in variants:
         if v.variant not in reuse:
             logger(v)
     logger.summarise(selected, variants)
-    if spec.prune.params.export and selected.gates is not None and result.stop_reason != StopReason.CALLBACK:
+    if spec.prune.params.export and selected.gates is not None and not stopped:
         # gate methods leave the weights alone, so `model` is still the fine-tuned model; export and
         # latency are measured on CPU, where the exported model is meant to serve
         id_set = next(s for s in data.sets if s.eval_set.kind == "id")
@@ -242,7 +232,7 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
         figures = export_and_measure(cpu_model, gates, ft.tokenizer, tmp / "export", sample)
         run.metrics(figures, step=selected.step)
         run.artifact(tmp / "export", "export")
-    axis = x_axis(spec)
+    axis = spec.prune.params.x_axis
     steps = [*result.steps, *variants]
     rows = [r for s in steps for r in step_rows(ids, s, step_x(axis, s), s.step == selected.step or s.variant != "pruned")]
     write_table(tmp / "tables", "steps", rows)

@@ -1,8 +1,7 @@
 """Resume a killed run after its last logged step instead of redoing it.
 
-Every step a run logs leaves two artifacts: its mask file (masks/<step>.safetensors, the recipe's state)
-and, written last, a record (partial/<step>.json: the step's figures, evaluation results, unit and CKA rows).
-The record is the commit point: a step with a record is finished, a step without one is redone.
+Every step a run logs leaves its mask file (the recipe's state) and, written last, its record (the format
+is records.py's). The record is the commit point: a step with a record is finished, one without is redone.
 
 A rerun of a fingerprint whose newest parent run was KILLED or FAILED (a killed process's run is marked
 KILLED by `Store.reap`) reopens that MLflow run, rebuilds the finished steps from their records, hands the
@@ -13,49 +12,20 @@ Search trials are not resumed (a trial's run belongs to its trial number).
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow.artifacts
+
 from registry.tracking import FINGERPRINT, KIND, STOPPED_BY, STUDY, RunKind, RunStatus
 from runners.pruning.masks import load_step
 from runners.pruning.recipe import PruneStep
-from runners.run.steplog import artifact_name as record_name
-from runners.training.evaluate import EvalResult
+from runners.run.records import PARTIAL, artifact_name, read_records, step_of
 
-PARTIAL = "partial"
-RECORD_FORMAT = 1
-RESUMABLE_STATUSES = (RunStatus.KILLED.value, RunStatus.FAILED.value)
-
-
-def _result_json(res: EvalResult) -> dict:
-    return {f.name: getattr(res, f.name) for f in dataclasses.fields(res) if f.name != "cka"}
-
-
-def _result_from_json(d: dict) -> EvalResult:
-    d = dict(d)
-    d["subcases"] = {k: tuple(v) for k, v in d.get("subcases", {}).items()}
-    return EvalResult(**d)
-
-
-def step_record(step: PruneStep, units: list[dict], cka: list[dict], git_sha: str, elapsed_s: float) -> dict:
-    """What a finished step leaves for a rerun: everything but its masks (those are in its mask file)."""
-    return {
-        "format": RECORD_FORMAT, "git_sha": git_sha, "elapsed_s": elapsed_s,
-        "step": {"step": step.step, "sparsity": step.sparsity, "passed": step.passed, "variant": step.variant,
-                 "unit_sparsity": step.unit_sparsity, "strength": step.strength, "extra": step.extra},
-        "results": [_result_json(r) for r in step.results.values()],  # a list: the sets' order is the tables' order
-        "units": units, "cka": cka,
-    }
-
-
-def write_record(directory: Path, step: PruneStep, record: dict) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{record_name(step)}.json"
-    path.write_text(json.dumps(record, sort_keys=True, default=str))
-    return path
+RESUMABLE_STATUSES = (RunStatus.KILLED, RunStatus.FAILED)
 
 
 @dataclass
@@ -98,17 +68,13 @@ def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
     except Exception:  # noqa: BLE001 - no records were logged: nothing to reuse
         shutil.rmtree(local, ignore_errors=True)
         return None
-    records = [json.loads(p.read_text()) for p in sorted(records_dir.glob("*.json"))]
-    records = [r for r in records if r.get("format") == RECORD_FORMAT]
+    records = read_records(records_dir)
     if not records or any(r["git_sha"] != git_sha for r in records):
         shutil.rmtree(local, ignore_errors=True)
         return None
     steps, variants = [], {}
     for r in records:
-        s = r["step"]
-        step = PruneStep(s["step"], s["sparsity"], {v["name"]: _result_from_json(v) for v in r["results"]},
-                         s["passed"], unit_sparsity=s["unit_sparsity"], variant=s["variant"], strength=s["strength"],
-                         extra=s["extra"])
+        step = step_of(r)
         (steps.append(step) if step.variant == "pruned" else variants.__setitem__(step.variant, step))
     steps.sort(key=lambda s: s.step)
     if not steps or steps[0].step != 0 or [s.step for s in steps] != list(range(len(steps))):
@@ -130,7 +96,7 @@ def fetch_state(store, resumed: Resumed, step: PruneStep) -> PruneStep:
     (downloaded first if it is not here yet)."""
     if step.step == 0 or step.weight_masks is not None or step.gates is not None:
         return step
-    path = resumed.masks_dir / f"{record_name(step)}.safetensors"
+    path = resumed.masks_dir / f"{artifact_name(step)}.safetensors"
     if not path.exists():
         got = _download(store, resumed.run_id, f"masks/{path.name}", resumed.masks_dir)
         if got != path:
@@ -140,10 +106,6 @@ def fetch_state(store, resumed: Resumed, step: PruneStep) -> PruneStep:
 
 
 def _download(store, run_id: str, artifact_path: str, dst: Path) -> Path:
-    import os
-
-    import mlflow.artifacts
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress says what happens
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst),
                                                     tracking_uri=store.tracking_uri))

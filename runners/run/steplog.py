@@ -1,8 +1,9 @@
 """Log one pruning step the moment it is yielded, so a kill later loses nothing that finished.
 
 `StepLogger` is the runner's step callback: MLflow metrics (batched), the step's mask as a safetensors
-artifact, its CKA matrix (table rows, diagonal metrics, a PNG heatmap) and its unit rows. Names and
-figures come from small functions here; serialisation lives with the masks, plotting with CKA.
+artifact, its CKA matrix (table rows, diagonal metrics, a PNG heatmap), its unit rows and, last, its record
+(records.py). Metric names and figures come from small functions here; serialisation lives with the masks
+and the records, plotting with CKA.
 """
 from __future__ import annotations
 
@@ -10,18 +11,16 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from registry.schema import CkaSpec
 from registry.tracking import step_metric_prefix
 from runners.cka import cka_rows, diagonal_metrics, heatmap_png
 from runners.pruning.masks import save_gate_masks, save_weight_masks
 from runners.pruning.recipe import PruneStep
 from runners.pruning.units import unit_rows
+from runners.run.records import PARTIAL, artifact_name, step_record, write_record
 from runners.tracking.store import RunLog
-
-
-def artifact_name(step: PruneStep) -> str:
-    """step_003 for the recipe's own steps, random_step_003 for a variant of step 3."""
-    return f"step_{step.step:03d}" if step.variant == "pruned" else f"{step.variant}_step_{step.step:03d}"
 
 
 def metric_prefix(step: PruneStep) -> str:
@@ -70,14 +69,12 @@ class StepLogger:
         self.git_sha, self.elapsed = git_sha, elapsed
         self.masks_dir = workdir / "masks"
         self.cka_dir = workdir / "cka"
-        self.records_dir = workdir / "partial"
+        self.records_dir = workdir / PARTIAL
         self.masks_dir.mkdir(parents=True, exist_ok=True)
         self.units: list[dict] = []
         self.cka_rows: list[dict] = []
 
     def __call__(self, step: PruneStep) -> None:
-        from runners.run.resume import step_record, write_record
-
         name, prefix = artifact_name(step), metric_prefix(step)
         result = step.results[self.cka.split].cka if self.cka is not None else None
         new_cka, new_units = [], []
@@ -98,9 +95,9 @@ class StepLogger:
             new_units = [dict(self.ids, variant=step.variant, step=step.step, **row) for row in unit_rows(g, step.scores)]
         self.units += new_units
         self.cka_rows += new_cka
-        # written last: a step with a record is finished (runners/run/resume.py)
+        # written last: a step with a record is finished (runners/run/records.py)
         record = step_record(step, new_units, new_cka, self.git_sha, self.elapsed())
-        self.run.artifact(write_record(self.records_dir, step, record), "partial")
+        self.run.artifact(write_record(self.records_dir, step, record), PARTIAL)
 
     def summarise(self, kept: PruneStep, variants: list[PruneStep]) -> None:
         """The kept step's figures under the run's plain metric names, and a CKA heatmap PNG of the kept
@@ -122,8 +119,6 @@ class StepLogger:
 
 def cka_matrix(rows: list[dict], variant: str, step: int):
     """The baseline x pruned CKA matrix of one step from its table rows (None if it was not compared)."""
-    import numpy as np
-
     cells = [r for r in rows if r["variant"] == variant and r["step"] == step]
     if not cells:
         return None

@@ -83,5 +83,5 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
                 results = ctx.evaluate()
             sp = sparsity(model, gates)
             advance(1, f"r={r:.2f} id={results['id'].accuracy:.3f}")
-            yield PruneStep(i, sp["params"], results, keeps_id(results, ctx.baseline, p.keep_ratio), gates=gates,
+            yield PruneStep(i, sp["params"], results, keeps_id(results, ctx.baseline, p.keep_rule), gates=gates,
                             scores={"neuron": scores.cpu()}, unit_sparsity=sp["neurons"], strength=r)

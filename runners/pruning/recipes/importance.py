@@ -113,7 +113,7 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
             gates = Gates(head_kept.to(dtype), mlp_kept.to(dtype), None, p.ablation, means)
             with attach(model, gates):
                 results = ctx.evaluate()
-            passed = keeps_id(results, ctx.baseline, p.keep_ratio)
+            passed = keeps_id(results, ctx.baseline, p.keep_rule)
             sp = sparsity(model, gates)
             advance(1, f"heads {sp['heads']:.2f} mlps {sp['mlps']:.2f} id={results['id'].accuracy:.3f}")
             yield PruneStep(step, sp["params"], results, passed, gates=gates,

@@ -197,7 +197,7 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
             extra = {"target_sparsity": t, "realised_unit_sparsity": spars["units"],
                      "threshold_unit_sparsity": float(threshold.float().mean()), **extra}
             head_la, mlp_la = trainer.split(la.clone())
-            yield PruneStep(i, spars["params"], results, keeps_id(results, ctx.baseline, p.keep_ratio),
+            yield PruneStep(i, spars["params"], results, keeps_id(results, ctx.baseline, p.keep_rule),
                             gates=gates, scores={"head": head_la, "mlp": mlp_la}, unit_sparsity=spars["units"],
                             strength=t, extra=extra)
     finally:

@@ -59,7 +59,7 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
                 apply_weight_masks(ctx.model, masks)
                 results = ctx.evaluate()
                 advance(1, f"s={s:.2f} id={results['id'].accuracy:.3f}")
-                yield PruneStep(i, sparsity_of(masks), results, keeps_id(results, ctx.baseline, p.keep_ratio),
+                yield PruneStep(i, sparsity_of(masks), results, keeps_id(results, ctx.baseline, p.keep_rule),
                                 weight_masks=masks, strength=s)
         return
     if start is not None and not start.passed:
@@ -70,7 +70,7 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
             masks = global_magnitude_step(weights, masks, p.rate)
             apply_weight_masks(ctx.model, masks)
             results = ctx.evaluate()
-            passed = keeps_id(results, ctx.baseline, p.keep_ratio)
+            passed = keeps_id(results, ctx.baseline, p.keep_rule)
             advance(1, f"sparsity {sparsity_of(masks):.2f} id={results['id'].accuracy:.3f}")
             yield PruneStep(step, sparsity_of(masks), results, passed, weight_masks=masks)
             if not passed:

@@ -1,0 +1,290 @@
+"""The worker: pops trials from the queue's studies and runs them until no study has work left.
+
+A grid trial carries the fingerprint of the expanded run it stands for; a search trial is a run of the
+searched base run with sampled method parameters, logged as a child of the study's sweep run and measured
+for its study (measure.py). Optuna hands each waiting trial to one worker; a worker that dies mid-trial
+stops beating and its trial is failed and retried by another.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import optuna
+from mlflow.exceptions import MlflowException
+from optuna.trial import TrialState
+
+from registry import tracking as tracked
+from registry.keeprule import kept_fraction
+from registry.methods import METHODS
+from registry.schema import PruneSpec, RunSpec
+from registry.studyname import StudyName
+from registry.tracking import RunStatus, StopReason
+from runners.data import SourceError
+from runners.pruning import UnsupportedArchitecture
+from runners.queue.coordinator import PENDING
+from runners.queue.measure import Reporter, measure_logged, measure_steps
+from runners.queue.samplers import BisectionSampler, make_sampler, suggest
+from runners.queue.storage import HEARTBEAT_S, open_storage
+from runners.queue.text import run_summary
+from runners.run.context import RunContext
+from runners.run.execute import execute
+from runners.tracking.progress import Progress
+from runners.tracking.status import owner, owner_gone
+from runners.tracking.store import Store
+from runners.training import DeviceError
+
+SPENT = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+worker_id = owner  # host:pid, as runs are tagged
+
+
+class RunError(Exception):
+    """A run could not start or finish for a reason the user can fix (data, hub, model, device)."""
+
+    def __init__(self, spec: RunSpec, cause: BaseException):
+        super().__init__(str(cause))
+        self.spec, self.cause = spec, cause
+
+
+class StorageError(Exception):
+    pass
+
+
+def storage_error(e: BaseException) -> str | None:
+    """The first line of a tracking-store failure (MLflow wraps SQLAlchemy and HTTP errors), else None."""
+    chain, seen = e, 0
+    while chain is not None and seen < 10:
+        if isinstance(chain, MlflowException) or type(chain).__module__.startswith(("sqlalchemy", "sqlite3", "requests")):
+            text = str(chain).strip().splitlines()
+            return text[0] if text else type(chain).__name__
+        chain, seen = chain.__cause__ or chain.__context__, seen + 1
+    return None
+
+
+def _execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext | None = None):
+    try:
+        return execute(spec, store, progress, context)
+    except (SourceError, OSError, UnsupportedArchitecture, DeviceError) as e:
+        raise RunError(spec, e) from e
+    except Exception as e:
+        if storage_error(e):  # the tracking store failed to write (a full disk, a server gone): say so plainly
+            raise RunError(spec, StorageError(f"the tracking store failed: {storage_error(e)}")) from e
+        raise
+
+
+@dataclass
+class WorkLog:
+    ran: int = 0
+    reused: int = 0
+    pruned: int = 0
+    skipped: int = 0
+    trials: list[tuple[str, int, str]] = field(default_factory=list)  # (study, trial, fingerprint)
+
+
+class Worker:
+    """Pops trials from the studies it is given until none has work left."""
+
+    def __init__(self, runs: list[RunSpec], storage_url: str, store: Store, progress: Progress, worker_index: int = 0,
+                 echo=print):
+        self.runs = {r.fingerprint: r for r in runs}
+        self.storage = open_storage(storage_url)
+        self.store, self.progress, self.index, self.echo = store, progress, worker_index, echo
+        self.log = WorkLog()
+        self._samplers: dict[StudyName, optuna.samplers.BaseSampler] = {}
+
+    def run(self, studies: list[StudyName], max_trials: int | None = None) -> WorkLog:
+        """Take trials until no study has work. While other workers still run trials, wait: a trial whose
+        worker died is failed once its heartbeat is stale and comes back to the queue for us to take."""
+        done = 0
+        while max_trials is None or done < max_trials:
+            name = next((s for s in studies if self._has_work(s)), None)
+            if name is None:
+                if not self._others_running(studies):
+                    break
+                if not any(self._has_work(s) for s in studies):  # a retry just enqueued is taken at once
+                    time.sleep(HEARTBEAT_S)
+                continue
+            study = self._load(name)
+            objective = self._grid_objective if name.is_grid else self._search_objective(name, study)
+            taken: list[int] = []
+
+            def tracked(trial: optuna.Trial, objective=objective):
+                taken.append(trial._trial_id)  # the storage's key of the trial, for the retry below
+                return objective(trial)
+
+            # optimize (not ask/tell): it keeps the trial's heartbeat and fails stale trials of dead workers
+            try:
+                study.optimize(tracked, n_trials=1, catch=(), gc_after_trial=False)
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, scancel: the trial goes back to the queue
+                self._retry(study, taken)
+                raise
+            done += 1
+        return self.log
+
+    def _retry(self, study: optuna.Study, taken: list[int]) -> None:
+        """Optuna marks the trial of a stopped worker FAIL; enqueue its retry now (as a dead worker's stale trial
+        gets one), so the other workers, or the next run, take it instead of leaving it failed."""
+        retry = self.storage.get_heartbeat_stale_trial_callback()
+        if not taken or retry is None:
+            return
+        trial = self.storage.get_trial(taken[-1])
+        if trial.state == TrialState.FAIL:
+            retry(study, trial)
+
+    def _others_running(self, studies: list[StudyName]) -> bool:
+        running = False
+        for name in studies:
+            study = optuna.load_study(study_name=name.format(), storage=self.storage)
+            self._fail_trials_of_dead_workers(study)
+            with warnings.catch_warnings():  # experimental since Optuna 2.9, public and documented
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAILED, and a retry enqueued
+            running |= bool(study.get_trials(deepcopy=False, states=PENDING))  # incl. a retry just enqueued
+        return running
+
+    def _fail_trials_of_dead_workers(self, study: optuna.Study) -> None:
+        """Running trials whose worker was a process of this host that no longer exists (a SIGKILL, a crash):
+        failed and retried now, as a stale heartbeat would have them GRACE_S later. A rerun after a kill then
+        starts at once (measured: the wait for the grace period made a resumed rerun slower than a fresh run)."""
+        retry = self.storage.get_heartbeat_stale_trial_callback()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not owner_gone(trial.user_attrs.get("worker")):
+                continue
+            try:  # _trial_id: the storage's key of the trial, as optuna.storages.fail_stale_trials uses it
+                failed = self.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
+            if failed and retry is not None:
+                retry(study, self.storage.get_trial(trial._trial_id))
+
+    def _sampler(self, name: StudyName) -> optuna.samplers.BaseSampler | None:
+        """The search study's sampler, built once per worker (grid studies need none)."""
+        if name.is_grid:
+            return None
+        if name not in self._samplers:
+            self._samplers[name] = make_sampler(self._base(name).search, self.index)
+        return self._samplers[name]
+
+    def _load(self, name: StudyName) -> optuna.Study:
+        pruner = None
+        if not name.is_grid:  # explicit, not Optuna's default: "none" must never prune
+            use_median = self._base(name).search.pruner == "median"
+            pruner = optuna.pruners.MedianPruner() if use_median else optuna.pruners.NopPruner()
+        return optuna.load_study(study_name=name.format(), storage=self.storage, sampler=self._sampler(name),
+                                 pruner=pruner)
+
+    def _base(self, name: StudyName) -> RunSpec:
+        if name.fingerprint not in self.runs:
+            raise KeyError(f"study {name} searches a run that is not in this experiments file")
+        return self.runs[name.fingerprint]
+
+    def _has_work(self, name: StudyName) -> bool:
+        study = optuna.load_study(study_name=name.format(), storage=self.storage)
+        if name.is_grid:
+            return any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        if name.fingerprint not in self.runs:
+            return False
+        spent = len(study.get_trials(deepcopy=False, states=SPENT))
+        sampler = self._sampler(name)
+        finished = isinstance(sampler, BisectionSampler) and sampler.finished(study)
+        return spent < study.user_attrs.get("trials", 0) and not finished
+
+    # -- grid trials: the fingerprint rides on the enqueued trial
+    def _grid_objective(self, trial: optuna.Trial) -> float:
+        fp = trial.user_attrs.get("fingerprint")
+        trial.set_user_attr("worker", worker_id())
+        if fp is None:  # another worker took the last waiting trial between our look and our ask
+            trial.set_user_attr("reason", "the queue was empty when this worker asked")
+            raise optuna.TrialPruned()
+        spec = self.runs.get(fp)
+        if spec is None:
+            self.log.skipped += 1
+            trial.set_user_attr("reason", "fingerprint not in this worker's experiments file")
+            raise optuna.TrialPruned()
+        # enqueued twice by two coordinators at once: the copy that started first has it (start time, then number:
+        # one order that every worker sees alike, so exactly one of two copies popped together goes on)
+        copies = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                  if t.user_attrs.get("fingerprint") == fp]  # this trial among them
+        first = min(copies, key=lambda t: (t.datetime_start, t.number))
+        if first.number != trial.number:
+            trial.set_user_attr("reason", f"trial {first.number} is running this fingerprint")
+            raise optuna.TrialPruned()
+        if self.store.run_status(spec.experiment).get(fp) == RunStatus.FINISHED:
+            # two coordinators that enqueue at the same moment (two machines starting together) can each enqueue a
+            # fingerprint: when another trial holds or has finished it, this copy is a duplicate, not a result
+            holder = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                      if t.user_attrs.get("fingerprint") == fp and t.number != trial.number]
+            if holder:
+                trial.set_user_attr("reason", f"trial {holder[0].number} has this fingerprint (enqueued twice)")
+                raise optuna.TrialPruned()
+            self.log.reused += 1
+            trial.set_user_attr("reused", True)
+            sparsity = float(self._finished_run(spec).data.metrics.get(tracked.SELECTED_SPARSITY, 0.0))
+            return kept_fraction(sparsity, None, "params")
+        self.echo(f"[{spec.experiment}] {spec.prune.method} ({spec.label()}) {fp}")
+        outcome = _execute(spec, self.store, self.progress)
+        self.log.ran += 1
+        self.log.trials.append((trial.study.study_name, trial.number, fp))
+        trial.set_user_attr("run_id", outcome.run_id)
+        self.echo(run_summary(outcome, spec))
+        return kept_fraction(outcome.selected.sparsity, None, "params")  # a grid trial's value: its kept parameters
+
+    # -- search trials: sampled parameters on top of the base run
+    def _search_objective(self, name: StudyName, study: optuna.Study):
+        base = self._base(name)
+        search, method = base.search, METHODS.get(base.prune.method)
+        rule = search.keep_rule
+        parent = study.user_attrs.get("mlflow_parent_run_id")
+
+        def objective(trial: optuna.Trial):
+            trial.set_user_attr("worker", worker_id())
+            values = {k: suggest(trial, k, d) for k, d in search.space.items()}
+            spec = base.model_copy(update={"prune": PruneSpec(method=base.prune.method,
+                                                              params=method.with_values(base.prune.params, values))})
+            trial.set_user_attr("fingerprint", spec.fingerprint)
+            status = self.store.run_status(spec.experiment).get(spec.fingerprint)
+            label = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            if status == RunStatus.FINISHED:
+                run_id = self._finished_run(spec).info.run_id
+                measured = measure_logged(self.store, run_id, spec)
+                self.log.reused += 1
+                trial.set_user_attr("reused", True)
+            else:
+                self.echo(f"[{spec.experiment}] trial {trial.number} of {name.fingerprint[:8]} ({base.label()}): {label}")
+                # intermediate values exist for one objective only (Optuna has no pruning of multi-objective trials)
+                reporters = (Reporter(trial, search, search.pruner != "none"),) if search.seeks_effective_size else ()
+                ctx = RunContext.search_trial(name, trial.number, rule, parent, reporters)
+                outcome = _execute(spec, self.store, self.progress, ctx)
+                run_id = outcome.run_id
+                if outcome.stop_reason is StopReason.CALLBACK:
+                    self.log.pruned += 1
+                    trial.set_user_attr("run_id", run_id)
+                    raise optuna.TrialPruned()
+                measured = measure_steps(outcome.pruned_steps, outcome.selected, spec)
+                self.log.ran += 1
+            self.log.trials.append((study.study_name, trial.number, spec.fingerprint))
+            threshold = rule.threshold(measured.full_id_score)
+            constraint = threshold - measured.id_score  # <= 0: holds (TPE's and BisectionSampler's convention)
+            trial.set_user_attr("constraint", [constraint])
+            for k, v in {"run_id": run_id, "step": measured.step, "kept_fraction": measured.kept_fraction,
+                         "metric": spec.primary_metric, "id_score": measured.id_score, "full_id_score": measured.full_id_score,
+                         "holds": constraint <= 0, **{f"ood.{n}": a for n, a in measured.ood.items()}}.items():
+                trial.set_user_attr(k, v)
+            self.echo(f"  kept {measured.kept_fraction:.3f}: ID {spec.primary_metric} {measured.id_score:.3f} "
+                      f"({'holds' if constraint <= 0 else 'fails'} the keep rule, threshold {threshold:.3f})")
+            return measured.values(base)
+
+        return objective
+
+    def _finished_run(self, spec: RunSpec):
+        """The newest FINISHED MLflow run of `spec`'s fingerprint (the one the warehouse counts)."""
+        exp = self.store.client.get_experiment_by_name(spec.experiment)
+        (run,) = self.store.client.search_runs(
+            [exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+            filter_string=f"tags.`{tracked.FINGERPRINT}` = '{spec.fingerprint}' and attributes.status = '{RunStatus.FINISHED}'")
+        return run
+
+
+__all__ = ["RunError", "StorageError", "WorkLog", "Worker", "storage_error", "worker_id"]

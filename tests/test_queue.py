@@ -63,14 +63,15 @@ def test_local_workers_share_one_grid(write_toml, tmp_path, workers):
 
 
 def test_a_worker_killed_mid_trial_is_taken_over(write_toml, tmp_path):
-    toml = write_toml(tiny_toml(max_steps=8, rate=0.1).replace("rate = 0.1", "rate = [0.1, 0.11, 0.12]"))
+    # 40 pruning steps: each run lasts over a second on a fast machine, long enough to be caught running
+    toml = write_toml(tiny_toml(max_steps=40, rate=0.02).replace("rate = 0.02", "rate = [0.02, 0.021, 0.022]"))
     url = f"sqlite:///{tmp_path / 's' / 'optuna.db'}"
     proc = cli(["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--workers", "2", "--quiet"],
                env={"SUBNETS_HEARTBEAT_S": "1", "SUBNETS_GRACE_S": "4"})
     victim = None
     deadline = time.time() + 300
     while victim is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.1)
         if not (tmp_path / "s" / "optuna.db").exists():
             continue
         try:
@@ -78,7 +79,7 @@ def test_a_worker_killed_mid_trial_is_taken_over(write_toml, tmp_path):
         except (KeyError, optuna.exceptions.StorageInternalError):
             continue  # the coordinator is still creating the study
         running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if "worker" in t.user_attrs
-                   and t.datetime_start and time.time() - t.datetime_start.timestamp() > 1.0]
+                   and t.datetime_start and time.time() - t.datetime_start.timestamp() > 0.3]
         if running:
             victim = running[0]
             os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)

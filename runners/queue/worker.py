@@ -63,7 +63,7 @@ def storage_error(e: BaseException) -> str | None:
     return None
 
 
-def _execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext | None = None):
+def _execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext):
     try:
         return execute(spec, store, progress, context)
     except (SourceError, OSError, UnsupportedArchitecture, DeviceError) as e:
@@ -224,7 +224,7 @@ class Worker:
             sparsity = float(self._finished_run(spec).data.metrics.get(tracked.SELECTED_SPARSITY, 0.0))
             return kept_fraction(sparsity, None, "params")
         self.echo(f"[{spec.experiment}] {spec.prune.method} ({spec.label()}) {fp}")
-        outcome = _execute(spec, self.store, self.progress)
+        outcome = _execute(spec, self.store, self.progress, RunContext.grid_run(spec))
         self.log.ran += 1
         self.log.trials.append((trial.study.study_name, trial.number, fp))
         trial.set_user_attr("run_id", outcome.run_id)

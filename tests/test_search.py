@@ -183,3 +183,53 @@ def test_pareto_sweep_keeps_a_front(write_toml, tmp_path):
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(trials) == 2 and all(len(t.values) == 3 for t in trials)
     assert 1 <= len(study.best_trials) <= 2 and "on the Pareto front" in result.output
+
+
+def test_a_reused_trial_is_measured_as_a_fresh_one(write_toml, tmp_path):
+    """A trial whose fingerprint already ran reads its figures back from MLflow (measure_logged); they must equal
+    what the fresh run measured (measure_steps), also when the trial's one L0 target failed the keep rule (its
+    kept step is then the full model, while the subnetwork measured is the target's)."""
+    from types import SimpleNamespace
+
+    from registry.tracking import SELECTED_SPARSITY, SELECTED_STEP
+    from runners.pruning.recipe import PruneStep, kept_step
+    from runners.queue.measure import measure_logged, measure_steps
+    from runners.run.steplog import StepLogger
+    from runners.training.evaluate import EvalResult
+
+    class Logged:  # the run a StepLogger writes to, read back as MLflow's client would
+        run_id = "r"
+
+        def __init__(self):
+            self.history: dict[str, dict[int, float]] = {}
+
+        def metrics(self, values, step):
+            for k, v in values.items():
+                self.history.setdefault(k, {})[step] = v
+
+        def flush(self):
+            pass
+
+        def artifact(self, path, directory):
+            pass
+
+        def get_metric_history(self, run_id, key):
+            return [SimpleNamespace(step=s, value=v) for s, v in sorted(self.history.get(key, {}).items())]
+
+    (spec,) = load_runs(write_toml(l0_search('space = { target = { low = 0.1, high = 0.9 } }')))
+    res = lambda id_acc, ood: {"id": EvalResult("id", "id", id_acc, 100),  # noqa: E731
+                               "hans_like": EvalResult("hans_like", "ood", ood, 100)}
+    steps = [PruneStep(0, 0.0, res(80, 50), True),
+             PruneStep(1, 0.45, res(60, 52), False, unit_sparsity=0.5, strength=0.5)]  # fails: 0.60 < 0.9 x 0.80
+    run = Logged()
+    logger = StepLogger(run, {}, tmp_path, None)
+    for s in steps:
+        logger(s)
+    kept = kept_step(steps)
+    run.metrics({SELECTED_STEP: kept.step, SELECTED_SPARSITY: kept.sparsity}, step=0)
+    logger.summarise(kept, [])
+
+    fresh = measure_steps(steps, kept, spec)
+    assert (fresh.step, fresh.kept_fraction, fresh.id_score, fresh.full_id_score, fresh.ood) == (
+        1, pytest.approx(0.5), 0.6, 0.8, {"hans_like": 0.52})
+    assert measure_logged(SimpleNamespace(client=run), "r", spec) == fresh

@@ -84,6 +84,12 @@ def validate(file: Path = FileOpt,
     runs = _load(file)
     names = list(dict.fromkeys(r.experiment for r in runs))
     out.print(f"{file}: OK — {len(names)} experiment(s), {len(runs)} run(s)")
+    from registry.models import unknown_hub_id_note
+
+    notes = {(r.experiment, note) for r in runs if (note := unknown_hub_id_note(r.model, r.base_dir))}
+    for experiment, note in sorted(notes):
+        out.print(f"note: experiment {experiment!r}, key model.name: {note}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -141,6 +147,15 @@ TrackingOpt = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
 WorkersOpt = typer.Option(1, "--workers", "-w", min=1, help="Local worker processes pulling from the queue.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, envvar="SUBNETS_THREADS",
                          help="torch threads per worker (default: cores / workers; recorded with every run).")
+
+
+def _check_hub_models(runs, file: Path) -> None:
+    """A hub id that is neither cached nor on the hub is refused in seconds, before anything is written."""
+    from runners.training.hub import check_hub_models
+
+    problems = check_hub_models(runs)
+    if problems:
+        raise _fail("\n".join(f"{file}: experiment {p.experiment!r}, key {p.key}: {p.message}" for p in problems))
 
 
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
@@ -221,6 +236,7 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
         runs = [r for r in runs if r.search is None]
         if not runs:
             return
+    _check_hub_models(runs, file)  # before the store, the queue or the run exist
     st, url = _queue_setup(store, tracking_uri, storage)
     from runners.queue import prepare_grid, redact
 
@@ -245,6 +261,7 @@ def sweep(experiment: str = typer.Argument(..., help="The experiment whose [expe
     searched = [r for r in runs if r.search is not None]
     if not searched:
         raise _fail(f"{file}: experiment {experiment!r} declares no [experiment.search] table")
+    _check_hub_models(runs, file)  # before the store, the queue or the run exist
     st, url = _queue_setup(store, tracking_uri, storage)
     from runners.queue import finish_sweeps, prepare_search, redact, summarise
 
@@ -255,9 +272,57 @@ def sweep(experiment: str = typer.Argument(..., help="The experiment whose [expe
     _print_studies(summarise(url, prep.studies))
 
 
+@app.command()
+def slurm(experiment: Optional[str] = typer.Argument(None, help="Only this experiment (default: all)."),
+          file: Path = FileOpt, store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
+          tracking_uri: Optional[str] = TrackingOpt,
+          array_size: int = typer.Option(..., "--array-size", "-n", min=1, help="Array elements: one worker each."),
+          partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Slurm partition."),
+          time_limit: Optional[str] = typer.Option(None, "--time", "-t", help="Time limit per element (Slurm's --time)."),
+          gpus_per_task: int = typer.Option(0, "--gpus-per-task", min=0, help="GPUs per element."),
+          cpus_per_task: int = typer.Option(1, "--cpus-per-task", "-c", min=1, help="CPUs (torch threads) per element."),
+          mem: Optional[str] = typer.Option(None, "--mem", help="Memory per element (Slurm's --mem, e.g. 16G)."),
+          search: bool = typer.Option(False, "--search", help="Work the experiment's search (as `sweep`), not its grid."),
+          trials: Optional[int] = typer.Option(None, "--trials", min=1, help="With --search: trials per searched run."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing.")):
+    """Submit queue workers as a Slurm job array on the same --storage and --tracking-uri (use a PostgreSQL URL
+    and a tracking server when the elements run on several nodes); each run executes once."""
+    from runners.cluster import ArrayJob, SlurmError, script, submit
+
+    runs = _load(file, experiment)
+    runs = [r for r in runs if (r.search is not None) == search]
+    if not runs:
+        raise _fail(f"{file}: nothing to {'search' if search else 'run'}" + (" (no [experiment.search] table)" if search else ""))
+    job = ArrayJob(Path(file).resolve(), Path(store).resolve(), "search" if search else "grid", array_size, experiment,
+                   partition, time_limit, gpus_per_task, cpus_per_task, mem)
+    if dry_run:
+        out.print(script(job), markup=False, highlight=False, soft_wrap=True, end="")
+        return
+    _check_hub_models(runs, file)  # before the store, the queue or the job exist
+    st, url = _queue_setup(store, tracking_uri, storage)
+    from runners.queue import prepare_grid, prepare_search, redact
+
+    prep = prepare_search(url, st, runs, trials) if search else prepare_grid(url, st, runs)
+    if not search:
+        out.print(f"{len(runs)} run(s), {prep.already_done} already done, {prep.enqueued + prep.pending} to run")
+        if not prep.enqueued + prep.pending:
+            return
+    if url.startswith("sqlite:///") or st.local:
+        out.print("note: the queue or the tracking store is a local SQLite file: every element must see this "
+                  "directory (one node, or a shared filesystem); across nodes use --storage postgresql://... and "
+                  "--tracking-uri http://...")
+    try:
+        job_id, path = submit(job, url, st.tracking_uri)
+    except SlurmError as e:
+        raise _fail(str(e))
+    out.print(f"submitted job {job_id}: {array_size} worker(s) on the queue {redact(url)}; script {path}; "
+              f"logs {job.logs()}; watch with `subnets status` or `squeue -j {job_id}`", soft_wrap=True)
+
+
 @app.command(hidden=True)
 def work(experiment: Optional[str] = typer.Argument(None), file: Path = FileOpt, store: Path = StoreOpt,
-         storage: str = typer.Option(..., "--storage"), tracking_uri: str = typer.Option(..., "--tracking-uri"),
+         storage: str = typer.Option(..., "--storage", envvar="SUBNETS_STORAGE"),
+         tracking_uri: str = typer.Option(..., "--tracking-uri", envvar="MLFLOW_TRACKING_URI"),
          mode: str = typer.Option("grid", "--mode"), threads: int = typer.Option(1, "--threads"),
          worker_index: int = typer.Option(0, "--worker-index"), quiet: bool = typer.Option(False, "--quiet", "-q")):
     """One worker process (started by `run`/`sweep --workers N`): pull trials until the queue is empty."""
@@ -334,7 +399,7 @@ def report(store: Path = StoreOpt,
 
 
 @app.command()
-def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views runs, axes, steps, units, cka, run_tags, primary_steps, run_groups, effective_size."),
+def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views runs, axes, steps, units, cka, run_tags, run_versions, primary_steps, run_groups, effective_size."),
           file: Optional[Path] = typer.Option(None, "--file", "-f", help="Run the SQL in this file instead, e.g. reports/sql/runs.sql (a figure's named query)."),
           param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="NAME=VALUE for a $NAME in the SQL, e.g. --param experiment=demo (repeatable)."),
           fmt: str = typer.Option("table", "--format", help="table (whole rows, aligned), csv, json (one array of row objects per statement, one per line) or parquet (needs --output)."),

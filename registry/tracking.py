@@ -31,6 +31,7 @@ STOPPED_BY = "subnets.stopped_by"  # "search": a trial its search stopped early 
 STOP_REASON = "subnets.stop_reason"  # a StopReason
 FINETUNE_CACHE = "subnets.finetune_cache"  # hit or miss
 DATA_DIGEST = "subnets.data_digest"
+MODEL_REVISION = "subnets.model_revision"  # the commit a hub model id resolved to (none for other models)
 ENDED_BY = "subnets.ended_by"  # why a run was ended by another process (its own had died)
 BASE_FINGERPRINT = "subnets.base_fingerprint"  # a sweep's searched run
 SAMPLER = "subnets.sampler"

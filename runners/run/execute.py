@@ -183,7 +183,8 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
     cache = store.root / ".subnets"
     digest = data_digest(task)
     ft = get_finetuned(spec, task, cache, progress, device)
-    run.tags({tracked.FINETUNE_CACHE: "hit" if ft.cached else "miss", tracked.DATA_DIGEST: digest})
+    run.tags({tracked.FINETUNE_CACHE: "hit" if ft.cached else "miss", tracked.DATA_DIGEST: digest,
+              **({tracked.MODEL_REVISION: ft.record["model_revision"]} if ft.record.get("model_revision") else {})})
     run.metrics({tracked.FINETUNE_SECONDS: ft.record["seconds"]}, step=0)
     for step, loss in ft.record["loss"]:
         run.metrics({tracked.FINETUNE_LOSS: loss}, step=step)

@@ -20,6 +20,7 @@ from registry.files import locked, replacing
 from runners.data.examples import TaskData, encode
 from runners.training.evaluate import EncodedSet, evaluate
 from runners.training.finetune import Checkpoint, finetune
+from runners.training.hub import resolved_revision
 from runners.training.models import load_pretrained, load_tokenizer
 from runners.tracking.progress import Progress
 from registry.schema import RunSpec
@@ -69,9 +70,7 @@ def _load_cached(target: Path, device, progress: Progress) -> Finetuned:
 
 def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, device) -> Finetuned:
     tokenizer, model = pretrained(spec, task, device)
-    # the commit a hub id (or its revision, a branch or tag) resolved to: transformers records it on the config
-    # it loaded; None for a built-in model or a local directory
-    revision = getattr(model.config, "_commit_hash", None)
+    revision = resolved_revision(spec.model.name, spec.model.revision, spec.base_dir)  # the commit a hub id loaded
     pad = pad_id(tokenizer)
     rows = encode(tokenizer, task.train, spec.task.max_length)
     sets = [EncodedSet.build(tokenizer, s, spec.task.max_length) for s in task.eval_sets]

@@ -8,6 +8,7 @@ Only huggingface_hub is imported (no torch): `subnets run` calls this before it 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from registry.models import BUILTIN_MODELS, nearest_encoder, resolve_path
 from registry.schema import RunSpec
@@ -71,3 +72,17 @@ def check_hub_models(runs: list[RunSpec], timeout: float = HUB_TIMEOUT_S) -> lis
                                        f"resolve {name!r}: {reason}; with a cached copy, set HF_HUB_OFFLINE=1"
                                        f"{nearest_encoder(name)}"))
     return problems
+
+
+def resolved_revision(name: str, revision: str | None, base_dir: str) -> str | None:
+    """The commit a hub model id (at `revision`, a branch, tag or commit) resolved to, read off the Hugging Face
+    cache a load just used: its snapshot directory is named by the commit. None for a built-in or local model."""
+    if name in BUILTIN_MODELS or resolve_path(name, base_dir) is not None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json", revision=revision)
+    if not isinstance(cached, str):
+        return None
+    commit = Path(cached).parent.name
+    return commit if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit) else None

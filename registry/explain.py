@@ -9,7 +9,16 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from registry.methods import METHODS
-from registry.schema import CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, OODSpec, RuntimeSpec, SourceSpec, TaskSpec
+from registry.schema import (
+    CkaSpec,
+    ExperimentSpec,
+    FinetuneSpec,
+    ModelSpec,
+    OODSpec,
+    RuntimeSpec,
+    SourceSpec,
+    TaskSpec,
+)
 from registry.search import FloatRange, SearchSpec
 from registry.tasks import TASKS
 

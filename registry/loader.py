@@ -5,22 +5,39 @@ import copy
 import difflib
 import itertools
 import re
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from pydantic import BaseModel, ValidationError
 
+from registry.catalogue import UnknownName
+from registry.catalogue import did_you_mean as _did_you_mean
+from registry.datafiles import check_source
 from registry.errors import report_errors
-from registry.problems import ConfigError, Problem, describe, locate, toml_value
-from registry.schema import TOP_LEVEL_KEYS, CkaSpec, ExperimentSpec, FinetuneSpec, ModelSpec, PruneSpec, RunSpec, TaskSpec
-from registry.catalogue import UnknownName, did_you_mean as _did_you_mean
 from registry.methods import METHODS
 from registry.models import BUILTIN_MODELS, check_model_name, max_tokens
-from registry.datafiles import check_source
-from registry.tasks import CUSTOM, REFUSED_FOR_REGRESSION, TASKS, check_task, eval_set_names, is_regression, label_names
-
+from registry.problems import ConfigError, Problem, describe, locate, toml_value
+from registry.schema import (
+    TOP_LEVEL_KEYS,
+    CkaSpec,
+    ExperimentSpec,
+    FinetuneSpec,
+    ModelSpec,
+    PruneSpec,
+    RunSpec,
+    TaskSpec,
+)
+from registry.tasks import (
+    CUSTOM,
+    REFUSED_FOR_REGRESSION,
+    TASKS,
+    check_task,
+    eval_set_names,
+    is_regression,
+    label_names,
+)
 
 MAX_RUNS = 10_000  # expanded runs per experiment: a larger grid is almost surely a typo
 

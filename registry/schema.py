@@ -12,7 +12,14 @@ from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator
 from registry.methods import MethodParams
 from registry.search import SearchSpec
 from registry.tasks import primary_metric
-from registry.taskspec import LATER_SOURCE_DEFAULTS, SLUG, OODSpec, SourceSpec, Strict, TaskSpec
+from registry.taskspec import (
+    LATER_SOURCE_DEFAULTS,
+    SLUG,
+    OODSpec,
+    SourceSpec,
+    Strict,
+    TaskSpec,
+)
 
 __all__ = ["SLUG", "SCHEMA_VERSION", "TOP_LEVEL_KEYS", "CkaSpec", "ExperimentSpec", "FinetuneSpec", "ModelSpec",
            "OODSpec", "PruneSpec", "RunSpec", "RuntimeSpec", "Seed", "SourceSpec", "Strict", "TaskSpec", "fingerprint"]

@@ -70,6 +70,22 @@ class RunStatus(Name):
     KILLED = "KILLED"
 
 
+class RunState(Name):
+    """A fingerprint's state as `subnets plan` and the queue see it: the best status of its parent runs, GONE for
+    a RUNNING run whose process on this host no longer exists (`Store.reap` then marks it KILLED). Ranked by
+    RANK: a FINISHED run anywhere makes the fingerprint done."""
+
+    FINISHED = "FINISHED"
+    RUNNING = "RUNNING"
+    GONE = "GONE"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+    @property
+    def rank(self) -> int:
+        return {"FINISHED": 4, "RUNNING": 3, "GONE": 2}.get(self.value, 1)
+
+
 class StopReason(Name):
     """Why a recipe's pruning ended (the `runs.stop_reason` column and the STOP_REASON tag)."""
 
@@ -87,6 +103,9 @@ SELECTED_SPARSITY = "selected.sparsity"
 FINETUNE_SECONDS = "finetune.seconds"
 FINETUNE_LOSS = "finetune.loss"
 EFFECTIVE_SIZE = "effective_size"  # a sweep's best kept fraction
+SWEEP_TRIALS_COMPLETE = "trials.complete"  # a sweep's trials by state, logged on its parent run
+SWEEP_TRIALS_PRUNED = "trials.pruned"
+SWEEP_TRIALS_FAILED = "trials.failed"
 STEP_PREFIX = "step/"
 STEP_SPARSITY = STEP_PREFIX + "sparsity"
 STEP_UNIT_SPARSITY = STEP_PREFIX + "unit_sparsity"  # structured methods only

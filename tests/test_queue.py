@@ -207,6 +207,16 @@ def test_plan_status_and_dashboard_show_the_queue(write_toml, tmp_path):
     assert plan.exit_code == 0 and "queue: sqlite:///" in plan.output and "complete 1" in plan.output
     status = runner.invoke(app, ["status", "--file", str(toml), "--store", str(tmp_path / "s")], env={"COLUMNS": "200"})
     assert status.exit_code == 0 and "tiny/grid" in status.output and "complete 1" in status.output
+    assert "ETA" in status.output and "done" in status.output  # nothing remains
+    as_json = runner.invoke(app, ["status", "--file", str(toml), "--store", str(tmp_path / "s"), "--format", "json"])
+    (study,) = json.loads(as_json.output)
+    assert study["study"] == grid_study("tiny") and study["trials"] == {"COMPLETE": 1} and study["remaining"] == 0
+    assert study["eta_s"] == 0 and study["mean_trial_s"] > 0
+    from runners.tracking import Store
+
+    client = Store.at(tmp_path / "s").client
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert run.info.run_name == "magnitude · seed=0"  # named by what tells it from its siblings, as the report does
     empty = runner.invoke(app, ["status", "--file", str(toml), "--store", str(tmp_path / "nothing")])
     assert empty.exit_code == 1 and "no queue at" in empty.output and not (tmp_path / "nothing").exists()
 
@@ -332,7 +342,8 @@ def test_the_run_summary_flags_a_vacuous_keep_rule_and_missed_l0_targets():
     assert "target 0.30" not in text  # 0.32 is within 0.05
     learned = SimpleNamespace(**{**vars(outcome), "baseline": res(0.41), "pruned_steps": [full, hit]})
     assert "note:" not in _summary(learned, l0)
-    assert _summary(learned, l0).startswith("[x] l0 (seed=1) done\n  full model: ID mcc 0.410")
+    assert _summary(learned, l0).startswith("[x] l0 · seed=1: done\n  full model: ID mcc 0.410")
+    assert _summary(learned, l0, 7).startswith("[x] l0 · seed=1 · trial 7: done\n")  # a worker names its trial
     assert "\n  stopped: declared  [1 s, run r]" in _summary(learned, l0)  # the reason as its value
 
 

@@ -28,6 +28,24 @@ class StudySummary:
     best_params: dict[str, Any] | None
     running: list[tuple[int, str, float]]  # (trial, worker, seconds running)
     pareto: int | None = None  # trials on the Pareto front
+    remaining: int = 0  # trials still to finish: waiting and running (a search: its budget less those finished)
+    mean_trial_s: float | None = None  # mean wall time of the finished trials so far
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left: the remaining trials x the mean trial time so far, shared by the workers running now
+        (None before a trial has finished)."""
+        if self.mean_trial_s is None:
+            return None
+        return self.remaining * self.mean_trial_s / max(1, len(self.running))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as plain data (`subnets status --format json`)."""
+        return {"study": self.name.format(), "kind": self.name.kind.value, "experiment": self.name.experiment,
+                "run": self.label, "trials": {k.name: v for k, v in sorted(self.states.items(), key=lambda kv: kv[0].name)},
+                "budget": self.budget, "remaining": self.remaining, "mean_trial_s": self.mean_trial_s,
+                "eta_s": self.eta_s, "running": [{"trial": n, "worker": w, "seconds": sec} for n, w, sec in self.running],
+                "effective_size": self.best_kept, "best": self.best_params, "pareto_front": self.pareto}
 
     @property
     def has_work(self) -> bool:
@@ -56,8 +74,14 @@ def summarise(storage_url: str, names: list[StudyName]) -> list[StudySummary]:
         pareto = None
         if len(study.directions) > 1:
             pareto = len(study.best_trials)
-        out.append(StudySummary(name, study.user_attrs.get("label", ""), states, study.user_attrs.get("trials"),
-                                best.values[0] if best else None, dict(best.params) if best else None, running, pareto))
+        ended = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_start and t.datetime_complete]
+        budget = study.user_attrs.get("trials")
+        pending = states.get(TrialState.WAITING, 0) + states.get(TrialState.RUNNING, 0)
+        remaining = max(0, budget - len(ended)) if budget and not name.is_grid else pending
+        out.append(StudySummary(name, study.user_attrs.get("label", ""), states, budget,
+                                best.values[0] if best else None, dict(best.params) if best else None, running, pareto,
+                                remaining, sum(ended) / len(ended) if ended else None))
     return out
 
 
@@ -69,8 +93,9 @@ def finish_sweeps(storage_url: str, store: Store, names: list[StudyName]) -> Non
         parent = study.user_attrs.get("mlflow_parent_run_id")
         if not parent:
             continue
-        metrics = {"trials.complete": s.states.get(TrialState.COMPLETE, 0), "trials.pruned": s.states.get(TrialState.PRUNED, 0),
-                   "trials.failed": s.states.get(TrialState.FAIL, 0)}
+        metrics = {tracked.SWEEP_TRIALS_COMPLETE: s.states.get(TrialState.COMPLETE, 0),
+                   tracked.SWEEP_TRIALS_PRUNED: s.states.get(TrialState.PRUNED, 0),
+                   tracked.SWEEP_TRIALS_FAILED: s.states.get(TrialState.FAIL, 0)}
         if s.best_kept is not None:
             metrics[tracked.EFFECTIVE_SIZE] = s.best_kept
         log = RunLog(store, parent, "")

@@ -26,12 +26,18 @@ def run_notes(o, spec: RunSpec) -> list[str]:
     return notes
 
 
-def run_summary(o, spec: RunSpec | None = None) -> str:
-    """The lines printed for a finished run `o` (a RunOutcome) of `spec`."""
+def run_title(spec: RunSpec, trial: int | None = None) -> str:
+    """How a worker's lines name a run: `[experiment] method · axis values · seeds · trial N`."""
+    return f"[{spec.experiment}] " + " · ".join([spec.prune.method, *spec.label().split(", "),
+                                                   *([f"trial {trial}"] if trial is not None else [])])
+
+
+def run_summary(o, spec: RunSpec | None = None, trial: int | None = None) -> str:
+    """The lines printed for a finished run `o` (a RunOutcome) of `spec`, the queue's trial `trial`."""
     metric = o.baseline["id"].primary
     ood = ", ".join(f"{k} {v.score:.3f}" for k, v in o.selected.results.items() if k != "id")
     # named again: with several workers another run's start line may sit between this run's start and its end
-    head = f"[{spec.experiment}] {spec.prune.method} ({spec.label()}) done\n" if spec is not None else ""
+    head = f"{run_title(spec, trial)}: done\n" if spec is not None else ""
     text = head + (f"  full model: ID {metric} {o.baseline['id'].score:.3f}; kept step {o.selected.step} of {o.steps} "
             f"(sparsity {o.selected.sparsity:.3f}): ID {o.selected.results['id'].score:.3f}"
             f"{'; ' + ood if ood else ''}\n  stopped: {o.stop_reason}  [{o.seconds:.0f} s, run {o.run_id}]")
@@ -43,4 +49,4 @@ def run_summary(o, spec: RunSpec | None = None) -> str:
     return text
 
 
-__all__ = ["MISSED_TARGET", "run_notes", "run_summary"]
+__all__ = ["MISSED_TARGET", "run_notes", "run_summary", "run_title"]

@@ -27,7 +27,7 @@ from runners.queue.coordinator import PENDING
 from runners.queue.measure import Reporter, measure_logged, measure_steps
 from runners.queue.samplers import BisectionSampler, make_sampler, suggest
 from runners.queue.storage import HEARTBEAT_S, open_storage
-from runners.queue.text import run_summary
+from runners.queue.text import run_summary, run_title
 from runners.run.context import RunContext
 from runners.run.execute import execute
 from runners.tracking.progress import Progress
@@ -221,14 +221,17 @@ class Worker:
                 raise optuna.TrialPruned()
             self.log.reused += 1
             trial.set_user_attr("reused", True)
-            sparsity = float(self._finished_run(spec).data.metrics.get(tracked.SELECTED_SPARSITY, 0.0))
+            logged = self.store.client.get_run(self._finished_run(spec)).data.metrics
+            sparsity = float(logged.get(tracked.SELECTED_SPARSITY, 0.0))
             return kept_fraction(sparsity, None, "params")
-        self.echo(f"[{spec.experiment}] {spec.prune.method} ({spec.label()}) {fp}")
-        outcome = _execute(spec, self.store, self.progress, RunContext.grid_run(spec))
+        title = run_title(spec, trial.number)
+        self.echo(f"{title}: started (fingerprint {fp})")
+        with self.progress.about(f"{title}: "):
+            outcome = _execute(spec, self.store, self.progress, RunContext.grid_run(spec))
         self.log.ran += 1
         self.log.trials.append((trial.study.study_name, trial.number, fp))
         trial.set_user_attr("run_id", outcome.run_id)
-        self.echo(run_summary(outcome, spec))
+        self.echo(run_summary(outcome, spec, trial.number))
         return kept_fraction(outcome.selected.sparsity, None, "params")  # a grid trial's value: its kept parameters
 
     # -- search trials: sampled parameters on top of the base run
@@ -246,17 +249,19 @@ class Worker:
             trial.set_user_attr("fingerprint", spec.fingerprint)
             status = self.store.run_status(spec.experiment).get(spec.fingerprint)
             label = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+            where = f"[{spec.experiment}] trial {trial.number} of {name.fingerprint[:8]} ({base.label()})"
             if status == RunStatus.FINISHED:
-                run_id = self._finished_run(spec).info.run_id
+                run_id = self._finished_run(spec)
                 measured = measure_logged(self.store, run_id, spec)
                 self.log.reused += 1
                 trial.set_user_attr("reused", True)
             else:
-                self.echo(f"[{spec.experiment}] trial {trial.number} of {name.fingerprint[:8]} ({base.label()}): {label}")
+                self.echo(f"{where}: {label}")
                 # intermediate values exist for one objective only (Optuna has no pruning of multi-objective trials)
                 reporters = (Reporter(trial, search, search.pruner != "none"),) if search.seeks_effective_size else ()
-                ctx = RunContext.search_trial(name, trial.number, rule, parent, reporters)
-                outcome = _execute(spec, self.store, self.progress, ctx)
+                ctx = RunContext.search_trial(name, trial.number, rule, parent, reporters, values)
+                with self.progress.about(f"{where}: "):
+                    outcome = _execute(spec, self.store, self.progress, ctx)
                 run_id = outcome.run_id
                 if outcome.stop_reason is StopReason.CALLBACK:
                     self.log.pruned += 1
@@ -272,19 +277,16 @@ class Worker:
                          "metric": spec.primary_metric, "id_score": measured.id_score, "full_id_score": measured.full_id_score,
                          "holds": constraint <= 0, **{f"ood.{n}": a for n, a in measured.ood.items()}}.items():
                 trial.set_user_attr(k, v)
-            self.echo(f"  kept {measured.kept_fraction:.3f}: ID {spec.primary_metric} {measured.id_score:.3f} "
+            self.echo(f"{where}: kept {measured.kept_fraction:.3f}: ID {spec.primary_metric} {measured.id_score:.3f} "
                       f"({'holds' if constraint <= 0 else 'fails'} the keep rule, threshold {threshold:.3f})")
             return measured.values(base)
 
         return objective
 
-    def _finished_run(self, spec: RunSpec):
-        """The newest FINISHED MLflow run of `spec`'s fingerprint (the one the warehouse counts)."""
-        exp = self.store.client.get_experiment_by_name(spec.experiment)
-        (run,) = self.store.client.search_runs(
-            [exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`{tracked.FINGERPRINT}` = '{spec.fingerprint}' and attributes.status = '{RunStatus.FINISHED}'")
-        return run
+    def _finished_run(self, spec: RunSpec) -> str:
+        """The id of the newest FINISHED run of `spec`'s fingerprint (the one the warehouse counts)."""
+        return next(r.run_id for r in self.store.index.parent_runs(spec.experiment, spec.fingerprint)
+                    if r.status is RunStatus.FINISHED)
 
 
 __all__ = ["RunError", "StorageError", "WorkLog", "Worker", "storage_error", "worker_id"]

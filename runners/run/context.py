@@ -9,7 +9,7 @@ its trial number). A grid run is resumable and judged by its method's own keep r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from registry.keeprule import KeepRule
 from registry.schema import RunSpec
@@ -27,6 +27,13 @@ class RunContext:
     study: str | None = None  # the runs table's study and trial columns
     trial: int | None = None
     callbacks: tuple[StepCallback, ...] = ()  # see every step, reused ones too
+    values: Mapping[str, Any] = field(default_factory=dict)  # a trial's sampled parameters
+
+    def run_name(self, spec: RunSpec) -> str:
+        """The MLflow run's name, as the report labels runs: the method, then what tells the run from its siblings
+        (a trial's sampled values, the grid's axis values, the seeds), e.g. `l0 · target=0.6 · seed=0`."""
+        sampled = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.values.items()]
+        return " · ".join([spec.prune.method, *sampled, *spec.label().split(", ")])
 
     @classmethod
     def grid_run(cls, spec: RunSpec) -> RunContext:
@@ -34,10 +41,10 @@ class RunContext:
 
     @classmethod
     def search_trial(cls, study: StudyName, trial: int, keep_rule: KeepRule, parent_run_id: str | None = None,
-                     callbacks: tuple[StepCallback, ...] = ()) -> RunContext:
+                     callbacks: tuple[StepCallback, ...] = (), values: Mapping[str, Any] | None = None) -> RunContext:
         name = study.format()
         return cls(keep_rule, resumable=False, parent_run_id=parent_run_id, tags={STUDY: name, TRIAL: str(trial)},
-                   study=name, trial=trial, callbacks=tuple(callbacks))
+                   study=name, trial=trial, callbacks=tuple(callbacks), values=dict(values or {}))
 
 
 __all__ = ["RunContext"]

@@ -78,7 +78,7 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         resumed = _resumable(spec, store, sha, tmp) if ctx.resumable else None
-        run = _open_run(spec, store, progress, tags, ctx.parent_run_id, resumed)
+        run = _open_run(spec, store, progress, tags, ctx, resumed)
         try:
             with precision(spec.runtime, device):
                 config = spec.resolved_config()
@@ -119,12 +119,12 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
     return outcome
 
 
-def _open_run(spec: RunSpec, store: Store, progress: Progress, tags: dict, parent_run_id: str | None,
+def _open_run(spec: RunSpec, store: Store, progress: Progress, tags: dict, ctx: RunContext,
               resumed: Resumed | None):
-    """The killed run being resumed, reopened; else a new run (under `parent_run_id` when given)."""
+    """The killed run being resumed, reopened; else a new run, named by what tells it from its siblings (under
+    the context's parent run, a sweep's, when it has one)."""
     if resumed is None:
-        return store.start_run(store.experiment_id(spec.experiment), f"{spec.prune.method}-{spec.fingerprint[:8]}-seed{spec.seed}",
-                               tags, parent=parent_run_id)
+        return store.start_run(store.experiment_id(spec.experiment), ctx.run_name(spec), tags, parent=ctx.parent_run_id)
     progress.log(f"resuming run {resumed.run_id[:8]} after step {resumed.steps[-1].step}: {len(resumed.steps) - 1} "
                  f"pruning step(s) and {len(resumed.variants)} variant(s) reused "
                  f"({resumed.elapsed_s:.0f} s of earlier work)")
@@ -172,7 +172,7 @@ def _resumable(spec: RunSpec, store: Store, sha: str, tmp: Path) -> Resumed | No
     try:
         return load_resumed(store, found, sha, tmp)
     except Exception as e:  # noqa: BLE001 - unreadable records or masks: start over rather than fail forever
-        logging.getLogger(__name__).warning("cannot resume run %s (%s); starting it again", found.info.run_id, e)
+        logging.getLogger(__name__).warning("cannot resume run %s (%s); starting it again", found.run_id, e)
         return None
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import mlflow.artifacts
 
-from registry.tracking import FINGERPRINT, KIND, STOPPED_BY, STUDY, RunKind, RunStatus
+from registry.runindex import RunRecord
+from registry.tracking import STOPPED_BY, STUDY, RunStatus
 from runners.pruning.masks import load_step
 from runners.pruning.recipe import PruneStep
 from runners.run.records import PARTIAL, artifact_name, read_records, step_of
@@ -42,29 +43,23 @@ class Resumed:
     masks_dir: Path | None = None
 
 
-def find_resumable(store, experiment: str, fingerprint: str):
+def find_resumable(store, experiment: str, fingerprint: str) -> RunRecord | None:
     """The newest parent run of `fingerprint` that a kill or crash ended, if it is the newest of all (a
     FINISHED or live run of the fingerprint wins) and was not stopped on purpose by a search."""
-    exp_id = store.experiment_id(experiment, create=False)
-    if exp_id is None:
-        return None
-    runs = store.client.search_runs(
-        [exp_id], filter_string=f"tags.`{FINGERPRINT}` = '{fingerprint}' and tags.`{KIND}` = '{RunKind.RUN.value}'",
-        order_by=["attributes.start_time DESC"], max_results=50)
-    for run in runs:
-        if run.info.status not in RESUMABLE_STATUSES:
+    for run in store.index.parent_runs(experiment, fingerprint):  # newest first
+        if run.status.value not in RESUMABLE_STATUSES:
             return None
-        if STUDY not in run.data.tags and STOPPED_BY not in run.data.tags:
+        if STUDY not in run.tags and STOPPED_BY not in run.tags:
             return run
     return None
 
 
-def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
+def load(store, run: RunRecord, git_sha: str, workdir: Path) -> Resumed | None:
     """The finished steps of `run`, or None when it has none to reuse (killed before its first record) or
     they were computed by other code (another git commit: its steps might not match this code's)."""
     local = Path(tempfile.mkdtemp(prefix="resume-", dir=workdir))
     try:
-        records_dir = _download(store, run.info.run_id, PARTIAL, local)
+        records_dir = _download(store, run.run_id, PARTIAL, local)
     except Exception:  # noqa: BLE001 - no records were logged: nothing to reuse
         shutil.rmtree(local, ignore_errors=True)
         return None
@@ -81,7 +76,7 @@ def load(store, run, git_sha: str, workdir: Path) -> Resumed | None:
         shutil.rmtree(local, ignore_errors=True)
         return None
     by_order = sorted(records, key=lambda r: r["elapsed_s"])  # the order the steps finished in
-    out = Resumed(run.info.run_id, run.info.artifact_uri, steps, variants,
+    out = Resumed(run.run_id, run.artifact_uri, steps, variants,
                   units=[u for r in by_order for u in r["units"]], cka=[c for r in by_order for c in r["cka"]],
                   elapsed_s=max(r["elapsed_s"] for r in records), masks_dir=local / "masks")
     out.masks_dir.mkdir(exist_ok=True)

@@ -10,7 +10,13 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as RichProgress
 
 PLAIN_EVERY_S = 30.0  # seconds between plain progress lines
@@ -66,6 +72,17 @@ class Progress:
         self.enabled = enabled
         self.plain = (not self.console.is_terminal) if plain is None else plain
         self.every_s, self.prefix = every_s, prefix
+        self.context = ""  # what the lines are about now (the worker's experiment, run and trial), see `about`
+
+    @contextmanager
+    def about(self, what: str) -> Iterator[None]:
+        """Lines printed in the block name `what` after the prefix: with several workers, every progress line
+        says which experiment, run and trial it belongs to."""
+        before, self.context = self.context, what
+        try:
+            yield
+        finally:
+            self.context = before
 
     @contextmanager
     def task(self, label: str, total: int) -> Iterator[Callable[[int, str], None]]:
@@ -113,7 +130,7 @@ class Progress:
 
     def _print(self, text: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        self.console.print(f"{stamp} {self.prefix}{text}", markup=False, highlight=False, soft_wrap=True)
+        self.console.print(f"{stamp} {self.prefix}{self.context}{text}", markup=False, highlight=False, soft_wrap=True)
 
     def log(self, message: str) -> None:
         if self.enabled:

@@ -16,8 +16,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from registry.files import locked, replacing
-from registry.runindex import open_index
-from registry.tracking import ENDED_BY, EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, OWNER, SEED, RunStatus, redact
+from registry.runindex import RunIndex, open_index
+from registry.tracking import (
+    ENDED_BY,
+    EXPERIMENT,
+    FINGERPRINT,
+    GROUP,
+    KIND,
+    METHOD,
+    OWNER,
+    SEED,
+    RunState,
+    RunStatus,
+    redact,
+)
 
 __all__ = ["EXPERIMENT", "FINGERPRINT", "GROUP", "KIND", "METHOD", "OWNER", "SEED", "RunLog", "Store",
            "StoreUnavailable", "create_sqlite_atomically", "flatten", "redact", "store_lock"]
@@ -82,6 +94,11 @@ class Store:
         if not hasattr(self, "_client"):
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    @property
+    def index(self) -> RunIndex:
+        """The run index of this store: sqlite3 over a local store (no MLflow import), else the client."""
+        return open_index(self.tracking_uri, None if self.local else self.client)
 
     def exists(self) -> bool:
         """Whether there is a store to read (a tracking server must answer: StoreUnavailable if not)."""
@@ -156,9 +173,9 @@ class Store:
                 raise
             return exp.experiment_id
 
-    def run_status(self, experiment: str) -> dict[str, str]:
-        """fingerprint -> best status of its parent runs (FINISHED wins), without creating anything. A RUNNING
-        run whose process on this host is gone reads "GONE" (reap() marks it KILLED in MLflow).
+    def run_status(self, experiment: str) -> dict[str, RunState]:
+        """fingerprint -> the best state of its parent runs (FINISHED wins), without creating anything. A RUNNING
+        run whose process on this host is gone is GONE (reap() marks it KILLED in MLflow).
 
         Read through the run index: a local SQLite store with sqlite3 (read-only), so `subnets plan` needs no
         MLflow import (seconds of CPU); other stores through the MLflow client."""
@@ -166,16 +183,16 @@ class Store:
 
         if not self.exists():
             return {}
-        index = open_index(self.tracking_uri, None if self.local else self.client)
-        rows = [(r.fingerprint, r.status.value, r.tags.get(OWNER)) for r in index.parent_runs(experiment)]
-        rank = {RunStatus.FINISHED.value: 4, RunStatus.RUNNING.value: 3, "GONE": 2, RunStatus.FAILED.value: 1,
-                RunStatus.KILLED.value: 1}
-        out: dict[str, str] = {}
-        for fp, status, who in rows:
-            if status == RunStatus.RUNNING and owner_gone(who):
-                status = "GONE"
-            if fp and rank.get(status, 0) > rank.get(out.get(fp, ""), 0):
-                out[fp] = status
+        index = self.index
+        out: dict[str, RunState] = {}
+        for r in index.parent_runs(experiment):
+            if not r.fingerprint or r.status.value not in RunState.__members__:
+                continue  # SCHEDULED: no process of ours made it
+            state = RunState(r.status.value)
+            if state is RunState.RUNNING and owner_gone(r.tags.get(OWNER)):
+                state = RunState.GONE
+            if r.fingerprint not in out or state.rank > out[r.fingerprint].rank:
+                out[r.fingerprint] = state
         return out
 
     def reap(self, experiment: str) -> int:

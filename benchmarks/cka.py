@@ -26,6 +26,7 @@ Accuracy: the timing run dumps the pooled features "ours" used (dump time exclud
 computes float64 references from them (centred-Gram linear CKA, O(n^2); the minibatch unbiased-HSIC
 formula) and also runs torch-cka on those very features. The last line printed is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FULL = dict(n_seq=2048, steps=10, memory_steps=3, min_len=16, max_len=64, batch=64, layers=4, hidden=256, heads=4, inter=1024)
-QUICK = dict(n_seq=128, steps=2, memory_steps=1, min_len=16, max_len=32, batch=64, layers=4, hidden=256, heads=4, inter=1024)
+FULL = dict(
+    n_seq=2048, steps=10, memory_steps=3, min_len=16, max_len=64, batch=64, layers=4, hidden=256, heads=4, inter=1024
+)
+QUICK = dict(
+    n_seq=128, steps=2, memory_steps=1, min_len=16, max_len=32, batch=64, layers=4, hidden=256, heads=4, inter=1024
+)
 SEED = 1234
 TARGETS = {"overhead_ratio_max": 1.10, "speedup_min": 1.8, "memory_fraction_max": 1 / 3, "max_abs_diff_max": 1e-5}
 VARIANTS = ("plain", "ours", "torch_cka")
@@ -64,8 +69,13 @@ def setup(cfg):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(SEED)
-    config = BertConfig(hidden_size=cfg["hidden"], num_hidden_layers=cfg["layers"], num_attention_heads=cfg["heads"],
-                        intermediate_size=cfg["inter"], num_labels=2)
+    config = BertConfig(
+        hidden_size=cfg["hidden"],
+        num_hidden_layers=cfg["layers"],
+        num_attention_heads=cfg["heads"],
+        intermediate_size=cfg["inter"],
+        num_labels=2,
+    )
     model = BertForSequenceClassification(config).eval()
     g = torch.Generator().manual_seed(SEED)
     lengths = torch.randint(cfg["min_len"], cfg["max_len"] + 1, (cfg["n_seq"],), generator=g)
@@ -145,18 +155,22 @@ class Ours:
         def write(feats):
             t = time.perf_counter()
             import torch
+
             torch.cat(feats.layers, 1).numpy().tofile(f)
             self.dump_s += time.perf_counter() - t
+
         return write
 
     def dense(self):
         self.base = self.cka.BaselineFeatures(estimators=("linear",))
         write = self._dumper("base.f32")
         with self.cka.capture(self.model, "layer_output", "mean") as cap:
+
             def add(i):
                 feats = cap.pop()
                 self._timed(self.base.add, i, feats)
                 write and write(feats)
+
             acc = evaluate(self.model, self.batches, add)
         self._timed(self.base.finalize)
         return acc
@@ -165,10 +179,12 @@ class Ours:
         accumulator = self.cka.CKAAccumulator(self.base, "linear")
         write = self._dumper(f"step{self.n_steps}.f32")
         with self.cka.capture(self.model, "layer_output", "mean") as cap:
+
             def update(i):
                 feats = cap.pop()
                 self._timed(accumulator.update, i, feats)
                 write and write(feats)
+
             acc = evaluate(self.model, self.batches, update)
         result = self._timed(accumulator.result)
         self.state_mb = max(self.state_mb, (self.base.nbytes() + accumulator.nbytes()) / 2**20)
@@ -214,10 +230,17 @@ class TorchCKA:
         self.state_mb = sum(p.numel() * p.element_size() for p in self.baseline.parameters()) / 2**20
         self.w_pruned = make_taps(self.model, self.n_taps)
         self.loader = torch.utils.data.DataLoader(
-            [(torch.stack([b["input_ids"], b["attention_mask"]], 1), y) for b, y in self.batches], batch_size=None)
+            [(torch.stack([b["input_ids"], b["attention_mask"]], 1), y) for b, y in self.batches], batch_size=None
+        )
         names = [f"taps.{i}" for i in range(self.n_taps)]
-        self.cmp = self.torch_cka.CKA(make_taps(self.baseline, self.n_taps), self.w_pruned, "baseline", "pruned",
-                                      model1_layers=names, model2_layers=names)
+        self.cmp = self.torch_cka.CKA(
+            make_taps(self.baseline, self.n_taps),
+            self.w_pruned,
+            "baseline",
+            "pruned",
+            model1_layers=names,
+            model2_layers=names,
+        )
         self.labels = torch.cat([y for _, y in self.batches])
         return acc
 
@@ -267,7 +290,7 @@ def run_timing(cfg, threads, dump):
     for step in range(cfg["steps"] + 1):
         if step:
             prune_step(linears)
-        order = VARIANTS[step % 3:] + VARIANTS[: step % 3]
+        order = VARIANTS[step % 3 :] + VARIANTS[: step % 3]
         for v in order:
             dump_before = runners["ours"].dump_s
             t0 = clock()
@@ -283,10 +306,17 @@ def run_timing(cfg, threads, dump):
             acc[v].append(a)
             if m is not None:
                 mats[v].append(m)
-        log(f"timing step {step}/{cfg['steps']} acc={acc['plain'][-1]:.4f} "
-            + " ".join(f"{v}={times[v]['pruning_steps']['cpu']:.1f}s" for v in VARIANTS))
-    return {"times": times, "accuracy": acc, "matrices": mats, "ours_cka_math_s": runners["ours"].math_s,
-            "ours_dump_s_excluded": runners["ours"].dump_s}
+        log(
+            f"timing step {step}/{cfg['steps']} acc={acc['plain'][-1]:.4f} "
+            + " ".join(f"{v}={times[v]['pruning_steps']['cpu']:.1f}s" for v in VARIANTS)
+        )
+    return {
+        "times": times,
+        "accuracy": acc,
+        "matrices": mats,
+        "ours_cka_math_s": runners["ours"].math_s,
+        "ours_dump_s_excluded": runners["ours"].dump_s,
+    }
 
 
 def run_memory(variant, cfg, threads):
@@ -303,9 +333,12 @@ def run_memory(variant, cfg, threads):
     for _ in range(cfg["memory_steps"]):
         prune_step(linears)
         runner.step()
-    return {"loop_peak_increase_mb": (rss_kb("VmHWM") - rss0) / 1024, "rss_start_mb": rss0 / 1024,
-            "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "state_mb": getattr(runner, "state_mb", 0.0)}
+    return {
+        "loop_peak_increase_mb": (rss_kb("VmHWM") - rss0) / 1024,
+        "rss_start_mb": rss0 / 1024,
+        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "state_mb": getattr(runner, "state_mb", 0.0),
+    }
 
 
 def run_reference(cfg, dump, threads):
@@ -363,7 +396,9 @@ def run_reference(cfg, dump, threads):
         ky = centred_grams(y)
         out["linear"].append(((kx @ ky.T) / (kx.norm(dim=1)[:, None] * ky.norm(dim=1)[None, :])).tolist())
         by = batch_grams(y)
-        xy = np.array([[[hsic1_reference(gx[i], gy[j]) for j in range(L)] for i in range(L)] for gx, gy in zip(bx, by)]).mean(0)
+        xy = np.array(
+            [[[hsic1_reference(gx[i], gy[j]) for j in range(L)] for i in range(L)] for gx, gy in zip(bx, by)]
+        ).mean(0)
         yy = np.array([[hsic1_reference(g[j], g[j]) for j in range(L)] for g in by]).mean(0)
         out["minibatch"].append((xy / np.sqrt(mb_xx[:, None] * yy[None, :])).tolist())
         acc = CKAAccumulator(base, "minibatch")
@@ -435,31 +470,51 @@ def summarise(cfg, args, timing, memory, ref, elapsed) -> dict:
     key = "cpu"  # the machine is shared: process CPU time is the steadier measure; wall is reported too
     fig = {
         "benchmark": "cka",
-        "config": {**cfg, "threads": args.threads, "seed": SEED, "quick": args.quick, "pooling": "mean",
-                   "representation": "layer_output", "estimator_ours": "linear, full data, float64 streamed",
-                   "estimator_torch_cka": "minibatch unbiased HSIC_1, float32", "torch_cka_forwards_per_step": 2,
-                   "timing": "one process, variants interleaved per step", "memory_env": MEMORY_ENV},
+        "config": {
+            **cfg,
+            "threads": args.threads,
+            "seed": SEED,
+            "quick": args.quick,
+            "pooling": "mean",
+            "representation": "layer_output",
+            "estimator_ours": "linear, full data, float64 streamed",
+            "estimator_torch_cka": "minibatch unbiased HSIC_1, float32",
+            "torch_cka_forwards_per_step": 2,
+            "timing": "one process, variants interleaved per step",
+            "memory_env": MEMORY_ENV,
+        },
         "time_s": t,
         "ours_cka_math_s": timing["ours_cka_math_s"],
         "ours_dump_s_excluded": timing["ours_dump_s_excluded"],
         "overhead_ratio_ours_vs_plain": {k: t["ours"]["total"][k] / t["plain"]["total"][k] for k in ("wall", "cpu")},
-        "overhead_ratio_from_cka_math_alone": (t["plain"]["total"][key] + timing["ours_cka_math_s"]) / t["plain"]["total"][key],
-        "speedup_ours_vs_torch_cka_over_steps": {k: t["torch_cka"]["pruning_steps"][k] / t["ours"]["pruning_steps"][k] for k in ("wall", "cpu")},
+        "overhead_ratio_from_cka_math_alone": (t["plain"]["total"][key] + timing["ours_cka_math_s"])
+        / t["plain"]["total"][key],
+        "speedup_ours_vs_torch_cka_over_steps": {
+            k: t["torch_cka"]["pruning_steps"][k] / t["ours"]["pruning_steps"][k] for k in ("wall", "cpu")
+        },
         "loop_peak_rss_increase_mb": inc,
         "cka_peak_memory_mb": cka_mem,
-        "memory_fraction_ours_of_torch_cka": cka_mem["ours"] / cka_mem["torch_cka"] if cka_mem["torch_cka"] > 0 else None,
-        "cka_state_mb": {"ours_baseline_plus_accumulator": memory["ours"]["state_mb"],
-                         "torch_cka_baseline_model_copy": memory["torch_cka"]["state_mb"]},
+        "memory_fraction_ours_of_torch_cka": cka_mem["ours"] / cka_mem["torch_cka"]
+        if cka_mem["torch_cka"] > 0
+        else None,
+        "cka_state_mb": {
+            "ours_baseline_plus_accumulator": memory["ours"]["state_mb"],
+            "torch_cka_baseline_model_copy": memory["torch_cka"]["state_mb"],
+        },
         "process_peak_rss_mb": {v: memory[v]["process_peak_rss_mb"] for v in VARIANTS},
         "max_abs_diff": {
             "ours_vs_float64_linear_reference": max_abs(timing["matrices"]["ours"], ref["linear"]),
             "torch_cka_vs_float64_minibatch_reference": max_abs(timing["matrices"]["torch_cka"], ref["minibatch"]),
             "torch_cka_vs_float64_linear_reference": max_abs(timing["matrices"]["torch_cka"], ref["linear"]),
-            "torch_cka_on_our_features_vs_float64_minibatch_reference": max_abs(ref["torch_cka_same_features"], ref["minibatch"]),
+            "torch_cka_on_our_features_vs_float64_minibatch_reference": max_abs(
+                ref["torch_cka_same_features"], ref["minibatch"]
+            ),
             "ours_minibatch_vs_float64_minibatch_reference": max_abs(ref["ours_minibatch"], ref["minibatch"]),
         },
         "accuracy_per_step": timing["accuracy"],
-        "same_accuracies_all_variants": timing["accuracy"]["plain"] == timing["accuracy"]["ours"] == timing["accuracy"]["torch_cka"],
+        "same_accuracies_all_variants": timing["accuracy"]["plain"]
+        == timing["accuracy"]["ours"]
+        == timing["accuracy"]["torch_cka"],
         "cka_last_step_ours": timing["matrices"]["ours"][-1],
     }
     fig["targets"] = {**TARGETS, "timing_measure": key}
@@ -509,9 +564,11 @@ def main() -> None:
     fig = summarise(cfg, args, timing, memory, ref, time.perf_counter() - t0)
     fig["cka_state_mb_by_examples"] = state_by_examples(cfg)
     log(f"CKA state by examples: {fig['cka_state_mb_by_examples']}")
-    log(f"overhead ours/plain {fig['overhead_ratio_ours_vs_plain']}, speedup vs torch-cka "
+    log(
+        f"overhead ours/plain {fig['overhead_ratio_ours_vs_plain']}, speedup vs torch-cka "
         f"{fig['speedup_ours_vs_torch_cka_over_steps']}, CKA memory {fig['cka_peak_memory_mb']}, "
-        f"max |ours - float64| {fig['max_abs_diff']['ours_vs_float64_linear_reference']:.2e}")
+        f"max |ours - float64| {fig['max_abs_diff']['ours_vs_float64_linear_reference']:.2e}"
+    )
     print(json.dumps(fig))
 
 

@@ -9,6 +9,7 @@ fills the cache is short; the measured run prunes that cached model again (anoth
 attributed with cProfile (cumulative time of the logging entry points, the baseline being the whole run in
 the same profile). Prints one JSON object on its last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,20 @@ max_steps = 30
 # (module file suffix, function name) of every logging entry point; nested ones are not double counted
 # because only the outermost frames are summed (see logging_seconds).
 ENTRY_POINTS = {
-    ("runners/tracking/store.py", "metrics"), ("runners/tracking/store.py", "flush"),
-    ("runners/tracking/store.py", "params"), ("runners/tracking/store.py", "tags"),
-    ("runners/tracking/store.py", "artifact"), ("runners/tracking/store.py", "json_artifact"),
-    ("runners/tracking/store.py", "finish"), ("runners/tracking/store.py", "start_run"),
-    ("runners/tracking/tables.py", "write_table"), ("runners/pruning/masks.py", "save_weight_masks"),
-    ("runners/pruning/masks.py", "save_gate_masks"), ("runners/run/resume.py", "write_record"),
-    ("runners/run/resume.py", "step_record"), ("runners/cka/tracker.py", "heatmap_png"),
+    ("runners/tracking/store.py", "metrics"),
+    ("runners/tracking/store.py", "flush"),
+    ("runners/tracking/store.py", "params"),
+    ("runners/tracking/store.py", "tags"),
+    ("runners/tracking/store.py", "artifact"),
+    ("runners/tracking/store.py", "json_artifact"),
+    ("runners/tracking/store.py", "finish"),
+    ("runners/tracking/store.py", "start_run"),
+    ("runners/tracking/tables.py", "write_table"),
+    ("runners/pruning/masks.py", "save_weight_masks"),
+    ("runners/pruning/masks.py", "save_gate_masks"),
+    ("runners/run/resume.py", "write_record"),
+    ("runners/run/resume.py", "step_record"),
+    ("runners/cka/tracker.py", "heatmap_png"),
 }
 
 
@@ -69,8 +77,9 @@ def logging_seconds(stats: pstats.Stats) -> dict[str, float]:
         key = next((k for k in ENTRY_POINTS if file.endswith(k[0]) and name == k[1]), None)
         if key is None:
             continue
-        outer = sum(c[3] for (cf, _, cn), c in callers.items()
-                    if not any(cf.endswith(f) and cn == n for f, n in ENTRY_POINTS))
+        outer = sum(
+            c[3] for (cf, _, cn), c in callers.items() if not any(cf.endswith(f) and cn == n for f, n in ENTRY_POINTS)
+        )
         out[f"{key[0].rsplit('/', 1)[1]}:{key[1]}"] = outer if callers else cum
     return out
 
@@ -102,9 +111,18 @@ def main() -> None:
         assert result.exit_code == 0, result.output
         parts = logging_seconds(pstats.Stats(profile))
     total = sum(parts.values())
-    print(json.dumps({"threads": args.threads, "run_wall_s": round(wall, 2), "logging_s": round(total, 2),
-                      "logging_share": round(total / wall, 4), "target_share": 0.05,
-                      "by_entry_point_s": {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}))
+    print(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "run_wall_s": round(wall, 2),
+                "logging_s": round(total, 2),
+                "logging_share": round(total / wall, 4),
+                "target_share": 0.05,
+                "by_entry_point_s": {k: round(v, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ warm-up; medians of CPU time of the calling thread (torch intra-op threads fixed
 runs on that thread; robust to a busy machine) and of wall time. Ratios are of CPU-time medians. Progress
 goes to stdout; the last line is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-FULL = dict(layers=4, hidden=256, heads=4, inter=1024, batch=64, seq=48, n_var=4, min_len=16, max_len=64, warmup=3, reps=15)
+FULL = dict(
+    layers=4, hidden=256, heads=4, inter=1024, batch=64, seq=48, n_var=4, min_len=16, max_len=64, warmup=3, reps=15
+)
 QUICK = dict(FULL, n_var=2, warmup=1, reps=3)
 SEED = 1234
 TARGETS = {"gated_eval_ratio_max": 1.10, "l0_step_ratio_max": 1.50}
@@ -57,8 +60,13 @@ def setup(cfg: dict) -> dict:
     from runners.pruning.gates import compute_unit_means
 
     torch.manual_seed(SEED)
-    config = BertConfig(hidden_size=cfg["hidden"], num_hidden_layers=cfg["layers"], num_attention_heads=cfg["heads"],
-                        intermediate_size=cfg["inter"], num_labels=3)
+    config = BertConfig(
+        hidden_size=cfg["hidden"],
+        num_hidden_layers=cfg["layers"],
+        num_attention_heads=cfg["heads"],
+        intermediate_size=cfg["inter"],
+        num_labels=3,
+    )
     model = BertForSequenceClassification(config).eval()
     g = torch.Generator().manual_seed(SEED)
 
@@ -66,15 +74,21 @@ def setup(cfg: dict) -> dict:
         width = int(lengths.max())
         mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
         ids = torch.randint(1000, config.vocab_size, (len(lengths), width), generator=g) * mask
-        return Batch(ids, mask, torch.zeros_like(ids), torch.randint(0, 3, (len(lengths),), generator=g), [None] * len(lengths))
+        return Batch(
+            ids, mask, torch.zeros_like(ids), torch.randint(0, 3, (len(lengths),), generator=g), [None] * len(lengths)
+        )
 
     fixed = batch(torch.full((cfg["batch"],), cfg["seq"]))
-    var = [batch(torch.randint(cfg["min_len"], cfg["max_len"] + 1, (cfg["batch"],), generator=g)) for _ in range(cfg["n_var"])]
+    var = [
+        batch(torch.randint(cfg["min_len"], cfg["max_len"] + 1, (cfg["batch"],), generator=g))
+        for _ in range(cfg["n_var"])
+    ]
     return dict(model=model, fixed=[fixed], var=var, means=compute_unit_means(model, [fixed, *var]), gen=g)
 
 
-def timed(variants: dict[str, Callable[[], object]], warmup: int, reps: int,
-          between: Callable[[], None] | None = None) -> dict[str, dict[str, float]]:
+def timed(
+    variants: dict[str, Callable[[], object]], warmup: int, reps: int, between: Callable[[], None] | None = None
+) -> dict[str, dict[str, float]]:
     """Medians (ms) of thread CPU time and wall time per call, variants interleaved in every repetition;
     `between` (untimed) runs after each repetition."""
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -89,8 +103,10 @@ def timed(variants: dict[str, Callable[[], object]], warmup: int, reps: int,
                 wall[name].append(w * 1e3)
         if between is not None:
             between()
-    return {k: {"cpu_ms": statistics.median(cpu[k]), "wall_ms": statistics.median(wall[k]),
-                "cpu_ms_iqr": _iqr(cpu[k])} for k in variants}
+    return {
+        k: {"cpu_ms": statistics.median(cpu[k]), "wall_ms": statistics.median(wall[k]), "cpu_ms_iqr": _iqr(cpu[k])}
+        for k in variants
+    }
 
 
 def _iqr(xs: list[float]) -> float:
@@ -129,16 +145,27 @@ def gated_eval(env: dict, cfg: dict) -> dict:
                 finally:
                     if handle is not None:
                         handle.remove()
+
         return run
 
-    out = {"units_off_fraction": float(1 - torch.cat([head.flatten(), mlp]).mean()), "weight_mask_sparsity": 0.5,
-           "apply_weight_masks_ms": apply_ms}
+    out = {
+        "units_off_fraction": float(1 - torch.cat([head.flatten(), mlp]).mean()),
+        "weight_mask_sparsity": 0.5,
+        "apply_weight_masks_ms": apply_ms,
+    }
     for set_name in ("fixed", "var"):
         b = env[set_name]
         log(f"gated_eval on {set_name} batches ({len(b)})")
-        t = timed({"plain": forward(model, b), "gates_zero": forward(model, b, gates["zero"]),
-                   "gates_mean": forward(model, b, gates["mean"]), "weight_masks": forward(masked, b)},
-                  cfg["warmup"], cfg["reps"])
+        t = timed(
+            {
+                "plain": forward(model, b),
+                "gates_zero": forward(model, b, gates["zero"]),
+                "gates_mean": forward(model, b, gates["mean"]),
+                "weight_masks": forward(masked, b),
+            },
+            cfg["warmup"],
+            cfg["reps"],
+        )
         out[set_name] = {"times": t, "ratio_vs_plain": _ratios(t, "plain")}
         log(f"  {json.dumps(out[set_name]['ratio_vs_plain'])}")
     worst = max(r for s in ("fixed", "var") for r in out[s]["ratio_vs_plain"].values())
@@ -148,9 +175,9 @@ def gated_eval(env: dict, cfg: dict) -> dict:
 
 
 def l0_step(env: dict, cfg: dict) -> dict:
-    from runners.training.finetune import linear_schedule, param_groups
     from runners.pruning.gates import Gates, attach
     from runners.pruning.recipes import l0
+    from runners.training.finetune import linear_schedule, param_groups
 
     # fine-tuning: a copy in train mode, every weight trainable, AdamW + schedule + clipping as in finetune.py
     ft_model = copy.deepcopy(env["model"]).train()
@@ -172,8 +199,12 @@ def l0_step(env: dict, cfg: dict) -> dict:
     p = l0.Params()
     gates = Gates.ones(model, ablation="mean", means=env["means"])
     trainer = l0.L0Trainer(model, gates, p, torch.Generator().manual_seed(SEED))
-    out = {"teacher_logits": "recomputed every step (no_grad forward with all gates 1); no cache (teacher_forward: its cost)",
-           "l0_ablation": "mean", "finetune_optimizer": "AdamW over all weights, train mode (dropout), grad clip 1.0"}
+    out = {
+        "teacher_logits": "recomputed every step (no_grad forward with all gates 1); no cache (teacher_forward: its "
+        "cost)",
+        "l0_ablation": "mean",
+        "finetune_optimizer": "AdamW over all weights, train mode (dropout), grad clip 1.0",
+    }
     with attach(model, gates):
         for set_name in ("fixed", "var"):
             batches = env[set_name]
@@ -191,13 +222,21 @@ def l0_step(env: dict, cfg: dict) -> dict:
                 with torch.no_grad():
                     model(**batch().model_inputs())
 
-            variants = {"finetune_step": lambda: ft_step(batch()),
-                        "l0_step": lambda: trainer.step(batch().model_inputs(), 0.5), "teacher_forward": teacher}
+            variants = {
+                "finetune_step": lambda: ft_step(batch()),
+                "l0_step": lambda: trainer.step(batch().model_inputs(), 0.5),
+                "teacher_forward": teacher,
+            }
             t = timed(variants, cfg["warmup"], max(cfg["reps"], 2 * len(batches)), between=advance)
-            out[set_name] = {"times": t, "ratio_l0_vs_finetune": t["l0_step"]["cpu_ms"] / t["finetune_step"]["cpu_ms"],
-                             "teacher_share_of_l0_step": t["teacher_forward"]["cpu_ms"] / t["l0_step"]["cpu_ms"]}
-            log(f"  l0/finetune = {out[set_name]['ratio_l0_vs_finetune']:.3f}, "
-                f"teacher share {out[set_name]['teacher_share_of_l0_step']:.2f}")
+            out[set_name] = {
+                "times": t,
+                "ratio_l0_vs_finetune": t["l0_step"]["cpu_ms"] / t["finetune_step"]["cpu_ms"],
+                "teacher_share_of_l0_step": t["teacher_forward"]["cpu_ms"] / t["l0_step"]["cpu_ms"],
+            }
+            log(
+                f"  l0/finetune = {out[set_name]['ratio_l0_vs_finetune']:.3f}, "
+                f"teacher share {out[set_name]['teacher_share_of_l0_step']:.2f}"
+            )
     out["worst_ratio"] = max(out[s]["ratio_l0_vs_finetune"] for s in ("fixed", "var"))
     out["target_met"] = out["worst_ratio"] <= TARGETS["l0_step_ratio_max"]
     return out
@@ -215,11 +254,18 @@ FIGURES: dict[str, Callable[[dict, dict], dict]] = {"gated_eval": gated_eval, "l
 def environment(threads: int, quick: bool) -> dict:
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": threads,
-            "torch_interop_threads": torch.get_num_interop_threads(), "quick": quick,
-            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
-            "load_avg_start": os.getloadavg()[0]}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "quick": quick,
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "load_avg_start": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -236,8 +282,11 @@ def main() -> None:
     started = time.perf_counter()
     log(f"config {cfg}, threads={args.threads}")
     env = setup(cfg)
-    figures = {"config": {**cfg, "seed": SEED, "timer": "median thread CPU time (ms); ratios of CPU medians"},
-               "environment": environment(args.threads, args.quick), "targets": TARGETS}
+    figures = {
+        "config": {**cfg, "seed": SEED, "timer": "median thread CPU time (ms); ratios of CPU medians"},
+        "environment": environment(args.threads, args.quick),
+        "targets": TARGETS,
+    }
     for name, fn in FIGURES.items():
         if args.only and name not in args.only:
             continue

@@ -8,6 +8,7 @@ step 6 (of 8), and between the two controls.
 Each run is a real `subnets run` process on a fresh store in a temp directory (the demo's embedded task,
 micro-bert, magnitude pruning with CKA and random/bad controls). Prints one JSON object on its last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,16 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import tiny_toml  # noqa: E402 - the tests' tiny experiment, so both measure one thing
 
-TOML = tiny_toml(rate=0.25, max_steps=8).replace("epochs = 1.0", "epochs = 2.0").replace(
-    "n_train = 256, n_id_eval = 64, n_ood_per_subcase = 8", "n_train = 2048, n_id_eval = 1500, n_ood_per_subcase = 60").replace(
-    "max_steps = 8", 'max_steps = 8\ncontrols = ["random", "bad"]') + "\n[experiment.cka]\nexamples = 64\n"
+TOML = (
+    tiny_toml(rate=0.25, max_steps=8)
+    .replace("epochs = 1.0", "epochs = 2.0")
+    .replace(
+        "n_train = 256, n_id_eval = 64, n_ood_per_subcase = 8",
+        "n_train = 2048, n_id_eval = 1500, n_ood_per_subcase = 60",
+    )
+    .replace("max_steps = 8", 'max_steps = 8\ncontrols = ["random", "bad"]')
+    + "\n[experiment.cka]\nexamples = 64\n"
+)
 KILL_POINTS = {
     "after fine-tuning epoch 1 of 2": ".subnets/finetuned/.*.checkpoint.pt",
     "after pruning step 3 of 8": "mlartifacts/tiny/*/artifacts/partial/step_003.json",
@@ -39,8 +47,12 @@ KILL_POINTS = {
 def subnets(store: Path, toml: Path, kill_when: str | None = None) -> float:
     """Wall seconds of one `subnets run` (killed with SIGKILL once `kill_when` exists under the store)."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "run", "--file", str(toml), "--store", str(store),
-                             "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "registry.cli", "run", "--file", str(toml), "--store", str(store), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while kill_when is not None and not list(store.glob(kill_when)):
         if proc.poll() is not None:
             raise SystemExit(f"the run ended before {kill_when} appeared")
@@ -70,8 +82,12 @@ def main() -> None:
             store = tmp / label.replace(" ", "-")
             killed_after = subnets(store, toml, glob)
             rerun = subnets(store, toml)
-            points[label] = {"killed_after_s": round(killed_after, 1), "rerun_s": round(rerun, 1),
-                             "saved_s": round(whole - rerun, 1), "rerun_vs_scratch": round(rerun / whole, 3)}
+            points[label] = {
+                "killed_after_s": round(killed_after, 1),
+                "rerun_s": round(rerun, 1),
+                "saved_s": round(whole - rerun, 1),
+                "rerun_vs_scratch": round(rerun / whole, 3),
+            }
             print(label, points[label], flush=True)
         out["kill_points"] = points
     print(json.dumps(out))

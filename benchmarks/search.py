@@ -10,6 +10,7 @@ fresh store (fine-tuning included in both), for the wall time of each.
 
 Prints one JSON object on its last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,13 @@ SAMPLERS = {"bisection": "tolerance = 0.1", "tpe": ""}  # bisection stops once t
 
 def subnets(*args: str, cwd: Path) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "registry.cli", *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "registry.cli", *args],
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t
 
 
@@ -89,8 +95,11 @@ def grid_answers(store: Path) -> dict[int, dict]:
         acc = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "step/id.accuracy")}
         target = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "step/method.target_sparsity")}
         holding = [target[s] for s in target if acc[s] >= acc[0] - MARGIN]
-        out[int(run.data.tags["subnets.prune_seed"])] = {"answer": max(holding, default=None), "full": acc[0],
-                                                         "subnetworks": len(target)}
+        out[int(run.data.tags["subnets.prune_seed"])] = {
+            "answer": max(holding, default=None),
+            "full": acc[0],
+            "subnetworks": len(target),
+        }
     return out
 
 
@@ -107,10 +116,15 @@ def search_answers(store: Path, experiment: str) -> dict[int, dict]:
             continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-        seed = int(study.user_attrs["label"].split("prune_seed=")[1]) if "prune_seed=" in study.user_attrs["label"] else 0
+        seed = (
+            int(study.user_attrs["label"].split("prune_seed=")[1]) if "prune_seed=" in study.user_attrs["label"] else 0
+        )
         held = [t.params["target"] for t in trials if t.user_attrs.get("holds")]
-        out[seed] = {"answer": max(held, default=None), "trials": len(trials),
-                     "reused": sum(bool(t.user_attrs.get("reused")) for t in trials)}
+        out[seed] = {
+            "answer": max(held, default=None),
+            "trials": len(trials),
+            "reused": sum(bool(t.user_attrs.get("reused")) for t in trials),
+        }
     return out
 
 
@@ -124,38 +138,67 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="subnets-bench-search-"))
     print(f"working in {root} ({cfg})", file=sys.stderr)
     toml = root / "experiments.toml"
-    toml.write_text(EXPERIMENTS.format(targets=json.dumps(TARGETS), **cfg) + "".join(
-        SEARCH.format(sampler=s, extra=extra, trials=args.trials, margin=MARGIN, scale=cfg["scale"]) for s, extra in SAMPLERS.items()))
+    toml.write_text(
+        EXPERIMENTS.format(targets=json.dumps(TARGETS), **cfg)
+        + "".join(
+            SEARCH.format(sampler=s, extra=extra, trials=args.trials, margin=MARGIN, scale=cfg["scale"])
+            for s, extra in SAMPLERS.items()
+        )
+    )
     env_threads = {"SUBNETS_THREADS": os.environ.get("SUBNETS_THREADS", "")}
     wall = {}
     try:
         one = root / "one-worker"
         wall["grid_1_worker_s"] = subnets("run", "grid", "--file", str(toml), "--store", str(one), "--quiet", cwd=root)
         print(f"grid, 1 worker: {wall['grid_1_worker_s']:.0f} s (fine-tuning included)", file=sys.stderr)
-        wall["bisection_s"] = subnets("sweep", "bisection", "--file", str(toml), "--store", str(one), "--quiet", cwd=root)
+        wall["bisection_s"] = subnets(
+            "sweep", "bisection", "--file", str(toml), "--store", str(one), "--quiet", cwd=root
+        )
         wall["tpe_s"] = subnets("sweep", "tpe", "--file", str(toml), "--store", str(one), "--quiet", cwd=root)
         print(f"searches: bisection {wall['bisection_s']:.0f} s, tpe {wall['tpe_s']:.0f} s", file=sys.stderr)
         two = root / "two-workers"
-        wall["grid_2_workers_s"] = subnets("run", "grid", "--file", str(toml), "--store", str(two), "--quiet",
-                                           "--workers", "2", cwd=root)
+        wall["grid_2_workers_s"] = subnets(
+            "run", "grid", "--file", str(toml), "--store", str(two), "--quiet", "--workers", "2", cwd=root
+        )
         print(f"grid, 2 workers: {wall['grid_2_workers_s']:.0f} s (fine-tuning included)", file=sys.stderr)
         grid = grid_answers(one)
         searches = {name: search_answers(one, name) for name in ("bisection", "tpe")}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n_grid = sum(g["subnetworks"] for g in grid.values())
-    fig = {"benchmark": "search", "config": {**cfg, "targets": TARGETS, "keep": f"id >= full - {MARGIN}",
-                                             "prune_seeds": sorted(grid), "trials_per_seed": args.trials,
-                                             "threads": env_threads["SUBNETS_THREADS"] or "cores / workers"},
-           "grid": {str(k): v for k, v in sorted(grid.items())}, "grid_subnetworks": n_grid, "wall_s": wall}
+    fig = {
+        "benchmark": "search",
+        "config": {
+            **cfg,
+            "targets": TARGETS,
+            "keep": f"id >= full - {MARGIN}",
+            "prune_seeds": sorted(grid),
+            "trials_per_seed": args.trials,
+            "threads": env_threads["SUBNETS_THREADS"] or "cores / workers",
+        },
+        "grid": {str(k): v for k, v in sorted(grid.items())},
+        "grid_subnetworks": n_grid,
+        "wall_s": wall,
+    }
     for name, res in searches.items():
         used = sum(r["trials"] - r["reused"] for r in res.values())
-        within = {str(s): (res[s]["answer"] is not None and grid[s]["answer"] is not None
-                           and abs(res[s]["answer"] - grid[s]["answer"]) <= 0.05 + 1e-9)
-                  or (res[s]["answer"] is None and grid[s]["answer"] is None) for s in grid if s in res}
-        fig[name] = {"per_seed": {str(k): v for k, v in sorted(res.items())}, "subnetworks_trained": used,
-                     "fraction_of_grid": used / n_grid, "within_one_grid_step": within,
-                     "all_within_and_at_most_25pct": all(within.values()) and used <= 0.25 * n_grid}
+        within = {
+            str(s): (
+                res[s]["answer"] is not None
+                and grid[s]["answer"] is not None
+                and abs(res[s]["answer"] - grid[s]["answer"]) <= 0.05 + 1e-9
+            )
+            or (res[s]["answer"] is None and grid[s]["answer"] is None)
+            for s in grid
+            if s in res
+        }
+        fig[name] = {
+            "per_seed": {str(k): v for k, v in sorted(res.items())},
+            "subnetworks_trained": used,
+            "fraction_of_grid": used / n_grid,
+            "within_one_grid_step": within,
+            "all_within_and_at_most_25pct": all(within.values()) and used <= 0.25 * n_grid,
+        }
     fig["grid_speedup_2_workers"] = wall["grid_1_worker_s"] / wall["grid_2_workers_s"]
     print(json.dumps(fig))
 

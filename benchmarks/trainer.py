@@ -18,7 +18,8 @@ rate, linear warm-up/decay, weight decay, gradient clipping, evaluation batch si
   trainer_grouped  the same with train_sampling_strategy="group_by_length" (Trainer's length-grouped sampler)
 
 Batching (our training step and a no_grad forward pass, everything else equal): fixed (every batch padded
-to max_length), dynamic (padded to the batch's longest example, random order), grouped (runners.training.finetune.length_grouped:
+to max_length), dynamic (padded to the batch's longest example, random order), grouped
+(runners.training.finetune.length_grouped:
 random groups of 50 batches, each sorted by length, cut into batches that are then shuffled; Trainer's
 group_by_length sorts the same groups); for
 evaluation, dynamic in file order vs length-sorted (what evaluate() does). Each reports examples per second
@@ -27,6 +28,7 @@ and the padding overhead (padded tokens / real tokens).
 Throughput is examples (x epochs) per wall second of the whole call, set-up inside it included. Everything
 runs in this one process, one after the other. Progress goes to stdout; the last line is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,16 +101,30 @@ def setup(cfg: dict, synthetic: bool) -> dict:
     labels = sorted({e.label for e in train + dev})
     dev_set = EvalSet("id", "id", dev, labels=tuple(str(x) for x in labels))
     rows = encode(tok, train, cfg["max_length"])
-    return dict(tok=tok, model=model.eval(), rows=rows, dev=EncodedSet.build(tok, dev_set, cfg["max_length"]),
-                train_examples=train, dev_examples=dev, what=what)
+    return dict(
+        tok=tok,
+        model=model.eval(),
+        rows=rows,
+        dev=EncodedSet.build(tok, dev_set, cfg["max_length"]),
+        train_examples=train,
+        dev_examples=dev,
+        what=what,
+    )
 
 
 def _spec(cfg: dict, grouped: bool = False):
     from registry.schema import FinetuneSpec
 
-    return FinetuneSpec(epochs=cfg["epochs"], lr=HYPER["lr"], batch_size=cfg["batch"], eval_batch_size=cfg["eval_batch"],
-                        warmup_ratio=HYPER["warmup_ratio"], weight_decay=HYPER["weight_decay"],
-                        max_grad_norm=HYPER["max_grad_norm"], length_grouped=grouped)
+    return FinetuneSpec(
+        epochs=cfg["epochs"],
+        lr=HYPER["lr"],
+        batch_size=cfg["batch"],
+        eval_batch_size=cfg["eval_batch"],
+        warmup_ratio=HYPER["warmup_ratio"],
+        weight_decay=HYPER["weight_decay"],
+        max_grad_norm=HYPER["max_grad_norm"],
+        length_grouped=grouped,
+    )
 
 
 # ---- ours --------------------------------------------------------------------------------------------
@@ -127,9 +143,16 @@ def run_ours(s: dict, cfg: dict, grouped: bool = False) -> dict:
     result = evaluate(model, s["dev"], cfg["eval_batch"], pad)
     eval_s = time.perf_counter() - start
     n_train = len(s["rows"]) * cfg["epochs"]
-    return dict(train_s=train_s, train_examples_per_s=n_train / train_s, eval_s=eval_s,
-                eval_examples_per_s=result.n / eval_s, accuracy=result.accuracy, steps=history.steps,
-                final_loss=history.loss[-1][1] if history.loss else None, threads=torch.get_num_threads())
+    return dict(
+        train_s=train_s,
+        train_examples_per_s=n_train / train_s,
+        eval_s=eval_s,
+        eval_examples_per_s=result.n / eval_s,
+        accuracy=result.accuracy,
+        steps=history.steps,
+        final_loss=history.loss[-1][1] if history.loss else None,
+        threads=torch.get_num_threads(),
+    )
 
 
 # ---- transformers.Trainer -----------------------------------------------------------------------------
@@ -162,15 +185,34 @@ def run_trainer(s: dict, cfg: dict, grouped: bool) -> dict:
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=cfg["batch"], per_device_eval_batch_size=cfg["eval_batch"],
-            num_train_epochs=cfg["epochs"], learning_rate=HYPER["lr"], warmup_steps=HYPER["warmup_ratio"],
-            weight_decay=HYPER["weight_decay"], max_grad_norm=HYPER["max_grad_norm"], lr_scheduler_type="linear",
-            seed=SEED, use_cpu=True, save_strategy="no", logging_strategy="no", eval_strategy="no", report_to="none",
-            disable_tqdm=True, dataloader_num_workers=0,
-            train_sampling_strategy="group_by_length" if grouped else "random")
+            output_dir=out,
+            per_device_train_batch_size=cfg["batch"],
+            per_device_eval_batch_size=cfg["eval_batch"],
+            num_train_epochs=cfg["epochs"],
+            learning_rate=HYPER["lr"],
+            warmup_steps=HYPER["warmup_ratio"],
+            weight_decay=HYPER["weight_decay"],
+            max_grad_norm=HYPER["max_grad_norm"],
+            lr_scheduler_type="linear",
+            seed=SEED,
+            use_cpu=True,
+            save_strategy="no",
+            logging_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length" if grouped else "random",
+        )
         start = time.perf_counter()
-        trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
-                          data_collator=DataCollatorWithPadding(tok), compute_metrics=accuracy)
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=dev,
+            data_collator=DataCollatorWithPadding(tok),
+            compute_metrics=accuracy,
+        )
         trainer.remove_callback(PrinterCallback)  # its metrics dicts would interleave with our lines
         out_train = trainer.train()
         train_s = time.perf_counter() - start
@@ -178,9 +220,16 @@ def run_trainer(s: dict, cfg: dict, grouped: bool) -> dict:
         metrics = trainer.evaluate()
         eval_s = time.perf_counter() - start
     torch.set_num_threads(threads)  # in case the Trainer changed them
-    return dict(train_s=train_s, train_examples_per_s=len(train) * cfg["epochs"] / train_s, eval_s=eval_s,
-                eval_examples_per_s=len(dev) / eval_s, accuracy=metrics["eval_accuracy"],
-                steps=out_train.global_step, final_loss=out_train.training_loss, threads=threads)
+    return dict(
+        train_s=train_s,
+        train_examples_per_s=len(train) * cfg["epochs"] / train_s,
+        eval_s=eval_s,
+        eval_examples_per_s=len(dev) / eval_s,
+        accuracy=metrics["eval_accuracy"],
+        steps=out_train.global_step,
+        final_loss=out_train.training_loss,
+        threads=threads,
+    )
 
 
 # ---- batching schemes ---------------------------------------------------------------------------------
@@ -197,8 +246,13 @@ def _pad_to(b, width: int, pad: int):
     if extra <= 0:
         return b
     grow = lambda t, v: torch.nn.functional.pad(t, (0, extra), value=v)  # noqa: E731
-    return Batch(grow(b.input_ids, pad), grow(b.attention_mask, 0),
-                 None if b.token_type_ids is None else grow(b.token_type_ids, 0), b.labels, b.subcases)
+    return Batch(
+        grow(b.input_ids, pad),
+        grow(b.attention_mask, 0),
+        None if b.token_type_ids is None else grow(b.token_type_ids, 0),
+        b.labels,
+        b.subcases,
+    )
 
 
 def scheme_batches(rows: list[dict], scheme: str, batch: int, pad: int, max_length: int, epoch: int, train: bool):
@@ -221,7 +275,8 @@ def _padding(bs) -> float:
 
 
 def train_scheme(s: dict, cfg: dict, scheme: str) -> dict:
-    """finetune()'s step (AdamW without decay on biases/LayerNorm, linear schedule, clipping) over `scheme`'s batches."""
+    """finetune()'s step (AdamW without decay on biases/LayerNorm, linear schedule, clipping) over `scheme`'s
+    batches."""
     from runners.training.finetune import linear_schedule, param_groups, train_step
 
     model, pad, spec = copy.deepcopy(s["model"]), s["tok"].pad_token_id, _spec(cfg)
@@ -264,7 +319,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads for every side (default: all cores)")
     ap.add_argument("--train", type=int, default=None, help="training examples")
     ap.add_argument("--epochs", type=float, default=None)
-    ap.add_argument("--synthetic", action="store_true", help="the built-in tiny-bert on synthetic-nli, even with ../shared")
+    ap.add_argument(
+        "--synthetic", action="store_true", help="the built-in tiny-bert on synthetic-nli, even with ../shared"
+    )
     ap.add_argument("--sides", default=None, help=f"comma-separated subset of {','.join(SIDES)} (default: all)")
     ap.add_argument("--no-schemes", action="store_true", help="skip the batching-scheme comparison")
     a = ap.parse_args()
@@ -275,18 +332,25 @@ def main() -> None:
     threads = a.threads or int(os.environ.get("SUBNETS_THREADS", 0)) or os.cpu_count() or 1
     torch.set_num_threads(threads)
     s = setup(cfg, a.synthetic)
-    log(f"{s['what']['model']} on {s['what']['task']}: {len(s['rows'])} training, {len(s['dev'].rows)} dev examples, "
-        f"batch {cfg['batch']}, {cfg['epochs']} epoch(s), {threads} thread(s)")
+    log(
+        f"{s['what']['model']} on {s['what']['task']}: {len(s['rows'])} training, {len(s['dev'].rows)} dev examples, "
+        f"batch {cfg['batch']}, {cfg['epochs']} epoch(s), {threads} thread(s)"
+    )
     sides = {}
     chosen = a.sides.split(",") if a.sides else list(SIDES)
     for name in chosen:
-        fn = {"ours": lambda: run_ours(s, cfg), "ours_grouped": lambda: run_ours(s, cfg, grouped=True),
-              "trainer": lambda: run_trainer(s, cfg, grouped=False),
-              "trainer_grouped": lambda: run_trainer(s, cfg, grouped=True)}[name]
+        fn = {
+            "ours": lambda: run_ours(s, cfg),
+            "ours_grouped": lambda: run_ours(s, cfg, grouped=True),
+            "trainer": lambda: run_trainer(s, cfg, grouped=False),
+            "trainer_grouped": lambda: run_trainer(s, cfg, grouped=True),
+        }[name]
         sides[name] = fn()
         r = sides[name]
-        log(f"{name:16s} train {r['train_examples_per_s']:8.1f} ex/s   eval {r['eval_examples_per_s']:8.1f} ex/s   "
-            f"accuracy {r['accuracy']:.3f}")
+        log(
+            f"{name:16s} train {r['train_examples_per_s']:8.1f} ex/s   eval {r['eval_examples_per_s']:8.1f} ex/s   "
+            f"accuracy {r['accuracy']:.3f}"
+        )
     batching: dict = {"train": {}, "eval": {}}
     for scheme in () if a.no_schemes else ("fixed", "dynamic", "grouped"):
         batching["train"][scheme] = r = train_scheme(s, cfg, scheme)
@@ -294,23 +358,40 @@ def main() -> None:
     for scheme in () if a.no_schemes else ("fixed", "dynamic", "sorted"):
         batching["eval"][scheme] = r = eval_scheme(s, cfg, scheme)
         log(f"eval  {scheme:8s} {r['examples_per_s']:8.1f} ex/s   padded/real tokens {r['padded_per_real_token']:.2f}")
+
     def ratio(a_: dict, b_: dict, key: str) -> float | None:
         return a_[key] / b_[key] if a_ and b_ else None
 
     side, tr, ev = sides.get, batching["train"].get, batching["eval"].get
-    print(json.dumps({
-        "benchmark": "trainer", "quick": a.quick, "setup": {**s["what"], **cfg, **HYPER, "threads": threads,
-                                                            "torch": torch.__version__, "python": platform.python_version()},
-        "sides": sides, "batching": batching,
-        "ratios": {"train_ours_over_trainer": ratio(side("ours"), side("trainer"), "train_examples_per_s"),
-                   "train_ours_grouped_over_trainer_grouped": ratio(side("ours_grouped"), side("trainer_grouped"),
-                                                                    "train_examples_per_s"),
-                   "train_ours_grouped_over_ours": ratio(side("ours_grouped"), side("ours"), "train_examples_per_s"),
-                   "eval_ours_over_trainer": ratio(side("ours"), side("trainer"), "eval_examples_per_s"),
-                   "train_dynamic_over_fixed": ratio(tr("dynamic"), tr("fixed"), "examples_per_s"),
-                   "train_grouped_over_dynamic": ratio(tr("grouped"), tr("dynamic"), "examples_per_s"),
-                   "eval_sorted_over_dynamic": ratio(ev("sorted"), ev("dynamic"), "examples_per_s")},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "trainer",
+                "quick": a.quick,
+                "setup": {
+                    **s["what"],
+                    **cfg,
+                    **HYPER,
+                    "threads": threads,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                },
+                "sides": sides,
+                "batching": batching,
+                "ratios": {
+                    "train_ours_over_trainer": ratio(side("ours"), side("trainer"), "train_examples_per_s"),
+                    "train_ours_grouped_over_trainer_grouped": ratio(
+                        side("ours_grouped"), side("trainer_grouped"), "train_examples_per_s"
+                    ),
+                    "train_ours_grouped_over_ours": ratio(side("ours_grouped"), side("ours"), "train_examples_per_s"),
+                    "eval_ours_over_trainer": ratio(side("ours"), side("trainer"), "eval_examples_per_s"),
+                    "train_dynamic_over_fixed": ratio(tr("dynamic"), tr("fixed"), "examples_per_s"),
+                    "train_grouped_over_dynamic": ratio(tr("grouped"), tr("dynamic"), "examples_per_s"),
+                    "eval_sorted_over_dynamic": ratio(ev("sorted"), ev("dynamic"), "examples_per_s"),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ validate used to import (torch, transformers, mlflow), which is what the registr
 
 Prints one JSON object on its last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,11 @@ def main() -> None:
         "goal_validate_s": GOAL_S,
         "goal_met": med["validate"] < GOAL_S,
     }
-    print(f"validate {med['validate']:.2f} s, plan {med['plan_empty_store']:.2f} s, "
-          f"importing torch+transformers+mlflow alone {base:.2f} s", file=sys.stderr)
+    print(
+        f"validate {med['validate']:.2f} s, plan {med['plan_empty_store']:.2f} s, "
+        f"importing torch+transformers+mlflow alone {base:.2f} s",
+        file=sys.stderr,
+    )
     print(json.dumps(fig))
 
 

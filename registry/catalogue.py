@@ -3,6 +3,7 @@
 A catalogue maps a user-visible name to an entry and a one-line summary. Unknown names raise
 `UnknownName`, whose message lists close matches and everything that exists.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -13,7 +14,7 @@ T = TypeVar("T")
 
 
 def did_you_mean(name: str, options, cutoff: float = 0.6) -> str:
-    """"; did you mean 'x'?" for the close matches of `name` among `options`, or ""."""
+    """ "; did you mean 'x'?" for the close matches of `name` among `options`, or ""."""
     hits = difflib.get_close_matches(name, list(options), n=2, cutoff=cutoff)
     return f"; did you mean {' or '.join(repr(h) for h in hits)}?" if hits else ""
 

@@ -7,6 +7,7 @@ Validation and the runners read a file through the same `read_records` with the 
 only for the columns it checks, so `subnets validate` stays fast on real data (SST-2's 67k training rows:
 ~0.1 s, cached per file while it is unchanged).
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,7 +20,9 @@ FORMATS = (".csv", ".tsv", ".jsonl", ".parquet")
 UNLABELLED = ("", "-", "-1")  # rows without a gold label (GLUE test splits, SNLI's "-"): skipped, not errors
 
 
-def parse_label(raw: Any, label_map: dict[str, int] | None, labels: list[str], regression: bool = False) -> int | float | None:
+def parse_label(
+    raw: Any, label_map: dict[str, int] | None, labels: list[str], regression: bool = False
+) -> int | float | None:
     """A raw label value as a label index (or a float score for a regression task); None when it is
     not one the set declares (then `is_unlabelled` tells a skipped row from an error)."""
     key = str(raw).strip()
@@ -66,8 +69,9 @@ class Records:
     rows: Iterator[tuple[int, dict[str, Any]]]
 
 
-def read_records(path: Path, header: bool = True, limit: int | None = None,
-                 columns: Sequence[str] | None = None) -> Records:
+def read_records(
+    path: Path, header: bool = True, limit: int | None = None, columns: Sequence[str] | None = None
+) -> Records:
     """The rows of a local csv/tsv/jsonl/parquet file, the first `limit` of them; with `columns`, only those
     columns of each row (a parquet file reads no other). A TSV is read without quote handling: GLUE-style
     TSVs hold unbalanced quotes inside sentences. Raises ValueError for a file type that is not one of
@@ -82,8 +86,9 @@ def read_records(path: Path, header: bool = True, limit: int | None = None,
     raise ValueError(f"unsupported data file type {suffix!r} ({path}); use {', '.join(FORMATS)}")
 
 
-def _delimited_records(path: Path, delimiter: str, header: bool, limit: int | None,
-                       columns: Sequence[str] | None) -> Records:
+def _delimited_records(
+    path: Path, delimiter: str, header: bool, limit: int | None, columns: Sequence[str] | None
+) -> Records:
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open(newline="", encoding="utf-8") as f:
         first = next(csv.reader(f, delimiter=delimiter, quoting=quoting), None)
@@ -154,7 +159,8 @@ class _Scan:
     columns: tuple[str, ...]
     labels: dict[str, tuple[int, int]]  # raw label value -> (first line/row number, count)
     short: dict[str, tuple[int, int]] | None = None  # column -> (first line whose row lacks it, count)
-    unsafe: dict[str, tuple[int, int]] | None = None  # subcase value that is no safe metric-name part -> (first line, count)
+    # subcase value that is no safe metric-name part -> (first line, count)
+    unsafe: dict[str, tuple[int, int]] | None = None
 
 
 def unsafe_subcase(value: Any) -> bool:
@@ -184,8 +190,12 @@ def check_source(source, labels: list[str], regression: bool, base_dir: str) -> 
         return [("path", f"{path}: the file is empty")]
     shown = ", ".join(scan.columns) if len(scan.columns) <= 20 else ", ".join(scan.columns[:20]) + ", ..."
     problems = []
-    for key, columns in (("text_a", [source.text_a]), ("text_b", [source.text_b]), ("label", [source.label]),
-                         ("subcase", subcase_columns(source))):
+    for key, columns in (
+        ("text_a", [source.text_a]),
+        ("text_b", [source.text_b]),
+        ("label", [source.label]),
+        ("subcase", subcase_columns(source)),
+    ):
         for col in columns:
             if col is not None and col not in scan.columns:
                 hint = " (header = false: columns are numbered 0, 1, ...)" if not source.header else ""
@@ -193,17 +203,39 @@ def check_source(source, labels: list[str], regression: bool, base_dir: str) -> 
     if any(k == "label" for k, _ in problems):
         return problems
     if not scan.labels and not scan.short:
-        return problems + [("path", f"{path}: no data rows" + (" (only a header)" if source.header and path.suffix.lower() in (".csv", ".tsv") else ""))]
+        return problems + [
+            (
+                "path",
+                f"{path}: no data rows"
+                + (" (only a header)" if source.header and path.suffix.lower() in (".csv", ".tsv") else ""),
+            )
+        ]
     where = "line" if path.suffix.lower() != ".parquet" else "row"
     for col, (line, count) in (scan.short or {}).items():
-        key = next(k for k, cols in (("label", [source.label]), ("text_a", [source.text_a]), ("text_b", [source.text_b]),
-                                     ("subcase", subcase_columns(source))) if col in cols)
+        key = next(
+            k
+            for k, cols in (
+                ("label", [source.label]),
+                ("text_a", [source.text_a]),
+                ("text_b", [source.text_b]),
+                ("subcase", subcase_columns(source)),
+            )
+            if col in cols
+        )
         problems.append((key, f"{path}: {where} {line} has no {col!r} field ({count} such row(s))"))
     for raw, (line, count) in sorted((scan.unsafe or {}).items(), key=lambda kv: kv[1])[:1]:
-        problems.append(("subcase", f"{path}: {where} {line}: subcase value {raw!r} cannot be part of a metric name "
-                                    f"('.' or '..' parts, a leading '/' and control characters are refused; {count} such row(s))"))
-    bad = {raw: at for raw, at in scan.labels.items()
-           if parse_label(raw, source.label_map, labels, regression) is None and not is_unlabelled(raw)}
+        problems.append(
+            (
+                "subcase",
+                f"{path}: {where} {line}: subcase value {raw!r} cannot be part of a metric name "
+                f"('.' or '..' parts, a leading '/' and control characters are refused; {count} such row(s))",
+            )
+        )
+    bad = {
+        raw: at
+        for raw, at in scan.labels.items()
+        if parse_label(raw, source.label_map, labels, regression) is None and not is_unlabelled(raw)
+    }
     if bad:
         first = min(bad.values())
         raw = next(r for r, at in bad.items() if at == first)
@@ -214,15 +246,27 @@ def check_source(source, labels: list[str], regression: bool, base_dir: str) -> 
             expected = f"a key of its label_map ({', '.join(map(repr, source.label_map))})"
         else:
             expected = f"one of {labels} or an index 0..{len(labels) - 1}"
-        problems.append(("label", f"{path}: {where} {first[0]}: label {raw!r} is not {expected} "
-                                  f"(unexpected values: {values}); declare the labels or a label_map"))
+        problems.append(
+            (
+                "label",
+                f"{path}: {where} {first[0]}: label {raw!r} is not {expected} "
+                f"(unexpected values: {values}); declare the labels or a label_map",
+            )
+        )
     return problems
 
 
 def _scan(path: Path, source) -> _Scan:
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, source.header, source.label, source.limit,
-           tuple(_needed(source)))
+    key = (
+        str(path.resolve()),
+        stat.st_mtime_ns,
+        stat.st_size,
+        source.header,
+        source.label,
+        source.limit,
+        tuple(_needed(source)),
+    )
     if key not in _CACHE:
         _CACHE[key] = _scan_records(path, source)
     return _CACHE[key]
@@ -268,5 +312,15 @@ def _scan_records(path: Path, source) -> _Scan:
     return _Scan(records.columns, labels, short, unsafe)
 
 
-__all__ = ["parse_label", "is_unlabelled", "subcase_columns", "unsafe_subcase", "check_source", "resolve", "read_records",
-           "Records", "FORMATS", "UNLABELLED"]
+__all__ = [
+    "parse_label",
+    "is_unlabelled",
+    "subcase_columns",
+    "unsafe_subcase",
+    "check_source",
+    "resolve",
+    "read_records",
+    "Records",
+    "FORMATS",
+    "UNLABELLED",
+]

@@ -1,5 +1,6 @@
 """Pydantic's validation errors, reported at the keys the user wrote and in the README's words
 (registry.problems translates each error type): the loader hands every ValidationError here."""
+
 from __future__ import annotations
 
 import difflib
@@ -16,8 +17,16 @@ from registry.problems import describe, expectations, toml_value
 from registry.taskspec import SLUG
 
 
-def report_errors(err: ValidationError, prefix: str, name: str, report, model, given: Any,
-                   skip_prefix: str | None = None, method: str | None = None) -> None:
+def report_errors(
+    err: ValidationError,
+    prefix: str,
+    name: str,
+    report,
+    model,
+    given: Any,
+    skip_prefix: str | None = None,
+    method: str | None = None,
+) -> None:
     """Pydantic's errors in the README's words (registry.problems.describe), each at the key the user
     wrote: a union's alternatives are one problem ("expected a number or text"), a list item is named by
     its position, an OOD set by its name, and a missing key that an unknown one misspells is left to the
@@ -25,8 +34,13 @@ def report_errors(err: ValidationError, prefix: str, name: str, report, model, g
     groups: dict[tuple, list[dict]] = {}
     for e in err.errors():
         groups.setdefault(_written_loc(e, given), []).append(e)
-    misspelt = {loc[:-1] + (hit,) for loc, errs in groups.items() for e in errs if e["type"] == "extra_forbidden"
-                for hit in difflib.get_close_matches(str(loc[-1]), field_names(model, list(loc[:-1])), n=1, cutoff=0.6)}
+    misspelt = {
+        loc[:-1] + (hit,)
+        for loc, errs in groups.items()
+        for e in errs
+        if e["type"] == "extra_forbidden"
+        for hit in difflib.get_close_matches(str(loc[-1]), field_names(model, list(loc[:-1])), n=1, cutoff=0.6)
+    }
     for loc, errs in groups.items():
         if all(e["type"] == "missing" for e in errs) and loc in misspelt:
             continue
@@ -36,11 +50,15 @@ def report_errors(err: ValidationError, prefix: str, name: str, report, model, g
         if skip_prefix and (dotted == skip_prefix or dotted.startswith(skip_prefix + ".")):
             continue
         union = expectations(errs) if len(errs) > 1 else None
-        texts = [f"expected {union}" + (f" (got {toml_value(errs[0]['input'])})" if "input" in errs[0] else "")] if union else [
-            _sentence(e, model, loc, method) for e in errs]
+        texts = (
+            [f"expected {union}" + (f" (got {toml_value(errs[0]['input'])})" if "input" in errs[0] else "")]
+            if union
+            else [_sentence(e, model, loc, method) for e in errs]
+        )
         for text in dict.fromkeys(texts):
             if item is not None:
-                text = f"item {item + 1} of the list ({toml_value(parent[item])}): {text.replace(f' (got {toml_value(parent[item])})', '')}"
+                shown = toml_value(parent[item])
+                text = f"item {item + 1} of the list ({shown}): {text.replace(f' (got {shown})', '')}"
             report(name, dotted, text, here=all(e["type"] == "missing" for e in errs))
 
 
@@ -51,8 +69,10 @@ def _sentence(e: dict, model, loc: tuple, method: str | None) -> str:
         if method is not None and len(loc) == 1:  # a key of another pruning method?
             owners = [m.name for m in METHODS.entries() if key in m.value.params.model_fields and m.name != method]
             if owners:
-                return (f"{key} is a parameter of {' and '.join(owners)}, not of {method}{_did_you_mean(key, known)} "
-                        f"({method} takes: {', '.join(known)})")
+                return (
+                    f"{key} is a parameter of {' and '.join(owners)}, not of {method}{_did_you_mean(key, known)} "
+                    f"({method} takes: {', '.join(known)})"
+                )
         return describe(e, known)
     return describe(e)
 
@@ -92,10 +112,14 @@ def _shown_key(loc: tuple, given: Any) -> list[str]:
     """Key parts as text; an element of a list of tables that has a good `name` is shown by it."""
     out, node = [], given
     for i, part in enumerate(loc):
-        child = node[part] if isinstance(node, (dict, list)) and (isinstance(node, dict) and part in node or
-                                                                   isinstance(node, list) and isinstance(part, int)) else None
+        child = (
+            node[part]
+            if isinstance(node, (dict, list))
+            and (isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int))
+            else None
+        )
         named = isinstance(part, int) and isinstance(child, dict) and isinstance(child.get("name"), str)
-        if named and re.fullmatch(SLUG, child["name"]) and loc[i + 1:i + 2] != ("name",):
+        if named and re.fullmatch(SLUG, child["name"]) and loc[i + 1 : i + 2] != ("name",):
             out.append(child["name"])
         else:
             out.append(str(part))

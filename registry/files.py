@@ -4,6 +4,7 @@ held on a lock file (released by the OS if its holder dies).
 
 Standard library only, so the registry stays torch- and MLflow-free and both sides may import it.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -9,6 +9,7 @@ the run was judged by.
 
 Torch-free: scores are plain floats (the task's own metric: accuracy, MCC, F1, Pearson, ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

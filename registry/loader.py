@@ -1,10 +1,10 @@
 """experiments.toml -> validated, expanded runs. Every problem is collected before anything is raised."""
+
 from __future__ import annotations
 
 import copy
 import difflib
 import itertools
-import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -14,30 +14,24 @@ from pydantic import BaseModel, ValidationError
 
 from registry.catalogue import UnknownName
 from registry.catalogue import did_you_mean as _did_you_mean
-from registry.datafiles import check_source
+from registry.checks import check_model_fits_task, check_names, check_paths, check_search
 from registry.errors import report_errors
 from registry.methods import METHODS
-from registry.models import BUILTIN_MODELS, check_model_name, max_tokens
-from registry.problems import ConfigError, Problem, describe, locate, toml_value
+from registry.problems import ConfigError, Problem, locate, toml_value
 from registry.schema import (
     TOP_LEVEL_KEYS,
     CkaSpec,
     ExperimentSpec,
     FinetuneSpec,
-    ModelSpec,
     PruneSpec,
     RunSpec,
-    TaskSpec,
 )
 from registry.tasks import (
     CUSTOM,
-    REFUSED_FOR_REGRESSION,
     TASKS,
-    check_task,
     eval_set_names,
-    is_regression,
-    label_names,
 )
+from registry.tomlfile import decode, toml_problem
 
 MAX_RUNS = 10_000  # expanded runs per experiment: a larger grid is almost surely a typo
 
@@ -50,11 +44,11 @@ def load_runs(path: str | Path) -> list[RunSpec]:
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError([Problem(fname, None, None, "", f"cannot read the file: {e.strerror}")]) from None
-    text = _decode(raw, fname)
+    text = decode(raw, fname)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([_toml_problem(e, text, fname)]) from None
+        raise ConfigError([toml_problem(e, text, fname)]) from None
 
     problems: list[Problem] = []
     defaults = data.get("defaults", {})
@@ -66,12 +60,18 @@ def load_runs(path: str | Path) -> list[RunSpec]:
         that the experiment takes from [defaults] is reported once, at its line there; a key inside a named
         task (`task_ref`: its name and where the experiment names it) once, at its line in [tasks.NAME] and
         with the line that uses it; `here` keeps a problem on the experiment (a required key it lacks)."""
+
         def report(_name: str | None, key: str, message: str, here: bool = False) -> None:
             parts = key.split(".") if key else []
             if task_ref is not None and parts[:1] == ["task"] and len(parts) > 1:
                 task_name, used_at = task_ref
-                p = Problem(fname, locate(text, ["tasks", task_name, *parts[1:]]), None, f"tasks.{task_name}.{'.'.join(parts[1:])}",
-                            f"{message} (the task is used by experiment {exp!r} at line {locate(text, used_at)})")
+                p = Problem(
+                    fname,
+                    locate(text, ["tasks", task_name, *parts[1:]]),
+                    None,
+                    f"tasks.{task_name}.{'.'.join(parts[1:])}",
+                    f"{message} (the task is used by experiment {exp!r} at line {locate(text, used_at)})",
+                )
                 if not any(q.key == p.key and q.line == p.line for q in problems):  # once, not once per user
                     problems.append(p)
                 return
@@ -83,6 +83,7 @@ def load_runs(path: str | Path) -> list[RunSpec]:
                 p = Problem(fname, locate(text, ["experiment", index, *parts]), exp, key, message)
             if p not in problems:
                 problems.append(p)
+
         return report
 
     file_report = reporter(None, None, {})
@@ -91,10 +92,17 @@ def load_runs(path: str | Path) -> list[RunSpec]:
             fields = [f for f in ExperimentSpec.model_fields if f != "name"]
             hint = _did_you_mean(key, TOP_LEVEL_KEYS)
             if not hint and (close := difflib.get_close_matches(key, fields, n=1, cutoff=0.6)):
-                hint = f"; did you mean {close[0]!r}, under [defaults] or an [[experiment]]?" if close[0] != key else \
-                    f"; {key!r} is an experiment's key: put it under [defaults] or an [[experiment]]"
-            file_report(None, key, f"unknown top-level {'table' if isinstance(data[key], dict) else 'key'}{hint} "
-                                   "(the file holds [defaults] and [[experiment]] tables)")
+                hint = (
+                    f"; did you mean {close[0]!r}, under [defaults] or an [[experiment]]?"
+                    if close[0] != key
+                    else f"; {key!r} is an experiment's key: put it under [defaults] or an [[experiment]]"
+                )
+            file_report(
+                None,
+                key,
+                f"unknown top-level {'table' if isinstance(data[key], dict) else 'key'}{hint} "
+                "(the file holds [defaults] and [[experiment]] tables)",
+            )
     if not isinstance(defaults, dict):
         file_report(None, "defaults", "expected a table [defaults]")
         defaults = {}
@@ -102,13 +110,17 @@ def load_runs(path: str | Path) -> list[RunSpec]:
         file_report(None, "defaults.name", "an experiment name cannot have a default")
     experiments = data.get("experiment", [])
     if not isinstance(experiments, list) or not all(isinstance(e, dict) for e in experiments):
-        file_report(None, "experiment", "expected an array of tables: write each experiment under its own [[experiment]] header")
+        file_report(
+            None, "experiment", "expected an array of tables: write each experiment under its own [[experiment]] header"
+        )
         experiments = None
     elif not experiments:
-        file_report(None, "experiment", "no [[experiment]] declared" + (" (the file is empty)" if not text.strip() else ""))
+        file_report(
+            None, "experiment", "no [[experiment]] declared" + (" (the file is empty)" if not text.strip() else "")
+        )
 
     if not isinstance(named_tasks, dict) or not all(isinstance(t, dict) for t in named_tasks.values()):
-        file_report(None, "tasks", "expected task tables: write each as [tasks.NAME] and use it as task = \"NAME\"")
+        file_report(None, "tasks", 'expected task tables: write each as [tasks.NAME] and use it as task = "NAME"')
         named_tasks = {}
 
     runs: list[RunSpec] = []
@@ -127,9 +139,15 @@ def load_runs(path: str | Path) -> list[RunSpec]:
         if task_ref is not None:
             if task_ref[0] not in named_tasks:
                 known = ", ".join(named_tasks) or "none: declare one as [tasks.NAME]"
-                problem = Problem(fname, locate(text, task_ref[1]), None if "task" not in raw else name, "task",
-                                  f"no task table named {task_ref[0]!r}{_did_you_mean(task_ref[0], list(named_tasks))} "
-                                  f"(named tasks: {known})", in_defaults="task" not in raw)
+                problem = Problem(
+                    fname,
+                    locate(text, task_ref[1]),
+                    None if "task" not in raw else name,
+                    "task",
+                    f"no task table named {task_ref[0]!r}{_did_you_mean(task_ref[0], list(named_tasks))} "
+                    f"(named tasks: {known})",
+                    in_defaults="task" not in raw,
+                )
                 if problem not in problems:
                     problems.append(problem)
                 continue
@@ -138,45 +156,6 @@ def load_runs(path: str | Path) -> list[RunSpec]:
     if problems:
         raise ConfigError(problems)
     return runs
-
-
-def _decode(raw: bytes, fname: str) -> str:
-    """The file's text: UTF-8 (a UTF-8 byte-order mark is dropped); anything else is a located problem."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ConfigError([Problem(fname, 1, None, "", "UTF-16 text (it starts with a UTF-16 byte-order mark): "
-                                   "TOML files are UTF-8; save the file as UTF-8")])
-    try:
-        return raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as e:  # TOML is UTF-8; say where the offending byte is
-        line = raw[: e.start].count(b"\n") + 1
-        column = e.start - raw.rfind(b"\n", 0, e.start)
-        raise ConfigError([Problem(fname, line, None, "", f"not UTF-8 text: byte 0x{raw[e.start]:02x} at column "
-                                   f"{column} (save the file as UTF-8)")]) from None
-
-
-_TOML_WORDS = (  # tomllib's wording -> the README's
-    (re.compile(r"^Cannot overwrite a value"), "a key is set twice (or a table written twice)"),
-    (re.compile(r"^Cannot declare \((.*)\) twice"), lambda m: "the table [" + ".".join(re.findall(r"'([^']*)'", m.group(1)))
-     + "] is declared twice (or was already set inline above)"),
-    (re.compile(r"^Invalid value"), "invalid value (text needs quotes, e.g. name = \"demo\")"),
-    (re.compile(r"^Illegal character '(.*)'"), lambda m: f"control character {m.group(1)} is not allowed in TOML text"),
-)
-
-
-def _toml_problem(e: tomllib.TOMLDecodeError, text: str, fname: str) -> Problem:
-    message = str(e)
-    m = re.search(r"\(at line (\d+), column (\d+)\)$", message)
-    if m:
-        line, where = int(m.group(1)), f" (column {m.group(2)})"
-    else:  # "at end of document": the last line that holds anything
-        line = max((i for i, ln in enumerate(text.splitlines(), 1) if ln.strip()), default=None)
-        where = " (at the end of the file)"
-    message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)$", "", message)
-    for pattern, words in _TOML_WORDS:
-        if (hit := pattern.match(message)):
-            message = words(hit) if callable(words) else words
-            break
-    return Problem(fname, line, None, "", f"not valid TOML: {message}{where}")
 
 
 def _depth(node: Any, parts: list[str]) -> int:
@@ -202,11 +181,20 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
     params_model: type[BaseModel] | None = None
     methods = ", ".join(METHODS.names())
     if prune is not None and not isinstance(prune, dict):
-        report(name, "prune", f"expected a table with the pruning method, e.g. prune = {{ method = \"magnitude\" }} (got {toml_value(prune)})")
+        report(
+            name,
+            "prune",
+            f'expected a table with the pruning method, e.g. prune = {{ method = "magnitude" }} (got '
+            f"{toml_value(prune)})",
+        )
     elif not isinstance(prune, dict) or "method" not in prune:
-        report(name, "prune.method", f"required: a [experiment.prune] table with `method = \"...\"` ({methods})", here=True)
+        report(
+            name, "prune.method", f'required: a [experiment.prune] table with `method = "..."` ({methods})', here=True
+        )
     elif not isinstance(prune["method"], str):
-        report(name, "prune.method", f"expected the method's name in quotes: {methods} (got {toml_value(prune['method'])})")
+        report(
+            name, "prune.method", f"expected the method's name in quotes: {methods} (got {toml_value(prune['method'])})"
+        )
     else:
         try:
             params_model = METHODS.get(prune["method"]).params
@@ -234,8 +222,12 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
     seeds = raw.get("seeds", [0]) if isinstance(raw.get("seeds", [0]), list) else [0]
     prune_seeds = raw.get("prune_seeds") if isinstance(raw.get("prune_seeds"), list) else [None]
     if size * max(1, len(seeds)) * max(1, len(prune_seeds)) > MAX_RUNS:  # refused before the grid is built
-        report(name, axes[0][0] if axes else "seeds", f"the grid expands to {size * len(seeds) * len(prune_seeds):,} runs; "
-               f"at most {MAX_RUNS:,} per experiment (split it into several experiments)")
+        report(
+            name,
+            axes[0][0] if axes else "seeds",
+            f"the grid expands to {size * len(seeds) * len(prune_seeds):,} runs; "
+            f"at most {MAX_RUNS:,} per experiment (split it into several experiments)",
+        )
         return []
     for key in ("seeds", "prune_seeds"):
         values = raw.get(key)
@@ -250,115 +242,46 @@ def _expand(raw: dict, name: str, base_dir: str, report) -> list[RunSpec]:
             section, key = dotted.split(".")
             concrete[section][key] = value
         spec = _validate(concrete, name, params_model, report)
-        names_bad = _check_names(concrete, name, base_dir, report)
+        names_bad = check_names(concrete, name, base_dir, report)
         if spec is None:
             continue
         # the data are read even when a name or map is wrong, so one pass reports every problem
-        if (_check_paths(spec, name, base_dir, report) if spec.task.name == CUSTOM or spec.task.name in TASKS else False) or names_bad:
+        if (
+            check_paths(spec, name, base_dir, report) if spec.task.name == CUSTOM or spec.task.name in TASKS else False
+        ) or names_bad:
             continue
-        if _check_model_fits_task(spec, concrete, name, base_dir, report):
+        if check_model_fits_task(spec, concrete, name, base_dir, report):
             continue
         if spec.cka is not None and spec.cka.split not in (sets := eval_set_names(spec.task)):
-            report(name, "cka.split", f"no evaluation set {spec.cka.split!r}{_did_you_mean(spec.cka.split, sets)} (sets: {', '.join(sets)})")
+            report(
+                name,
+                "cka.split",
+                f"no evaluation set {spec.cka.split!r}{_did_you_mean(spec.cka.split, sets)} (sets: {', '.join(sets)})",
+            )
             continue
-        if spec.search is not None and _check_search(spec, name, report):
+        if spec.search is not None and check_search(spec, name, report):
             continue
         for seed in spec.seeds:
             for prune_seed in spec.prune_seeds or [seed]:
-                runs.append(RunSpec(
-                    experiment=spec.name, description=spec.description, tags=spec.tags, seed=seed,
-                    prune_seed=prune_seed, model=spec.model, task=spec.task, finetune=spec.finetune,
-                    prune=spec.prune, cka=spec.cka, runtime=spec.runtime, search=spec.search,
-                    axes={k: v for (k, _), v in zip(axes, point)}, base_dir=base_dir,
-                ))
+                runs.append(
+                    RunSpec(
+                        experiment=spec.name,
+                        description=spec.description,
+                        tags=spec.tags,
+                        seed=seed,
+                        prune_seed=prune_seed,
+                        model=spec.model,
+                        task=spec.task,
+                        finetune=spec.finetune,
+                        prune=spec.prune,
+                        cka=spec.cka,
+                        runtime=spec.runtime,
+                        search=spec.search,
+                        axes={k: v for (k, _), v in zip(axes, point)},
+                        base_dir=base_dir,
+                    )
+                )
     return runs
-
-
-def _check_model_fits_task(spec: ExperimentSpec, raw: dict, name: str, base_dir: str, report) -> bool:
-    """A built-in model has no tokenizer of its own (a generated task brings its vocabulary), and a
-    declared max_length must fit the model's position embeddings. True when a problem was reported."""
-    found = False
-    generated = spec.task.name in TASKS and TASKS.get(spec.task.name).generated
-    if spec.model.name in BUILTIN_MODELS and spec.model.tokenizer is None and not generated:
-        report(name, "model.tokenizer", f"built-in model {spec.model.name!r} has no tokenizer of its own and task "
-               f"{spec.task.name!r} brings none: set model.tokenizer (a hub id or a local directory, e.g. "
-               "bert-base-uncased) or use a generated task (synthetic-nli)")
-        found = True
-    task = raw.get("task")
-    limit = max_tokens(spec.model, base_dir) if isinstance(task, dict) and "max_length" in task else None
-    if limit is not None and spec.task.max_length > limit:
-        report(name, "task.max_length", f"{spec.task.max_length} tokens do not fit model {spec.model.name!r}: its position "
-               f"embeddings hold at most {limit} tokens (use max_length <= {limit})")
-        found = True
-    return found
-
-
-def _check_paths(spec: ExperimentSpec, name: str, base_dir: str, report) -> bool:
-    """Local data files, read up front (registry.datafiles): each exists, has every declared column, and
-    only labels the task declares (or its label_map covers); relative paths resolve against the file's
-    folder. A regression task refuses the methods that need class outputs."""
-    task = spec.task
-    found = False
-    refused = REFUSED_FOR_REGRESSION.get(spec.prune.method) if is_regression(task) else None
-    if refused:
-        report(name, "prune.method", f"{spec.prune.method} cannot prune a regression task ({task.name}): {refused}")
-        found = True
-    if task.name == CUSTOM and task.labels is None:
-        return found  # reported as a missing key already
-    labels, regression = label_names(task), is_regression(task)
-    sources = [("task.train", task.train, labels), ("task.eval", task.eval, labels),
-               *((f"task.ood.{o.name}", o, o.labels or labels) for o in task.ood)]
-    for key, source, set_labels in sources:
-        if source is None:
-            continue
-        for suffix, message in check_source(source, list(set_labels), regression, base_dir):
-            report(name, f"{key}.{suffix}", message)
-            found = True
-    return found
-
-
-def _check_search(spec: ExperimentSpec, name: str, report) -> bool:
-    """Search-space keys must be the method's searchable parameters, and both ends of each range must be
-    values the method accepts. True when a problem was reported."""
-    method = METHODS.get(spec.prune.method)
-    known = method.searchable()
-    found = False
-    for key, dim in spec.search.space.items():
-        where = f"search.space.{key}"
-        if key not in known:
-            report(name, where, f"{spec.prune.method} has no searchable parameter {key!r}{_did_you_mean(key, known)} (searchable: {', '.join(known)})")
-            found = True
-            continue
-        ends = dim.choices if hasattr(dim, "choices") else [dim.low, dim.high]
-        for value in ends:
-            try:
-                method.with_values(spec.prune.params, {key: value})
-            except ValidationError as e:
-                report(name, where, f"{toml_value(value)} is not a valid {key}: {describe({k: v for k, v in e.errors()[0].items() if k != 'input'})}")
-                found = True
-    if spec.search.sampler == "bisection" and not found:
-        knob = method.size_knob[0] if method.size_knob else None
-        if knob not in spec.search.space:
-            report(name, "search.sampler", "the bisection sampler searches the size knob "
-                   + (f"`{knob}`" if knob else f"(target or strength), which {spec.prune.method} does not have") + "; use tpe or random")
-            found = True
-    return found
-
-
-def _check_names(raw: dict, name: str, base_dir: str, report) -> bool:
-    """Model and task names (did you mean), checked even when other keys of the experiment are wrong."""
-    found = False
-    prune = raw.get("prune")  # a dict, or the PruneSpec _validate made of it: not every model exports
-    export = (prune.get("export") if isinstance(prune, dict) else getattr(getattr(prune, "params", None), "export", None)) is True
-    for key, spec_type, check in (("model", ModelSpec, lambda s: check_model_name(s, base_dir, export)), ("task", TaskSpec, check_task)):
-        try:
-            spec = spec_type.model_validate(raw.get(key))
-        except ValidationError:
-            continue  # reported by the full validation
-        for dotted, msg in check(spec):
-            report(name, dotted, msg)
-            found = True
-    return found
 
 
 def _validate(raw: dict, name: str, params_model, report) -> ExperimentSpec | None:
@@ -374,7 +297,9 @@ def _validate(raw: dict, name: str, params_model, report) -> ExperimentSpec | No
     try:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as e:
-        report_errors(e, "", name, report, ExperimentSpec, raw, skip_prefix="prune" if params_model is None or not ok else None)
+        report_errors(
+            e, "", name, report, ExperimentSpec, raw, skip_prefix="prune" if params_model is None or not ok else None
+        )
         return None
     return spec if ok else None
 

@@ -5,6 +5,7 @@ one-value-per-subnetwork parameter a search may name). Generic code reads these 
 method's name. The recipes that execute the methods live in runners/pruning/recipes/; a conformance test
 keeps the two catalogues equal.
 """
+
 from __future__ import annotations
 
 import typing
@@ -22,7 +23,13 @@ Ablation = Literal["zero", "mean"]
 
 def keep_ratio_field(stop_rule: str) -> Any:
     """The lottery-ticket keep rule shared by every method; `stop_rule` says what a failing step does."""
-    return Field(default=0.9, ge=0, le=1, description=f"A step passes while its ID score (the task's metric: accuracy, MCC, F1, Pearson) >= keep_ratio x the full model's; {stop_rule}")
+    return Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description=f"A step passes while its ID score (the task's metric: accuracy, MCC, F1, Pearson) >= "
+        f"keep_ratio x the full model's; {stop_rule}",
+    )
 
 
 def ablation_field(default: Ablation, unit: str, how: str) -> Any:
@@ -30,8 +37,10 @@ def ablation_field(default: Ablation, unit: str, how: str) -> Any:
 
 
 def scoring_fields(what: str, batch_note: str) -> tuple[Any, Any]:
-    return (Field(default=512, ge=1, le=1_000_000, description=f"Training examples (fixed order) over which {what}."),
-            Field(default=32, ge=1, le=4096, description=f"Batch size of the scoring passes{batch_note}."))
+    return (
+        Field(default=512, ge=1, le=1_000_000, description=f"Training examples (fixed order) over which {what}."),
+        Field(default=32, ge=1, le=4096, description=f"Batch size of the scoring passes{batch_note}."),
+    )
 
 
 def _ascending(v: list[float] | None) -> list[float] | None:
@@ -54,9 +63,21 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
-    controls: list[Literal["random", "bad"]] = Field(default_factory=list, description="Control subnetworks of the kept mask's size: random (same keep rate per unit family / weight matrix) and bad (the least important units).")
-    retrain: bool = Field(default=False, description="Also re-fine-tune each kept subnetwork (and control) from the pre-trained weights with its mask applied.")
-    export: bool = Field(default=False, description="Structured methods: physically remove the kept subnetwork's pruned units, log the smaller model directory, its parameter count and CPU latency.")
+    controls: list[Literal["random", "bad"]] = Field(
+        default_factory=list,
+        description="Control subnetworks of the kept mask's size: random (same keep rate per unit family / "
+        "weight matrix) and bad (the least important units).",
+    )
+    retrain: bool = Field(
+        default=False,
+        description="Also re-fine-tune each kept subnetwork (and control) from the pre-trained weights with "
+        "its mask applied.",
+    )
+    export: bool = Field(
+        default=False,
+        description="Structured methods: physically remove the kept subnetwork's pruned units, log the smaller "
+        "model directory, its parameter count and CPU latency.",
+    )
 
     @field_validator("controls")
     @classmethod
@@ -82,10 +103,16 @@ class MethodParams(BaseModel):
 
 
 class MagnitudeParams(MethodParams):
-    rate: float = Field(default=0.1, gt=0, lt=1, description="Iterative: fraction of the remaining prunable weights removed per step.")
+    rate: float = Field(
+        default=0.1, gt=0, lt=1, description="Iterative: fraction of the remaining prunable weights removed per step."
+    )
     keep_ratio: float = keep_ratio_field("iterative pruning stops at the first failing step (0: every step passes).")
     max_steps: int = Field(default=30, ge=1, le=200, description="Iterative: at most this many pruning steps.")
-    strengths: list[float] | None = Field(default=None, description="One-shot: prune these fractions of all prunable weights (each from the fine-tuned weights) instead of iterating.")
+    strengths: list[float] | None = Field(
+        default=None,
+        description="One-shot: prune these fractions of all prunable weights (each from the fine-tuned "
+        "weights) instead of iterating.",
+    )
 
     @field_validator("strengths")
     @classmethod
@@ -100,7 +127,10 @@ class MagnitudeParams(MethodParams):
     @classmethod
     def _structured_only(cls, v: bool) -> bool:
         if v:
-            raise ValueError("export removes whole heads/MLPs/neurons; magnitude masks single weights (use importance, attribution or l0)")
+            raise ValueError(
+                "export removes whole heads/MLPs/neurons; magnitude masks single weights (use importance, "
+                "attribution or l0)"
+            )
         return v
 
     @property
@@ -108,12 +138,22 @@ class MagnitudeParams(MethodParams):
         return XAxis.STEP if self.strengths is None else XAxis.STRENGTH
 
 
-_IMPORTANCE_SCORING = scoring_fields("importance is accumulated at every step", "; importance sums |gradient| per batch, so 1 gives the per-example definition")
+_IMPORTANCE_SCORING = scoring_fields(
+    "importance is accumulated at every step",
+    "; importance sums |gradient| per batch, so 1 gives the per-example definition",
+)
 
 
 class ImportanceParams(MethodParams):
-    head_rate: float = Field(default=0.1, gt=0, le=1, description="Fraction of all heads masked per step (rounded, at least 1), the least important still-kept ones.")
-    mlps_per_step: int = Field(default=1, ge=0, le=1000, description="Number of still-kept MLPs masked per step, the least important ones.")
+    head_rate: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Fraction of all heads masked per step (rounded, at least 1), the least important still-kept ones.",
+    )
+    mlps_per_step: int = Field(
+        default=1, ge=0, le=1000, description="Number of still-kept MLPs masked per step, the least important ones."
+    )
     keep_ratio: float = keep_ratio_field("pruning stops at the first failing step.")
     max_steps: int = Field(default=30, ge=1, le=500, description="At most this many pruning steps.")
     scoring_examples: int = _IMPORTANCE_SCORING[0]
@@ -130,7 +170,12 @@ _ATTRIBUTION_SCORING = scoring_fields("attributions are summed", " (the sum over
 
 
 class AttributionParams(MethodParams):
-    strengths: list[Strength] = Field(default=[0.1, 0.3, 0.5, 0.7, 0.9], min_length=1, description="Fractions of each layer's MLP neurons to prune, one step per strength (ascending), each from the fine-tuned model.")
+    strengths: list[Strength] = Field(
+        default=[0.1, 0.3, 0.5, 0.7, 0.9],
+        min_length=1,
+        description="Fractions of each layer's MLP neurons to prune, one step per strength (ascending), each "
+        "from the fine-tuned model.",
+    )
     _sorted = field_validator("strengths")(classmethod(lambda cls, v: _ascending(v)))
     keep_ratio: float = keep_ratio_field("every strength is still evaluated.")
     scoring_examples: int = _ATTRIBUTION_SCORING[0]
@@ -146,20 +191,60 @@ Target = Annotated[float, Field(gt=0, lt=1)]
 
 
 class L0Params(MethodParams):
-    targets: list[Target] = Field(default=[0.2, 0.4, 0.6], min_length=1, max_length=100, description="Target unit sparsities (fraction of heads + MLPs removed); one subnetwork per target, each from fresh gates, ascending.")
+    targets: list[Target] = Field(
+        default=[0.2, 0.4, 0.6],
+        min_length=1,
+        max_length=100,
+        description="Target unit sparsities (fraction of heads + MLPs removed); one subnetwork per target, "
+        "each from fresh gates, ascending.",
+    )
     keep_ratio: float = keep_ratio_field("every target is still trained.")
     ablation: Ablation = ablation_field("mean", "gated-off unit", "output (the paper's choice)")
     batch_size: int = Field(default=32, ge=1, le=4096, description="Training examples per gate-update step.")
-    schedule_scale: float = Field(default=0.05, gt=0, le=100, description="Multiplies the paper's step schedule (warm-up and total steps below); 1.0 is the paper's.")
-    warmup_base: int = Field(default=6500, ge=0, le=10_000_000, description="Warm-up steps at target 0 (before scaling); the target rises linearly from 0 over the warm-up.")
-    warmup_per_target: int = Field(default=5000, ge=0, le=10_000_000, description="Extra warm-up steps per unit of target sparsity (before scaling).")
-    settle_per_target: int = Field(default=600, ge=0, le=10_000_000, description="Steps after the warm-up, per unit of target sparsity (before scaling), at the full target.")
+    schedule_scale: float = Field(
+        default=0.05,
+        gt=0,
+        le=100,
+        description="Multiplies the paper's step schedule (warm-up and total steps below); 1.0 is the paper's.",
+    )
+    warmup_base: int = Field(
+        default=6500,
+        ge=0,
+        le=10_000_000,
+        description="Warm-up steps at target 0 (before scaling); the target rises linearly from 0 over the warm-up.",
+    )
+    warmup_per_target: int = Field(
+        default=5000,
+        ge=0,
+        le=10_000_000,
+        description="Extra warm-up steps per unit of target sparsity (before scaling).",
+    )
+    settle_per_target: int = Field(
+        default=600,
+        ge=0,
+        le=10_000_000,
+        description="Steps after the warm-up, per unit of target sparsity (before scaling), at the full target.",
+    )
     lr: float = Field(default=0.1, gt=0, le=100, description="Adam learning rate of the log-alphas (gate parameters).")
-    lambda_lr: float = Field(default=1.0, gt=0, le=1000, description="Adam learning rate of the Lagrange multipliers (gradient ascent).")
+    lambda_lr: float = Field(
+        default=1.0, gt=0, le=1000, description="Adam learning rate of the Lagrange multipliers (gradient ascent)."
+    )
     temperature: float = Field(default=2 / 3, gt=0, le=10, description="Hard-concrete temperature beta.")
-    stretch_left: float = Field(default=-0.1, ge=-10, lt=0, description="Hard-concrete stretch lower limit l (< 0, so a gate has a point mass at 0).")
-    stretch_right: float = Field(default=1.1, gt=1, le=10, description="Hard-concrete stretch upper limit r (> 1, so a gate has a point mass at 1).")
-    init_log_alpha: float = Field(default=10.0, ge=-50, le=50, description="Initial log-alpha of every gate (10: all gates ~1, the full model).")
+    stretch_left: float = Field(
+        default=-0.1,
+        ge=-10,
+        lt=0,
+        description="Hard-concrete stretch lower limit l (< 0, so a gate has a point mass at 0).",
+    )
+    stretch_right: float = Field(
+        default=1.1,
+        gt=1,
+        le=10,
+        description="Hard-concrete stretch upper limit r (> 1, so a gate has a point mass at 1).",
+    )
+    init_log_alpha: float = Field(
+        default=10.0, ge=-50, le=50, description="Initial log-alpha of every gate (10: all gates ~1, the full model)."
+    )
 
     @field_validator("targets")
     @classmethod
@@ -193,9 +278,13 @@ class Method:
 
     def searchable(self) -> list[str]:
         """Keys a search space may name: every scalar parameter, and the size knob."""
-        scalar = [k for k, f in self.params.model_fields.items()
-                  if typing.get_origin(f.annotation) not in (list, tuple) and k not in ("retrain", "export")
-                  and "list" not in str(f.annotation)]
+        scalar = [
+            k
+            for k, f in self.params.model_fields.items()
+            if typing.get_origin(f.annotation) not in (list, tuple)
+            and k not in ("retrain", "export")
+            and "list" not in str(f.annotation)
+        ]
         return sorted(scalar + ([self.size_knob.key] if self.size_knob else []))
 
     def with_values(self, params: MethodParams, values: dict) -> MethodParams:
@@ -208,14 +297,45 @@ class Method:
 
 METHODS: Catalogue[Method] = Catalogue("pruning method")
 for _m in (
-    Method("magnitude", MagnitudeParams, "Global magnitude pruning of encoder weights: iterative m-pruning, or one-shot at declared strengths.", False,
-           SizeKnob("strength", "strengths")),
-    Method("importance", ImportanceParams, "s-pruning: iteratively mask the least important heads and MLPs (|dL/d gate|, Michel et al. 2019).", True),
-    Method("attribution", AttributionParams, "One-shot per-layer pruning of MLP neurons by |activation x gradient| at declared strengths.", True,
-           SizeKnob("strength", "strengths")),
-    Method("l0", L0Params, "Structured L0 pruning of heads and MLPs with hard-concrete gates, KL to the full model and a Lagrangian sparsity target.", True,
-           SizeKnob("target", "targets")),
+    Method(
+        "magnitude",
+        MagnitudeParams,
+        "Global magnitude pruning of encoder weights: iterative m-pruning, or one-shot at declared strengths.",
+        False,
+        SizeKnob("strength", "strengths"),
+    ),
+    Method(
+        "importance",
+        ImportanceParams,
+        "s-pruning: iteratively mask the least important heads and MLPs (|dL/d gate|, Michel et al. 2019).",
+        True,
+    ),
+    Method(
+        "attribution",
+        AttributionParams,
+        "One-shot per-layer pruning of MLP neurons by |activation x gradient| at declared strengths.",
+        True,
+        SizeKnob("strength", "strengths"),
+    ),
+    Method(
+        "l0",
+        L0Params,
+        "Structured L0 pruning of heads and MLPs with hard-concrete gates, KL to the full model "
+        "and a Lagrangian sparsity target.",
+        True,
+        SizeKnob("target", "targets"),
+    ),
 ):
     METHODS.add(_m.name, _m, _m.summary)
 
-__all__ = ["METHODS", "Method", "MethodParams", "SizeKnob", "MagnitudeParams", "ImportanceParams", "AttributionParams", "L0Params", "XAxis"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodParams",
+    "SizeKnob",
+    "MagnitudeParams",
+    "ImportanceParams",
+    "AttributionParams",
+    "L0Params",
+    "XAxis",
+]

@@ -1,6 +1,7 @@
 """The model catalogue: the encoder architectures the gates support, built-in tiny models (built from a
 config, no download), well-known hub encoders, and how a model name is checked: a built-in, an existing
 local directory (relative to experiments.toml; its config.json says its architecture), or a hub id."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,19 @@ from registry.catalogue import Catalogue, did_you_mean
 from registry.schema import ModelSpec
 
 # Keys every BERT-layout config class (BertConfig, RobertaConfig, ElectraConfig, AlbertConfig) shares.
-_BERT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-              "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-              "initializer_range", "layer_norm_eps")
+_BERT_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+)
 
 
 @dataclass(frozen=True)
@@ -35,25 +46,73 @@ class Architecture:
 
 
 ARCHITECTURES: Catalogue[Architecture] = Catalogue("architecture")
-ARCHITECTURES.add("bert", Architecture("bert", "BertConfig", "BertForSequenceClassification",
-                                       _BERT_KEYS + ("classifier_dropout",)), "BERT (also MiniLM and other BertModels)")
-ARCHITECTURES.add("roberta", Architecture("roberta", "RobertaConfig", "RobertaForSequenceClassification",
-                                          _BERT_KEYS + ("classifier_dropout",), token_types=False), "RoBERTa")
-ARCHITECTURES.add("distilbert", Architecture(
-    "distilbert", "DistilBertConfig", "DistilBertForSequenceClassification",
-    ("dim", "n_layers", "n_heads", "hidden_dim", "activation", "dropout", "attention_dropout",
-     "max_position_embeddings", "initializer_range", "seq_classif_dropout", "sinusoidal_pos_embds"),
-    hidden_key="dim", heads_key="n_heads", layers_key="n_layers", token_types=False), "DistilBERT")
-ARCHITECTURES.add("electra", Architecture("electra", "ElectraConfig", "ElectraForSequenceClassification",
-                                          _BERT_KEYS + ("embedding_size", "classifier_dropout")),
-                  "ELECTRA (the discriminator)")
-ARCHITECTURES.add("albert", Architecture(
-    "albert", "AlbertConfig", "AlbertForSequenceClassification",
-    _BERT_KEYS + ("embedding_size", "num_hidden_groups", "classifier_dropout_prob"), export=False,
-    note="ALBERT shares one layer's weights across depth: gates act per depth at run time (the shared weights "
-         "are never edited; sparsity counts each depth's use of them), weight masks prune the shared matrices "
-         "(a pruned weight is gone at every depth), and a subnetwork cannot be exported as a smaller model "
-         "(its depths keep different units of one shared layer)"), "ALBERT (shared layers)")
+ARCHITECTURES.add(
+    "bert",
+    Architecture("bert", "BertConfig", "BertForSequenceClassification", _BERT_KEYS + ("classifier_dropout",)),
+    "BERT (also MiniLM and other BertModels)",
+)
+ARCHITECTURES.add(
+    "roberta",
+    Architecture(
+        "roberta",
+        "RobertaConfig",
+        "RobertaForSequenceClassification",
+        _BERT_KEYS + ("classifier_dropout",),
+        token_types=False,
+    ),
+    "RoBERTa",
+)
+ARCHITECTURES.add(
+    "distilbert",
+    Architecture(
+        "distilbert",
+        "DistilBertConfig",
+        "DistilBertForSequenceClassification",
+        (
+            "dim",
+            "n_layers",
+            "n_heads",
+            "hidden_dim",
+            "activation",
+            "dropout",
+            "attention_dropout",
+            "max_position_embeddings",
+            "initializer_range",
+            "seq_classif_dropout",
+            "sinusoidal_pos_embds",
+        ),
+        hidden_key="dim",
+        heads_key="n_heads",
+        layers_key="n_layers",
+        token_types=False,
+    ),
+    "DistilBERT",
+)
+ARCHITECTURES.add(
+    "electra",
+    Architecture(
+        "electra",
+        "ElectraConfig",
+        "ElectraForSequenceClassification",
+        _BERT_KEYS + ("embedding_size", "classifier_dropout"),
+    ),
+    "ELECTRA (the discriminator)",
+)
+ARCHITECTURES.add(
+    "albert",
+    Architecture(
+        "albert",
+        "AlbertConfig",
+        "AlbertForSequenceClassification",
+        _BERT_KEYS + ("embedding_size", "num_hidden_groups", "classifier_dropout_prob"),
+        export=False,
+        note="ALBERT shares one layer's weights across depth: gates act per depth at run time (the shared weights "
+        "are never edited; sparsity counts each depth's use of them), weight masks prune the shared matrices "
+        "(a pruned weight is gone at every depth), and a subnetwork cannot be exported as a smaller model "
+        "(its depths keep different units of one shared layer)",
+    ),
+    "ALBERT (shared layers)",
+)
 # the order names are listed in messages
 GATEABLE_MODEL_TYPES = ("bert", "roberta", "distilbert", "electra", "albert")
 EXPORTABLE_MODEL_TYPES = tuple(t for t in GATEABLE_MODEL_TYPES if ARCHITECTURES.get(t).export)
@@ -62,8 +121,10 @@ EXPORTABLE_MODEL_TYPES = tuple(t for t in GATEABLE_MODEL_TYPES if ARCHITECTURES.
 def unsupported_message(model_type: str | None, what: str) -> str:
     """One wording for an architecture the gates do not support, wherever it is found."""
     kind = f"model type {model_type!r}" if model_type else "a model without a model_type"
-    return (f"{what} is {kind}, which the gates do not support; supported model types: "
-            f"{', '.join(GATEABLE_MODEL_TYPES)} (sequence classifiers of the BERT family)")
+    return (
+        f"{what} is {kind}, which the gates do not support; supported model types: "
+        f"{', '.join(GATEABLE_MODEL_TYPES)} (sequence classifiers of the BERT family)"
+    )
 
 
 @dataclass(frozen=True)
@@ -79,25 +140,82 @@ class BuiltinModel:
 
 
 BUILTIN_MODELS: Catalogue[BuiltinModel] = Catalogue("built-in model")
-BUILTIN_MODELS.add("tiny-bert", BuiltinModel("bert", dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                                                          intermediate_size=512, max_position_embeddings=128)),
-                   "BERT: 4 layers, 4 heads, hidden 128, randomly initialised")
-BUILTIN_MODELS.add("micro-bert", BuiltinModel("bert", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                                           intermediate_size=64, max_position_embeddings=64)),
-                   "BERT: 2 layers, 4 heads, hidden 32 (tests)")
+BUILTIN_MODELS.add(
+    "tiny-bert",
+    BuiltinModel(
+        "bert",
+        dict(
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=128,
+        ),
+    ),
+    "BERT: 4 layers, 4 heads, hidden 128, randomly initialised",
+)
+BUILTIN_MODELS.add(
+    "micro-bert",
+    BuiltinModel(
+        "bert",
+        dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, max_position_embeddings=64
+        ),
+    ),
+    "BERT: 2 layers, 4 heads, hidden 32 (tests)",
+)
 # RoBERTa counts positions from pad_token_id + 1: the word tokenizer's [PAD] is 0, and 130 positions hold 128 tokens
-BUILTIN_MODELS.add("tiny-roberta", BuiltinModel("roberta", dict(
-    hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512, max_position_embeddings=130,
-    pad_token_id=0, type_vocab_size=1)), "RoBERTa: 4 layers, 4 heads, hidden 128, no segment ids")
-BUILTIN_MODELS.add("tiny-distilbert", BuiltinModel("distilbert", dict(
-    dim=128, n_layers=4, n_heads=4, hidden_dim=512, max_position_embeddings=128)),
-    "DistilBERT: 4 layers, 4 heads, dim 128, no segment ids")
-BUILTIN_MODELS.add("tiny-electra", BuiltinModel("electra", dict(
-    hidden_size=128, embedding_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
-    max_position_embeddings=128)), "ELECTRA discriminator: 4 layers, 4 heads, hidden 128, embeddings 64")
-BUILTIN_MODELS.add("tiny-albert", BuiltinModel("albert", dict(
-    hidden_size=128, embedding_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
-    max_position_embeddings=128)), "ALBERT: 4 layers sharing one, 4 heads, hidden 128, embeddings 64")
+BUILTIN_MODELS.add(
+    "tiny-roberta",
+    BuiltinModel(
+        "roberta",
+        dict(
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=130,
+            pad_token_id=0,
+            type_vocab_size=1,
+        ),
+    ),
+    "RoBERTa: 4 layers, 4 heads, hidden 128, no segment ids",
+)
+BUILTIN_MODELS.add(
+    "tiny-distilbert",
+    BuiltinModel("distilbert", dict(dim=128, n_layers=4, n_heads=4, hidden_dim=512, max_position_embeddings=128)),
+    "DistilBERT: 4 layers, 4 heads, dim 128, no segment ids",
+)
+BUILTIN_MODELS.add(
+    "tiny-electra",
+    BuiltinModel(
+        "electra",
+        dict(
+            hidden_size=128,
+            embedding_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=128,
+        ),
+    ),
+    "ELECTRA discriminator: 4 layers, 4 heads, hidden 128, embeddings 64",
+)
+BUILTIN_MODELS.add(
+    "tiny-albert",
+    BuiltinModel(
+        "albert",
+        dict(
+            hidden_size=128,
+            embedding_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=128,
+        ),
+    ),
+    "ALBERT: 4 layers sharing one, 4 heads, hidden 128, embeddings 64",
+)
 
 
 @dataclass(frozen=True)
@@ -118,8 +236,11 @@ for _names, _entry, _summary in (
     (("bert-large-uncased", "google-bert/bert-large-uncased"), HubModel("bert", 24, 16, 1024), "BERT large, uncased"),
     (("roberta-base", "FacebookAI/roberta-base"), HubModel("roberta", 12, 12, 768), "RoBERTa base"),
     (("roberta-large", "FacebookAI/roberta-large"), HubModel("roberta", 24, 16, 1024), "RoBERTa large"),
-    (("distilbert-base-uncased", "distilbert/distilbert-base-uncased"), HubModel("distilbert", 6, 12, 768),
-     "DistilBERT base, uncased"),
+    (
+        ("distilbert-base-uncased", "distilbert/distilbert-base-uncased"),
+        HubModel("distilbert", 6, 12, 768),
+        "DistilBERT base, uncased",
+    ),
     (("google/electra-small-discriminator",), HubModel("electra", 12, 4, 256), "ELECTRA small discriminator"),
     (("google/electra-base-discriminator",), HubModel("electra", 12, 12, 768), "ELECTRA base discriminator"),
     (("google/electra-large-discriminator",), HubModel("electra", 24, 16, 1024), "ELECTRA large discriminator"),
@@ -183,8 +304,14 @@ def _builtin_problems(spec: ModelSpec) -> list[tuple[str, str]]:
     model = BUILTIN_MODELS.get(spec.name)
     arch = model.architecture
     keys = arch.config_keys
-    problems = [(f"model.config.{k}", f"not a {arch.config_class} key {spec.name} takes{did_you_mean(k, keys)} "
-                 f"(keys: {', '.join(keys)})") for k in spec.config if k not in keys]
+    problems = [
+        (
+            f"model.config.{k}",
+            f"not a {arch.config_class} key {spec.name} takes{did_you_mean(k, keys)} (keys: {', '.join(keys)})",
+        )
+        for k in spec.config
+        if k not in keys
+    ]
     cfg = {**model.config, **spec.config}
     hidden, heads = cfg.get(arch.hidden_key), cfg.get(arch.heads_key)
     if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
@@ -214,21 +341,31 @@ def check_model_name(spec: ModelSpec, base_dir: str, export: bool = False) -> li
             if close:
                 problems.append(("model.name", f"unknown model {spec.name!r}; did you mean the built-in {close!r}?"))
             elif spec.name.startswith((".", "/", "~")) or not _HUB_ID.match(spec.name):
-                problems.append(("model.name", f"{spec.name!r} is neither a built-in ({', '.join(BUILTIN_MODELS.names())}), "
-                                               "an existing directory, nor a hub id"))
+                problems.append(
+                    (
+                        "model.name",
+                        f"{spec.name!r} is neither a built-in ({', '.join(BUILTIN_MODELS.names())}), "
+                        "an existing directory, nor a hub id",
+                    )
+                )
             return problems  # any other hub id: its architecture is checked when the run loads its config
     model_type = model_type_of(spec, base_dir)
     if model_type not in ARCHITECTURES:
         problems.append(("model.name", unsupported_message(model_type, repr(spec.name))))
     elif export and not ARCHITECTURES.get(model_type).export:
-        problems.append(("prune.export", f"{spec.name!r} is model type {model_type!r}, which cannot be exported: "
-                                         f"{ARCHITECTURES.get(model_type).note}; export supports "
-                                         f"{', '.join(EXPORTABLE_MODEL_TYPES)}"))
+        problems.append(
+            (
+                "prune.export",
+                f"{spec.name!r} is model type {model_type!r}, which cannot be exported: "
+                f"{ARCHITECTURES.get(model_type).note}; export supports "
+                f"{', '.join(EXPORTABLE_MODEL_TYPES)}",
+            )
+        )
     return problems
 
 
 def nearest_encoder(name: str) -> str:
-    """"; did you mean ..." naming the closest built-in or known hub encoder, or ""."""
+    """ "; did you mean ..." naming the closest built-in or known hub encoder, or ""."""
     builtin = BUILTIN_MODELS.close_match(name, cutoff=0.6)
     if builtin:
         return f"; did you mean the built-in {builtin!r}?"
@@ -241,5 +378,7 @@ def unknown_hub_id_note(spec: ModelSpec, base_dir: str) -> str | None:
     up without the network: `subnets run` does, before writing anything); None for any other name."""
     if spec.name in BUILTIN_MODELS or spec.name in KNOWN_HUB_MODELS or resolve_path(spec.name, base_dir) is not None:
         return None
-    return (f"{spec.name!r} is no built-in or known hub encoder: `subnets run` looks it up on the hub (or in the "
-            f"Hugging Face cache) before it writes anything{nearest_encoder(spec.name)}")
+    return (
+        f"{spec.name!r} is no built-in or known hub encoder: `subnets run` looks it up on the hub (or in the "
+        f"Hugging Face cache) before it writes anything{nearest_encoder(spec.name)}"
+    )

@@ -1,5 +1,6 @@
 """Configuration problems: where (file, line, experiment, dotted key) and what was expected, in the
 README's words (pydantic's error types are translated here, never shown)."""
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ class ConfigError(Exception):
 
 # --- where a key is written ---------------------------------------------------------------------------
 
+
 def locate(text: str, path: Sequence[str | int]) -> int | None:
     """1-based line where the deepest written prefix of `path` is, e.g. ("experiment", 0, "task", "ood",
     "yelp", "pred_map"): the key's own line when it is written, else its table's (a missing key, a key set
@@ -85,7 +87,7 @@ class _Scanner:
         self.arrays: dict[tuple, int] = {}  # array-of-tables path -> count so far
 
     def peek(self, n: int = 1) -> str:
-        return self.s[self.i:self.i + n]
+        return self.s[self.i : self.i + n]
 
     def advance(self, n: int = 1) -> None:
         self.line += self.s.count("\n", self.i, self.i + n)
@@ -200,14 +202,14 @@ class _Scanner:
         quote = self.peek()
         if self.peek(3) == quote * 3:
             end = self.s.find(quote * 3, self.i + 3)
-            while self.s[end + 3:end + 4] == quote:  # up to two quotes may close the content
+            while self.s[end + 3 : end + 4] == quote:  # up to two quotes may close the content
                 end += 1
             self.advance(end + 3 - self.i)
             return ""
         j = self.i + 1
         while self.s[j] != quote:
             j += 2 if quote == '"' and self.s[j] == "\\" else 1
-        raw = self.s[self.i + 1:j]
+        raw = self.s[self.i + 1 : j]
         self.advance(j + 1 - self.i)
         if quote == "'":
             return raw
@@ -220,16 +222,27 @@ class _Scanner:
 # --- pydantic errors in the README's words ------------------------------------------------------------
 
 _TYPES = {
-    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-    "float_type": "a number", "float_parsing": "a number", "string_type": "text in quotes",
-    "bool_type": "true or false", "bool_parsing": "true or false", "list_type": "a list [...]",
-    "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table",
-    "dataclass_type": "a table", "none_required": "nothing",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "text in quotes",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list [...]",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "dataclass_type": "a table",
+    "none_required": "nothing",
 }
 
 # patterns of the schema's string fields, in words
 PATTERN_WORDS = {
-    r"^[a-z0-9][a-z0-9_-]{0,63}$": "a slug: 1 to 64 lower-case letters, digits, - and _, starting with a letter or digit",
+    r"^[a-z0-9][a-z0-9_-]{0,63}$": (
+        "a slug: 1 to 64 lower-case letters, digits, - and _, starting with a letter or digit"
+    ),
     r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$": "auto, cpu, cuda, cuda:N (a GPU number) or mps",
 }
 
@@ -279,16 +292,26 @@ def describe(error: dict, known: Sequence[str] = ()) -> str:
         hint = did_you_mean(given, options) if isinstance(given, str) else ""
         return f"expected {_one_of(options)}{got}{hint}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bound = {"greater_than": ("more than", "gt"), "greater_than_equal": ("at least", "ge"),
-                 "less_than": ("less than", "lt"), "less_than_equal": ("at most", "le")}[kind]
+        bound = {
+            "greater_than": ("more than", "gt"),
+            "greater_than_equal": ("at least", "ge"),
+            "less_than": ("less than", "lt"),
+            "less_than_equal": ("at most", "le"),
+        }[kind]
         return f"must be {bound[0]} {_number(ctx.get(bound[1]))}{got}"
     if kind in ("too_short", "too_long"):
         n = ctx.get("min_length" if kind == "too_short" else "max_length")
-        return (f"needs at least {n} value{'s' * (n != 1)}" if kind == "too_short" else f"takes at most {n} values") + got
+        return (
+            f"needs at least {n} value{'s' * (n != 1)}" if kind == "too_short" else f"takes at most {n} values"
+        ) + got
     if kind == "string_pattern_mismatch":
         return f"expected {PATTERN_WORDS.get(ctx.get('pattern'), 'text of another form')}{got}"
     if kind in ("string_too_short", "string_too_long"):
-        return ("must not be empty" if kind == "string_too_short" else f"is too long (at most {ctx.get('max_length')} characters)") + got
+        return (
+            "must not be empty"
+            if kind == "string_too_short"
+            else f"is too long (at most {ctx.get('max_length')} characters)"
+        ) + got
     if kind == "finite_number":
         return f"must be a finite number{got}"
     if isinstance(given, dict):
@@ -296,7 +319,12 @@ def describe(error: dict, known: Sequence[str] = ()) -> str:
     if kind in ("value_error", "assertion_error"):
         return str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
     # a kind the schema does not produce today: keep pydantic's sentence, in our words
-    return str(error["msg"]).replace("Input should be", "expected").replace("Extra inputs are not permitted", "unknown key") + got
+    return (
+        str(error["msg"])
+        .replace("Input should be", "expected")
+        .replace("Extra inputs are not permitted", "unknown key")
+        + got
+    )
 
 
 def _one_of(options: list[str]) -> str:

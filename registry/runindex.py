@@ -4,13 +4,14 @@ BaseStorage with several): ClientRunIndex asks the MLflow client (any tracking U
 seconds of CPU that `subnets plan` and `subnets report` should not pay.
 
 MLflow's private SQLite schema is read here and nowhere else (tables `experiments`, `runs`, `tags`, stable since
-MLflow 1.x), and never written: tests/test_runindex.py writes a store with the installed MLflow and checks that
+MLflow 1.x), and never written: tests/registry/test_runindex.py writes a store with the installed MLflow and checks that
 both backends return the same records. Runs are written by runners.tracking.Store and reports.publish through the
 MLflow client, which this module hands out (mlflow_client).
 
 MLflow is imported lazily, inside the functions that need it, so the registry (and `subnets validate` / `plan`)
 loads without it; this is the one registry module allowed to name it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,17 @@ from urllib.request import url2pathname
 
 from registry.tracking import FINGERPRINT, KIND, RunKind, RunStatus
 
-__all__ = ["ClientRunIndex", "LocalRunIndex", "RunIndex", "RunRecord", "download_artifacts", "local_artifact_path",
-           "mlflow_client", "open_index", "sqlite_path"]
+__all__ = [
+    "ClientRunIndex",
+    "LocalRunIndex",
+    "RunIndex",
+    "RunRecord",
+    "download_artifacts",
+    "local_artifact_path",
+    "mlflow_client",
+    "open_index",
+    "sqlite_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +66,13 @@ class RunIndex:
         """{experiment id: name} of the active experiments."""
         raise NotImplementedError
 
-    def runs(self, kind: RunKind, experiments: Sequence[str] | None = None, status: RunStatus | None = None,
-             fingerprint: str | None = None) -> list[RunRecord]:
+    def runs(
+        self,
+        kind: RunKind,
+        experiments: Sequence[str] | None = None,
+        status: RunStatus | None = None,
+        fingerprint: str | None = None,
+    ) -> list[RunRecord]:
         """Active runs tagged `kind` of the active experiments (all, or those named), optionally only those with
         `status` and `fingerprint`; newest first (start time descending, then run id, as MLflow orders them)."""
         raise NotImplementedError
@@ -141,24 +156,46 @@ class ClientRunIndex(RunIndex):
     def _search(self, ids: Iterable[str], filter_string: str, limit: int | None = None) -> list[Any]:
         ids, runs, token = list(ids), [], None
         while ids:
-            page = self.client.search_runs(ids, filter_string=filter_string, max_results=min(PAGE, limit or PAGE),
-                                           order_by=["attributes.start_time DESC"], page_token=token)
+            page = self.client.search_runs(
+                ids,
+                filter_string=filter_string,
+                max_results=min(PAGE, limit or PAGE),
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
             runs += list(page)
             token = page.token
             if not token or (limit is not None and len(runs) >= limit):
                 break
         return runs
 
-    def runs(self, kind: RunKind, experiments: Sequence[str] | None = None, status: RunStatus | None = None,
-             fingerprint: str | None = None) -> list[RunRecord]:
+    def runs(
+        self,
+        kind: RunKind,
+        experiments: Sequence[str] | None = None,
+        status: RunStatus | None = None,
+        fingerprint: str | None = None,
+    ) -> list[RunRecord]:
         names = self._ids(experiments)
-        return [RunRecord(r.info.run_id, r.info.experiment_id, names[r.info.experiment_id], RunStatus(r.info.status),
-                          r.info.start_time, r.info.artifact_uri, dict(r.data.tags))
-                for r in self._search(names, _filter(kind, status, fingerprint))]
+        return [
+            RunRecord(
+                r.info.run_id,
+                r.info.experiment_id,
+                names[r.info.experiment_id],
+                RunStatus(r.info.status),
+                r.info.start_time,
+                r.info.artifact_uri,
+                dict(r.data.tags),
+            )
+            for r in self._search(names, _filter(kind, status, fingerprint))
+        ]
 
     def experiments_with(self, kind: RunKind, status: RunStatus) -> set[str]:
-        return {name for exp_id, name in self.experiments().items()
-                if self._search([exp_id], _filter(kind, status, None), limit=1)}
+        return {
+            name
+            for exp_id, name in self.experiments().items()
+            if self._search([exp_id], _filter(kind, status, None), limit=1)
+        }
 
 
 # MLflow's SQLite schema: runs(run_uuid, experiment_id, status, start_time, lifecycle_stage, artifact_uri),
@@ -207,8 +244,13 @@ class LocalRunIndex(RunIndex):
     def experiments(self) -> dict[str, str]:
         return {str(exp_id): name for exp_id, name in self._rows(_ACTIVE_EXPERIMENTS)}
 
-    def runs(self, kind: RunKind, experiments: Sequence[str] | None = None, status: RunStatus | None = None,
-             fingerprint: str | None = None) -> list[RunRecord]:
+    def runs(
+        self,
+        kind: RunKind,
+        experiments: Sequence[str] | None = None,
+        status: RunStatus | None = None,
+        fingerprint: str | None = None,
+    ) -> list[RunRecord]:
         where, params = "", [KIND, kind.value]
         if experiments is not None:
             where += f" AND e.name IN ({', '.join('?' * len(experiments))})"
@@ -217,12 +259,14 @@ class LocalRunIndex(RunIndex):
             where += " AND r.status = ?"
             params.append(status.value)
         if fingerprint is not None:
-            where += (" AND EXISTS (SELECT 1 FROM tags AS fp"
-                      " WHERE fp.run_uuid = r.run_uuid AND fp.key = ? AND fp.value = ?)")
+            where += (
+                " AND EXISTS (SELECT 1 FROM tags AS fp WHERE fp.run_uuid = r.run_uuid AND fp.key = ? AND fp.value = ?)"
+            )
             params += [FINGERPRINT, fingerprint]
         records: dict[str, RunRecord] = {}  # in query order: newest first
-        for run_id, exp_id, name, run_status, start, artifact_uri, key, value in self._rows(_RUNS.format(where=where),
-                                                                                               params):
+        for run_id, exp_id, name, run_status, start, artifact_uri, key, value in self._rows(
+            _RUNS.format(where=where), params
+        ):
             run = records.get(run_id)
             if run is None:
                 run = records[run_id] = RunRecord(run_id, str(exp_id), name, RunStatus(run_status), start, artifact_uri)
@@ -260,8 +304,11 @@ def download_artifacts(tracking_uri: str, run_id: str, artifact_path: str, dst: 
     """Fetch a run's artifact (file or directory) into `dst` through MLflow; the local path of the copy."""
     import mlflow.artifacts
 
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst),
-                                                    tracking_uri=tracking_uri))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    )
 
 
 def local_artifact_path(artifact_uri: str) -> Path | None:

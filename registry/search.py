@@ -9,6 +9,7 @@ computed twice.
 The objective and the keep rule are read through `SearchSpec.objective_kind` / `.keep_rule`: typed,
 parsed from the declared strings in one place.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
@@ -66,13 +67,17 @@ def _dimension_kind(v) -> str:
         return {Choices: "choices", IntRange: "int"}.get(type(v), "float")
     if isinstance(v, dict) and "choices" in v:
         return "choices"
-    if isinstance(v, dict) and all(isinstance(v.get(k), int) and not isinstance(v.get(k), bool) for k in ("low", "high")):
+    if isinstance(v, dict) and all(
+        isinstance(v.get(k), int) and not isinstance(v.get(k), bool) for k in ("low", "high")
+    ):
         return "int"
     return "float"
 
 
-Dimension = Annotated[Union[Annotated[IntRange, Tag("int")], Annotated[FloatRange, Tag("float")],
-                            Annotated[Choices, Tag("choices")]], Discriminator(_dimension_kind)]
+Dimension = Annotated[
+    Union[Annotated[IntRange, Tag("int")], Annotated[FloatRange, Tag("float")], Annotated[Choices, Tag("choices")]],
+    Discriminator(_dimension_kind),
+]
 
 Sampler = Literal["bisection", "tpe", "random", "grid"]
 
@@ -85,17 +90,56 @@ class Objective(Name):
 
 
 class SearchSpec(_Strict):
-    space: dict[str, Dimension] = Field(min_length=1, description="Method parameters to search: {low, high[, log, step]} for numbers, {choices = [...]} for categories; `target` (l0) or `strength` (one-shot) searches one subnetwork size.")
-    trials: int = Field(default=12, ge=1, le=10_000, description="Trials per searched run (a grid point x fine-tuning seed x pruning seed); the bisection sampler may stop earlier.")
-    sampler: Sampler = Field(default="bisection", description="bisection (one size knob; assumes accuracy falls as sparsity grows; beat TPE in benchmarks/search.py), tpe, random, or grid (every combination of choices/stepped ranges).")
+    space: dict[str, Dimension] = Field(
+        min_length=1,
+        description="Method parameters to search: {low, high[, log, step]} for numbers, {choices = [...]} for "
+        "categories; `target` (l0) or `strength` (one-shot) searches one subnetwork size.",
+    )
+    trials: int = Field(
+        default=12,
+        ge=1,
+        le=10_000,
+        description="Trials per searched run (a grid point x fine-tuning seed x pruning seed); the bisection "
+        "sampler may stop earlier.",
+    )
+    sampler: Sampler = Field(
+        default="bisection",
+        description="bisection (one size knob; assumes accuracy falls as sparsity grows; beat TPE in "
+        "benchmarks/search.py), tpe, random, or grid (every combination of choices/stepped ranges).",
+    )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Sampler seed.")
-    objective: Literal["effective_size", "pareto"] = Field(default="effective_size", description="effective_size: minimise the kept fraction subject to the keep rule; pareto: the front over kept fraction, the ID and each OOD score (the task's metric).")
-    size: Literal["units", "params"] = Field(default="units", description="What the kept fraction counts: units (heads + MLPs, or neurons; weights for magnitude) or prunable parameters.")
-    keep: Literal["ratio", "margin"] = Field(default="ratio", description="The keep rule on the task's metric: ID score >= keep_ratio x the full model's (the lottery study), or >= the full model's - margin (the Heuristic Core).")
-    keep_ratio: float = Field(default=0.9, gt=0, le=1, description="With keep = \"ratio\".")
-    margin: float = Field(default=0.03, ge=0, le=1, description="With keep = \"margin\": absolute score (accuracy, MCC, ...) the subnetwork may lose.")
-    tolerance: float | None = Field(default=None, gt=0, description="Bisection stops once the largest holding value is known to within this (default: the space's step, or 1/32 of its range).")
-    pruner: Literal["none", "median"] = Field(default="none", description="Stop hopeless trials early from the value reported after each pruning step (iterative methods).")
+    objective: Literal["effective_size", "pareto"] = Field(
+        default="effective_size",
+        description="effective_size: minimise the kept fraction subject to the keep rule; pareto: the front "
+        "over kept fraction, the ID and each OOD score (the task's metric).",
+    )
+    size: Literal["units", "params"] = Field(
+        default="units",
+        description="What the kept fraction counts: units (heads + MLPs, or neurons; weights for magnitude) or "
+        "prunable parameters.",
+    )
+    keep: Literal["ratio", "margin"] = Field(
+        default="ratio",
+        description="The keep rule on the task's metric: ID score >= keep_ratio x the full model's (the "
+        "lottery study), or >= the full model's - margin (the Heuristic Core).",
+    )
+    keep_ratio: float = Field(default=0.9, gt=0, le=1, description='With keep = "ratio".')
+    margin: float = Field(
+        default=0.03,
+        ge=0,
+        le=1,
+        description='With keep = "margin": absolute score (accuracy, MCC, ...) the subnetwork may lose.',
+    )
+    tolerance: float | None = Field(
+        default=None,
+        gt=0,
+        description="Bisection stops once the largest holding value is known to within this (default: the "
+        "space's step, or 1/32 of its range).",
+    )
+    pruner: Literal["none", "median"] = Field(
+        default="none",
+        description="Stop hopeless trials early from the value reported after each pruning step (iterative methods).",
+    )
 
     @model_validator(mode="after")
     def _combinations(self):

@@ -6,6 +6,7 @@ here only:
 - `subnets/<experiment>/search/<fingerprint>`: the search over the expanded run with that fingerprint.
 Experiment names are slugs (no `/`) and fingerprints hex, so a name splits unambiguously.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ class StudyName:
             return cls.grid(parts[1])
         if len(parts) == 4 and parts[0] == PREFIX and parts[1] and parts[2] == StudyKind.SEARCH and parts[3]:
             return cls.search(parts[1], parts[3])
-        raise ValueError(f"not a subnets study name: {text!r} (expected {PREFIX}/<experiment>/grid or "
-                         f"{PREFIX}/<experiment>/search/<fingerprint>)")
+        raise ValueError(
+            f"not a subnets study name: {text!r} (expected {PREFIX}/<experiment>/grid or "
+            f"{PREFIX}/<experiment>/search/<fingerprint>)"
+        )
 
     def format(self) -> str:
         """The name as it is stored."""

@@ -6,6 +6,7 @@ declares what each task is, so validation and planning need no torch or datasets
 Every built-in's sources can be replaced by local files (`task.train`, `task.eval`, `task.ood`), and
 `task.builtin_ood` picks which of its own OOD sets to evaluate, so a catalogue task runs offline too.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,19 +30,23 @@ class SyntheticNLIParams(BaseModel):
     n_train: int = Field(16000, ge=1, le=1_000_000, description="Number of training examples.")
     n_id_eval: int = Field(1000, ge=1, le=1_000_000, description="Number of in-domain evaluation examples.")
     n_ood_per_subcase: int = Field(200, ge=1, le=100_000, description="OOD examples per heuristic/label subcase.")
-    id_hard_fraction: float = Field(0.1, ge=0.0, le=0.5,
-                                    description="Fraction of ID examples that fully overlap yet are not entailed.")
+    id_hard_fraction: float = Field(
+        0.1, ge=0.0, le=0.5, description="Fraction of ID examples that fully overlap yet are not entailed."
+    )
     n_nouns: int = Field(40, ge=8, le=40, description="How many person nouns the vocabulary uses.")
     n_transitive: int = Field(20, ge=4, le=20, description="How many transitive verbs are used.")
     n_intransitive: int = Field(12, ge=3, le=12, description="How many intransitive verbs are used.")
     n_adjectives: int = Field(12, ge=2, le=12, description="How many adjectives are used.")
     adjective_prob: float = Field(0.15, ge=0.0, le=1.0, description="Chance that a noun phrase gets an adjective.")
-    modifier_prob: float = Field(0.15, ge=0.0, le=1.0,
-                                 description="Chance that an ID noun phrase gets a PP, relative clause or conjunct.")
-    single_clause_prob: float = Field(0.8, ge=0.0, le=1.0,
-                                      description="Share of ID premises with one clause (else: conj, adverb, 'that').")
-    new_word_prob: float = Field(1.0, ge=0.0, le=1.0,
-                                 description="Chance each content word of a new-word negative is replaced (>= 1 is).")
+    modifier_prob: float = Field(
+        0.15, ge=0.0, le=1.0, description="Chance that an ID noun phrase gets a PP, relative clause or conjunct."
+    )
+    single_clause_prob: float = Field(
+        0.8, ge=0.0, le=1.0, description="Share of ID premises with one clause (else: conj, adverb, 'that')."
+    )
+    new_word_prob: float = Field(
+        1.0, ge=0.0, le=1.0, description="Chance each content word of a new-word negative is replaced (>= 1 is)."
+    )
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,23 @@ class MetricEntry:
 METRICS: Catalogue[MetricEntry] = Catalogue("metric")
 for _m in (
     MetricEntry("accuracy", "Fraction of examples whose predicted label is the gold label.", "classification"),
-    MetricEntry("mcc", "Matthews correlation of predicted and gold labels (multi-class: Gorodkin's R_K); 0 when undefined.", "classification"),
-    MetricEntry("f1", "F1 of the positive class (label index 1); 0 when there is no positive prediction or gold label.", "classification", binary=True),
-    MetricEntry("pearson", "Pearson correlation of predicted and gold scores; 0 when either is constant.", "regression"),
-    MetricEntry("spearman", "Spearman rank correlation (ties get their mean rank); 0 when either is constant.", "regression"),
+    MetricEntry(
+        "mcc",
+        "Matthews correlation of predicted and gold labels (multi-class: Gorodkin's R_K); 0 when undefined.",
+        "classification",
+    ),
+    MetricEntry(
+        "f1",
+        "F1 of the positive class (label index 1); 0 when there is no positive prediction or gold label.",
+        "classification",
+        binary=True,
+    ),
+    MetricEntry(
+        "pearson", "Pearson correlation of predicted and gold scores; 0 when either is constant.", "regression"
+    ),
+    MetricEntry(
+        "spearman", "Spearman rank correlation (ties get their mean rank); 0 when either is constant.", "regression"
+    ),
 ):
     METRICS.add(_m.name, _m, _m.summary)
 
@@ -101,11 +119,15 @@ _GLUE = "nyu-mll/glue"
 HANS_PARQUET = dict(hub="jhu-cogsci/hans", revision="refs/convert/parquet", config="plain_text", split="validation")
 
 
-def _glue(config: str, text_a: str, text_b: str | None = None, split: str = "validation") -> tuple[SourceSpec, SourceSpec]:
+def _glue(
+    config: str, text_a: str, text_b: str | None = None, split: str = "validation"
+) -> tuple[SourceSpec, SourceSpec]:
     """(train, in-domain evaluation) of a GLUE task on the hub; GLUE's test labels are hidden, so its
     validation split is the in-domain evaluation set."""
-    return (SourceSpec(hub=_GLUE, config=config, split="train", text_a=text_a, text_b=text_b),
-            SourceSpec(hub=_GLUE, config=config, split=split, text_a=text_a, text_b=text_b))
+    return (
+        SourceSpec(hub=_GLUE, config=config, split="train", text_a=text_a, text_b=text_b),
+        SourceSpec(hub=_GLUE, config=config, split=split, text_a=text_a, text_b=text_b),
+    )
 
 
 def _task(name: str, summary: str, labels: tuple[str, ...], sources: tuple[SourceSpec, SourceSpec], **kw) -> TaskEntry:
@@ -114,31 +136,105 @@ def _task(name: str, summary: str, labels: tuple[str, ...], sources: tuple[Sourc
 
 _NLI = ("entailment", "not_entailment")
 for _t in (
-    TaskEntry("synthetic-nli", "Embedded NLI-like task: lexical overlap predicts entailment in-domain; a HANS-like OOD set is balanced against it.",
-              tuple(SYNTHETIC_NLI_LABELS), params=SyntheticNLIParams, generated_ood=(SYNTHETIC_NLI_OOD,)),
-    _task("cola", "GLUE CoLA acceptability (Matthews correlation). Its out-of-domain dev set is not on the hub: declare it under task.ood from the CoLA release's out_of_domain_dev.tsv (see docs/configuration.md).",
-          ("unacceptable", "acceptable"), _glue("cola", "sentence"), metrics=("mcc",)),
-    _task("sst2", "GLUE SST-2 sentiment, evaluated out of domain on IMDb and Yelp polarity reviews (hub test splits).",
-          ("negative", "positive"), _glue("sst2", "sentence"),
-          ood=(OODSpec(name="imdb", hub="stanfordnlp/imdb", split="test", text_a="text"),
-               OODSpec(name="yelp", hub="fancyzhx/yelp_polarity", split="test", text_a="text"))),
-    _task("mrpc", "GLUE MRPC paraphrase (F1 of the paraphrase class, and accuracy).",
-          ("not_equivalent", "equivalent"), _glue("mrpc", "sentence1", "sentence2"), metrics=("f1",)),
-    _task("qqp", "GLUE Quora Question Pairs (F1 of the duplicate class, and accuracy), evaluated out of domain on PAWS (Wiki, labeled_final test; per label). The Heuristic Core used PAWS-QQP, which must be built from QQP with the PAWS scripts: declare it under task.ood as a local file.",
-          ("not_duplicate", "duplicate"), _glue("qqp", "question1", "question2"), metrics=("f1",),
-          ood=(OODSpec(name="paws", hub="google-research-datasets/paws", config="labeled_final", split="test",
-                       text_a="sentence1", text_b="sentence2", subcase="label"),)),
-    _task("stsb", "GLUE STS-B sentence similarity, a regression task (one output, MSE loss, float labels 0-5; Pearson, and Spearman).",
-          (), _glue("stsb", "sentence1", "sentence2"), metrics=("pearson", "spearman"), regression=True),
-    _task("mnli", "GLUE MultiNLI: matched validation in-domain; mismatched validation as a second evaluation set; HANS out of domain per heuristic and label (neutral + contradiction -> non-entailment).",
-          ("entailment", "neutral", "contradiction"), _glue("mnli", "premise", "hypothesis", split="validation_matched"),
-          ood=(OODSpec(name="mismatched", hub=_GLUE, config="mnli", split="validation_mismatched", text_a="premise", text_b="hypothesis"),
-               OODSpec(name="hans", **HANS_PARQUET, text_a="premise", text_b="hypothesis",
-                       subcase=["heuristic", "label"], labels=["entailment", "non_entailment"], pred_map=[0, 1, 1]))),
+    TaskEntry(
+        "synthetic-nli",
+        "Embedded NLI-like task: lexical overlap predicts entailment in-domain; a HANS-like OOD "
+        "set is balanced against it.",
+        tuple(SYNTHETIC_NLI_LABELS),
+        params=SyntheticNLIParams,
+        generated_ood=(SYNTHETIC_NLI_OOD,),
+    ),
+    _task(
+        "cola",
+        "GLUE CoLA acceptability (Matthews correlation). Its out-of-domain dev set is not on the "
+        "hub: declare it under task.ood from the CoLA release's out_of_domain_dev.tsv (see "
+        "docs/configuration.md).",
+        ("unacceptable", "acceptable"),
+        _glue("cola", "sentence"),
+        metrics=("mcc",),
+    ),
+    _task(
+        "sst2",
+        "GLUE SST-2 sentiment, evaluated out of domain on IMDb and Yelp polarity reviews (hub test splits).",
+        ("negative", "positive"),
+        _glue("sst2", "sentence"),
+        ood=(
+            OODSpec(name="imdb", hub="stanfordnlp/imdb", split="test", text_a="text"),
+            OODSpec(name="yelp", hub="fancyzhx/yelp_polarity", split="test", text_a="text"),
+        ),
+    ),
+    _task(
+        "mrpc",
+        "GLUE MRPC paraphrase (F1 of the paraphrase class, and accuracy).",
+        ("not_equivalent", "equivalent"),
+        _glue("mrpc", "sentence1", "sentence2"),
+        metrics=("f1",),
+    ),
+    _task(
+        "qqp",
+        "GLUE Quora Question Pairs (F1 of the duplicate class, and accuracy), evaluated out of "
+        "domain on PAWS (Wiki, labeled_final test; per label). The Heuristic Core used PAWS-QQP, "
+        "which must be built from QQP with the PAWS scripts: declare it under task.ood as a local "
+        "file.",
+        ("not_duplicate", "duplicate"),
+        _glue("qqp", "question1", "question2"),
+        metrics=("f1",),
+        ood=(
+            OODSpec(
+                name="paws",
+                hub="google-research-datasets/paws",
+                config="labeled_final",
+                split="test",
+                text_a="sentence1",
+                text_b="sentence2",
+                subcase="label",
+            ),
+        ),
+    ),
+    _task(
+        "stsb",
+        "GLUE STS-B sentence similarity, a regression task (one output, MSE loss, float labels "
+        "0-5; Pearson, and Spearman).",
+        (),
+        _glue("stsb", "sentence1", "sentence2"),
+        metrics=("pearson", "spearman"),
+        regression=True,
+    ),
+    _task(
+        "mnli",
+        "GLUE MultiNLI: matched validation in-domain; mismatched validation as a second evaluation "
+        "set; HANS out of domain per heuristic and label (neutral + contradiction -> "
+        "non-entailment).",
+        ("entailment", "neutral", "contradiction"),
+        _glue("mnli", "premise", "hypothesis", split="validation_matched"),
+        ood=(
+            OODSpec(
+                name="mismatched",
+                hub=_GLUE,
+                config="mnli",
+                split="validation_mismatched",
+                text_a="premise",
+                text_b="hypothesis",
+            ),
+            OODSpec(
+                name="hans",
+                **HANS_PARQUET,
+                text_a="premise",
+                text_b="hypothesis",
+                subcase=["heuristic", "label"],
+                labels=["entailment", "non_entailment"],
+                pred_map=[0, 1, 1],
+            ),
+        ),
+    ),
     _task("qnli", "GLUE QNLI question answering as NLI.", _NLI, _glue("qnli", "question", "sentence")),
     _task("rte", "GLUE RTE textual entailment.", _NLI, _glue("rte", "sentence1", "sentence2")),
-    _task("wnli", "GLUE WNLI (Winograd schemas as NLI; its dev set is adversarial to the training set).",
-          ("not_entailment", "entailment"), _glue("wnli", "sentence1", "sentence2")),
+    _task(
+        "wnli",
+        "GLUE WNLI (Winograd schemas as NLI; its dev set is adversarial to the training set).",
+        ("not_entailment", "entailment"),
+        _glue("wnli", "sentence1", "sentence2"),
+    ),
 ):
     TASKS.add(_t.name, _t, _t.summary)
 
@@ -146,7 +242,7 @@ for _t in (
 # Methods a regression task (one output, no classes) cannot be pruned with, and why (`subnets validate` says so).
 REFUSED_FOR_REGRESSION = {
     "l0": "its objective is the KL divergence to the full model's class distribution, which a one-output "
-          "regression head does not have (magnitude, importance and attribution prune STS-B)",
+    "regression head does not have (magnitude, importance and attribution prune STS-B)",
 }
 
 
@@ -171,7 +267,11 @@ def primary_metric(task: TaskSpec) -> str:
 def check_task(task: TaskSpec) -> list[tuple[str, str]]:
     """Problems with a task spec as (dotted key, message); empty when it can be built."""
     known = task.name == CUSTOM or task.name in TASKS
-    problems = _check_ood_maps(task) + _check_label_maps(task) + _check_metric(task) + _check_builtin_ood(task) if known else []
+    problems = (
+        _check_ood_maps(task) + _check_label_maps(task) + _check_metric(task) + _check_builtin_ood(task)
+        if known
+        else []
+    )
     return problems + _check_task_name(task)
 
 
@@ -184,9 +284,19 @@ def _check_metric(task: TaskSpec) -> list[tuple[str, str]]:
     kind = "regression" if is_regression(task) else "classification"
     if m.kind != kind:
         fits = [e.name for e in METRICS.entries() if e.value.kind == kind]
-        return [("task.metric", f"{task.metric} is a {m.kind} metric and {task.name} is a {kind} task (use {', '.join(fits)})")]
+        return [
+            (
+                "task.metric",
+                f"{task.metric} is a {m.kind} metric and {task.name} is a {kind} task (use {', '.join(fits)})",
+            )
+        ]
     if m.binary and not (task.name == CUSTOM and task.labels is None) and len(label_names(task)) != 2:
-        return [("task.metric", f"{task.metric} needs two labels (the positive one second); this task has {len(label_names(task))}")]
+        return [
+            (
+                "task.metric",
+                f"{task.metric} needs two labels (the positive one second); this task has {len(label_names(task))}",
+            )
+        ]
     return []
 
 
@@ -195,8 +305,14 @@ def _check_builtin_ood(task: TaskSpec) -> list[tuple[str, str]]:
         return []
     entry = TASKS.get(task.name) if task.name in TASKS else None
     own = [o.name for o in entry.ood] + list(entry.generated_ood) if entry is not None else []
-    return [("task.builtin_ood", f"{task.name} has no OOD set {name!r}{did_you_mean(name, own)} (its own: {', '.join(own) or 'none'})")
-            for name in task.builtin_ood if name not in own]
+    return [
+        (
+            "task.builtin_ood",
+            f"{task.name} has no OOD set {name!r}{did_you_mean(name, own)} (its own: {', '.join(own) or 'none'})",
+        )
+        for name in task.builtin_ood
+        if name not in own
+    ]
 
 
 def _check_label_maps(task: TaskSpec) -> list[tuple[str, str]]:
@@ -204,15 +320,20 @@ def _check_label_maps(task: TaskSpec) -> list[tuple[str, str]]:
     if (task.name == CUSTOM and task.labels is None) or is_regression(task):
         return []
     n_task = len(label_names(task))
-    sources = [("task.train", task.train, n_task), ("task.eval", task.eval, n_task),
-               *((f"task.ood.{o.name}", o, len(o.labels or label_names(task))) for o in task.ood)]
+    sources = [
+        ("task.train", task.train, n_task),
+        ("task.eval", task.eval, n_task),
+        *((f"task.ood.{o.name}", o, len(o.labels or label_names(task))) for o in task.ood),
+    ]
     out = []
     for key, source, n in sources:
         if source is None or source.label_map is None:
             continue
         bad = {raw: i for raw, i in source.label_map.items() if not 0 <= i < n}
         if bad:
-            out.append((f"{key}.label_map", f"maps {toml_value(bad)} outside the {n} labels of this set (indices 0..{n - 1})"))
+            out.append(
+                (f"{key}.label_map", f"maps {toml_value(bad)} outside the {n} labels of this set (indices 0..{n - 1})")
+            )
     return out
 
 
@@ -227,7 +348,9 @@ def _check_ood_maps(task: TaskSpec) -> list[tuple[str, str]]:
             continue
         n_set = len(o.labels or label_names(task))
         if len(o.pred_map) != n_model:
-            out.append((f"task.ood.{o.name}.pred_map", f"needs one entry per model label ({n_model}), got {len(o.pred_map)}"))
+            out.append(
+                (f"task.ood.{o.name}.pred_map", f"needs one entry per model label ({n_model}), got {len(o.pred_map)}")
+            )
         bad = [i for i in o.pred_map if not 0 <= i < n_set]
         if bad:
             out.append((f"task.ood.{o.name}.pred_map", f"indices {bad} are outside this set's {n_set} labels"))
@@ -263,7 +386,7 @@ def builtin_ood(task: TaskSpec) -> list[OODSpec]:
 
 
 def eval_set_names(task: TaskSpec) -> list[str]:
-    """"id" and the names of every OOD set the task will have (built-in ones and declared ones)."""
+    """ "id" and the names of every OOD set the task will have (built-in ones and declared ones)."""
     own: list[str] = []
     if task.name in TASKS:
         entry = TASKS.get(task.name)
@@ -277,5 +400,19 @@ def label_names(task: TaskSpec) -> list[str]:
     return list(task.labels) if task.name == CUSTOM or task.labels else list(TASKS.get(task.name).labels)
 
 
-__all__ = ["TASKS", "TaskEntry", "REFUSED_FOR_REGRESSION", "METRICS", "MetricEntry", "CUSTOM", "SyntheticNLIParams", "check_task", "eval_set_names",
-           "label_names", "task_metrics", "primary_metric", "is_regression", "builtin_ood"]
+__all__ = [
+    "TASKS",
+    "TaskEntry",
+    "REFUSED_FOR_REGRESSION",
+    "METRICS",
+    "MetricEntry",
+    "CUSTOM",
+    "SyntheticNLIParams",
+    "check_task",
+    "eval_set_names",
+    "label_names",
+    "task_metrics",
+    "primary_metric",
+    "is_regression",
+    "builtin_ood",
+]

@@ -4,6 +4,7 @@ reports/ read them back. Nothing else spells a `subnets.*` tag, a metric key or 
 
 Torch-free and MLflow-free: a name is a string MLflow stores, so this module imports neither.
 """
+
 from __future__ import annotations
 
 from enum import Enum

@@ -15,9 +15,22 @@ import jinja2
 
 from registry.files import write_atomic
 from registry.tracking import redact
-from reports.figures import (accuracy_charts, cka_diagonal_charts, cka_step_maps, controls_tables, fmt_acc, fmt_delta,
-                             fmt_num, fmt_pct, grouped, id_ood_scatters, overlap_maps, overlap_summary, subcase_tables,
-                             survival_map)
+from reports.figures import (
+    accuracy_charts,
+    cka_diagonal_charts,
+    cka_step_maps,
+    controls_tables,
+    fmt_acc,
+    fmt_delta,
+    fmt_num,
+    fmt_pct,
+    grouped,
+    id_ood_scatters,
+    overlap_maps,
+    overlap_summary,
+    subcase_tables,
+    survival_map,
+)
 from reports.publish import Publisher
 from reports.warehouse import Warehouse, open_warehouse
 
@@ -33,9 +46,21 @@ def _query(name: str) -> str:
 
 # The figures' queries that take $experiment: run once with it NULL (every experiment at once, each row naming
 # its experiment) rather than once per experiment, since planning a query costs more here than running it.
-PER_EXPERIMENT = ("runs", "id_vs_ood", "id_ood_spread", "accuracy_curves", "subcases", "effective_size_of",
-                  "pareto_front", "cka_steps", "cka_diagonal", "unit_survival", "unit_overlap", "controls",
-                  "provenance")
+PER_EXPERIMENT = (
+    "runs",
+    "id_vs_ood",
+    "id_ood_spread",
+    "accuracy_curves",
+    "subcases",
+    "effective_size_of",
+    "pareto_front",
+    "cka_steps",
+    "cka_diagonal",
+    "unit_survival",
+    "unit_overlap",
+    "controls",
+    "provenance",
+)
 
 
 def experiment_rows(wh: Warehouse, names: Iterable[str] = PER_EXPERIMENT) -> dict[str, dict[str, list[dict]]]:
@@ -50,8 +75,9 @@ def experiment_rows(wh: Warehouse, names: Iterable[str] = PER_EXPERIMENT) -> dic
     return out
 
 
-def experiment_section(wh: Warehouse, info: dict, rows: dict[str, dict[str, list[dict]]] | None = None
-                       ) -> dict[str, Any]:
+def experiment_section(
+    wh: Warehouse, info: dict, rows: dict[str, dict[str, list[dict]]] | None = None
+) -> dict[str, Any]:
     """One experiment's section; `rows` (from experiment_rows) saves running each query for it alone."""
     name = info["experiment"]
 
@@ -94,35 +120,52 @@ def experiment_section(wh: Warehouse, info: dict, rows: dict[str, dict[str, list
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("reports", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(acc=fmt_acc, pct=fmt_pct, delta=fmt_delta, num=fmt_num)
     env.globals.update(query=_query, anchor=anchor)
     return env
 
 
-def render_report(wh: Warehouse, tracking_uri: str,
-                  experiments: Iterable[str] | None = None) -> str:
+def render_report(wh: Warehouse, tracking_uri: str, experiments: Iterable[str] | None = None) -> str:
     """The report's HTML for the runs in an open warehouse: the same data gives the same bytes (no clock)."""
     infos = {e["experiment"]: e for e in wh.named("experiments")}
     # Experiments asked for by name are listed even without finished runs, in the order asked.
     names = list(experiments) if experiments is not None else list(infos)
     rows = experiment_rows(wh) if any(n in infos for n in names) else {}
-    sections = [experiment_section(wh, infos[n], rows) if n in infos
-                else {"experiment": n, "runs": [], "anchor": anchor(n)}
-                for n in names]
+    sections = [
+        experiment_section(wh, infos[n], rows) if n in infos else {"experiment": n, "runs": [], "anchor": anchor(n)}
+        for n in names
+    ]
     shown = set(names)
     shared = [r for r in wh.named("shared_models") if r["experiment"] in shown]
     latest = max((e["last_started_at"] for e in infos.values() if e["last_started_at"]), default=None)
-    return _environment().get_template("report.html.j2").render(
-        latest=latest, tracking_uri=redact(tracking_uri), sections=sections,
-        shared=grouped(shared, "finetune_fingerprint"),
-        n_runs=sum(infos[n]["n_runs"] for n in names if n in infos))
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            latest=latest,
+            tracking_uri=redact(tracking_uri),
+            sections=sections,
+            shared=grouped(shared, "finetune_fingerprint"),
+            n_runs=sum(infos[n]["n_runs"] for n in names if n in infos),
+        )
+    )
 
 
-def build_report(tracking_uri: str, out_path: Path, experiments: list[str] | None = None,
-                 cache_dir: Path | None = None, log_to_mlflow: bool = False, warehouse_dir: Path | None = None) -> Path:
+def build_report(
+    tracking_uri: str,
+    out_path: Path,
+    experiments: list[str] | None = None,
+    cache_dir: Path | None = None,
+    log_to_mlflow: bool = False,
+    warehouse_dir: Path | None = None,
+) -> Path:
     """Render the report for all (or the named) experiments to out_path; return the path. With
     log_to_mlflow, also log it to each reported experiment's report run (reports.publish: MLflow is imported only
     where a report run must be created or changed, in a thread while the report is built). `warehouse_dir`: the

@@ -6,6 +6,7 @@ plus only the new runs' files and rewrites the merge (under a lock, files then m
 place); a run no longer among the store's finished runs (superseded by a rerun of its fingerprint, deleted) or
 whose files changed drops out, and a new contract version starts the merge over. Losing the cache only costs time.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,12 @@ def _read_manifest(cache: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.warning("warehouse cache %s: unreadable manifest (%s); rebuilt from the runs' files", cache, exc)
         return {}
-    if (not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT
-            or manifest.get("results_version") != RESULTS_VERSION or manifest.get("columns") != _declared()):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != CACHE_FORMAT
+        or manifest.get("results_version") != RESULTS_VERSION
+        or manifest.get("columns") != _declared()
+    ):
         return {}
     return manifest
 
@@ -72,8 +77,9 @@ def _load_locked(con: duckdb.DuckDBPyConnection, sources: Sources, cache: Path) 
 
     def same(run_id: str) -> bool:
         files = sources.runs[run_id]
-        return ({v: tuple(f[:2]) for v, f in held[run_id].items()}
-                == {v: (size, mtime) for v, (_, size, mtime) in files.items()})
+        return {v: tuple(f[:2]) for v, f in held[run_id].items()} == {
+            v: (size, mtime) for v, (_, size, mtime) in files.items()
+        }
 
     reuse = [run_id for run_id in sources.runs if run_id in held and same(run_id)]
     fresh = [run_id for run_id in sources.runs if not (run_id in held and same(run_id))]
@@ -96,9 +102,16 @@ def _load_locked(con: duckdb.DuckDBPyConnection, sources: Sources, cache: Path) 
             con.execute("DROP TABLE _keep")
     if sources.complete and (fresh or len(reuse) < len(held)):
         runs = {run_id: held[run_id] for run_id in reuse}
-        runs.update({run_id: {v: [size, mtime, versions[str(path)]]
-                              for v, (path, size, mtime) in sources.runs[run_id].items()
-                              if versions[str(path)] <= RESULTS_VERSION} for run_id in fresh})
+        runs.update(
+            {
+                run_id: {
+                    v: [size, mtime, versions[str(path)]]
+                    for v, (path, size, mtime) in sources.runs[run_id].items()
+                    if versions[str(path)] <= RESULTS_VERSION
+                }
+                for run_id in fresh
+            }
+        )
         try:
             _write_merge(con, cache, runs)
         except (OSError, duckdb.Error) as exc:  # the report goes on; the next one tries again
@@ -115,8 +128,13 @@ def _write_merge(con: duckdb.DuckDBPyConnection, cache: Path, runs: dict[str, An
         if con.execute(f'SELECT count(*) FROM "{view}"').fetchone()[0]:
             files[view] = f"{view}.{token}.parquet"
             con.execute(f'COPY "{view}" TO {loading.sql_str(str(cache / files[view]))} (FORMAT parquet)')
-    manifest = {"format": CACHE_FORMAT, "results_version": RESULTS_VERSION, "columns": _declared(),
-                "files": files, "runs": runs}
+    manifest = {
+        "format": CACHE_FORMAT,
+        "results_version": RESULTS_VERSION,
+        "columns": _declared(),
+        "files": files,
+        "runs": runs,
+    }
     write_atomic(cache / MANIFEST, json.dumps(manifest, sort_keys=True))
     for path in cache.iterdir():
         if path.name not in files.values() and path.name not in (MANIFEST, LOCK):

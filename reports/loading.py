@@ -2,6 +2,7 @@
 tags as `run_tags` (their package versions as `run_versions`), and the contract version each file was written
 under (files of a newer contract are left out).
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,10 @@ def versions(paths: list[Path], con: duckdb.DuckDBPyConnection | None = None) ->
     own = con is None
     con = duckdb.connect(":memory:") if own else con
     try:
-        rows = con.execute(f"SELECT file_name, decode(value) FROM parquet_kv_metadata([{listing(paths)}]) "
-                           f"WHERE decode(key) = {sql_str(VERSION_KEY)}").fetchall()
+        rows = con.execute(
+            f"SELECT file_name, decode(value) FROM parquet_kv_metadata([{listing(paths)}]) "
+            f"WHERE decode(key) = {sql_str(VERSION_KEY)}"
+        ).fetchall()
     finally:
         if own:
             con.close()
@@ -50,8 +53,12 @@ def _newer(found: dict[str, int]) -> set[str]:
     newer = set()
     for name, version in found.items():
         if version > RESULTS_VERSION:
-            log.warning("%s was written by a newer subnets (results contract v%s > v%d); skipped", name, version,
-                        RESULTS_VERSION)
+            log.warning(
+                "%s was written by a newer subnets (results contract v%s > v%d); skipped",
+                name,
+                version,
+                RESULTS_VERSION,
+            )
             newer.add(name)
     return newer
 
@@ -69,8 +76,9 @@ def results_version(path: Path) -> int:
     return int(meta.get(VERSION_KEY.encode(), b"1"))
 
 
-def fresh_files(sources: Sources, run_ids: list[str], con: duckdb.DuckDBPyConnection
-                ) -> tuple[dict[str, list[Path]], dict[str, int]]:
+def fresh_files(
+    sources: Sources, run_ids: list[str], con: duckdb.DuckDBPyConnection
+) -> tuple[dict[str, list[Path]], dict[str, int]]:
     """The files of the given runs per table, less those of a newer contract (each logged); and every file's
     contract version."""
     found = versions([path for run_id in run_ids for path, _, _ in sources.runs[run_id].values()], con)
@@ -89,15 +97,23 @@ def insert_tags(con: duckdb.DuckDBPyConnection, tags: list[tuple[str, str, str]]
     con.execute("CREATE TABLE run_tags (run_id VARCHAR, key VARCHAR, value VARCHAR)")
     if tags:  # one statement with three list parameters: executemany costs a round trip per tag
         run_ids, keys, values = (list(col) for col in zip(*tags))
-        con.execute("INSERT INTO run_tags SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[])",
-                    [run_ids, keys, values])
+        con.execute(
+            "INSERT INTO run_tags SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[])",
+            [run_ids, keys, values],
+        )
     prefix = sql_str(VERSION_PREFIX)
-    con.execute(f"CREATE VIEW run_versions AS SELECT run_id, substr(key, length({prefix}) + 1) AS package, "
-                f"value AS version FROM run_tags WHERE starts_with(key, {prefix})")
+    con.execute(
+        f"CREATE VIEW run_versions AS SELECT run_id, substr(key, length({prefix}) + 1) AS package, "
+        f"value AS version FROM run_tags WHERE starts_with(key, {prefix})"
+    )
 
 
-def create_tables(con: duckdb.DuckDBPyConnection, files: dict[str, list[Path]],
-                  merged: dict[str, Path] | None = None, keep: bool = False) -> None:
+def create_tables(
+    con: duckdb.DuckDBPyConnection,
+    files: dict[str, list[Path]],
+    merged: dict[str, Path] | None = None,
+    keep: bool = False,
+) -> None:
     """One table per contract table: the declared columns (NULL where an older file lacks one, an empty typed
     table where no run logged it), from the given files plus, per table, a merged file of the warehouse cache
     (only its rows whose run_id is in the temporary table _keep when `keep`)."""

@@ -1,5 +1,6 @@
 """Print or save query results (`subnets query`): every statement's result, whole rows, as a plain table,
 CSV, JSON or Parquet."""
+
 from __future__ import annotations
 
 import csv
@@ -59,8 +60,9 @@ def write_text(results: list[Result], fmt: str, stream: TextIO) -> None:
                 stream.write("\n")
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(columns)
-            writer.writerows([_cell(v) if isinstance(v, (list, dict, datetime, date)) else v for v in row]
-                             for row in rows)
+            writer.writerows(
+                [_cell(v) if isinstance(v, (list, dict, datetime, date)) else v for v in row] for row in rows
+            )
         elif fmt == "json":
             objs = [{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows]
             stream.write(json.dumps(objs, default=str) + "\n")
@@ -80,8 +82,9 @@ def write_parquet(results: list[Result], output: Path) -> list[Path]:
     for i, (columns, rows) in enumerate(shown, 1):
         path = output if len(shown) == 1 else output.with_name(f"{output.stem}.{i}{output.suffix or '.parquet'}")
         names = [c if columns.count(c) == 1 else f"{c}_{j}" for j, c in enumerate(columns)]
-        table = pa.Table.from_pylist([dict(zip(names, row)) for row in rows],
-                                     schema=None if rows else pa.schema([(n, pa.null()) for n in names]))
+        table = pa.Table.from_pylist(
+            [dict(zip(names, row)) for row in rows], schema=None if rows else pa.schema([(n, pa.null()) for n in names])
+        )
         pq.write_table(table, path)
         paths.append(path)
     return paths

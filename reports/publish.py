@@ -7,6 +7,7 @@ store's FINISHED report run gets its new report.html written straight into its a
 file MLflow only lists; its database is not touched). Otherwise (a new report run, one not FINISHED, a tracking
 server) the MLflow client logs the file and ends the run, imported in a thread while the report is built.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,8 +43,11 @@ def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str], c
             if found:
                 run_id = found[0].run_id
             else:
-                run_id = client.create_run(exp.experiment_id, run_name=RunKind.REPORT.value, tags={
-                    KIND: RunKind.REPORT.value, EXPERIMENT: name, MLFLOW_NOTE: NOTE}).info.run_id
+                run_id = client.create_run(
+                    exp.experiment_id,
+                    run_name=RunKind.REPORT.value,
+                    tags={KIND: RunKind.REPORT.value, EXPERIMENT: name, MLFLOW_NOTE: NOTE},
+                ).info.run_id
             client.log_artifact(run_id, str(staged))
             client.set_terminated(run_id, RunStatus.FINISHED.value)
             ids.append(run_id)
@@ -89,8 +93,9 @@ class Publisher:
         wanted = set(experiments) if experiments is not None else None
         self._box: dict[str, Any] = {}
         self._warm: threading.Thread | None = None
-        if self.found is None or any(not _local_ready(run) for name, run in self.found.items()
-                                     if wanted is None or name in wanted):
+        if self.found is None or any(
+            not _local_ready(run) for name, run in self.found.items() if wanted is None or name in wanted
+        ):
             self._start()
 
     def _start(self) -> None:

@@ -5,6 +5,7 @@ A run on a local artifact store is read in place; a run on a remote one (a track
 downloaded through MLflow, into a cache directory when given (a finished run's tables never change, so each is
 fetched once) or into a temporary directory kept until the warehouse closes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,12 @@ class Sources:
     complete: bool = False
 
 
-def find_tables(tracking_uri: str, experiments: Sequence[str] | None = None, cache_dir: Path | None = None,
-                warehouse_dir: Path | None = None) -> Sources:
+def find_tables(
+    tracking_uri: str,
+    experiments: Sequence[str] | None = None,
+    cache_dir: Path | None = None,
+    warehouse_dir: Path | None = None,
+) -> Sources:
     """Locate the Parquet tables of the runs the warehouse counts (RunIndex.finished_runs: FINISHED parent runs,
     one per fingerprint) of all or the named experiments. Tables on a remote artifact store are downloaded, into
     `cache_dir/<run_id>` when given. `warehouse_dir` is the store's warehouse cache (reports.cache)."""

@@ -25,8 +25,18 @@ import duckdb
 from reports import cache, loading
 from reports.sources import TABLES, Sources, find_tables
 
-__all__ = ["DERIVED_VIEWS", "TABLES", "Sources", "Warehouse", "connect", "load_sql", "open_warehouse", "query",
-           "query_all", "sql_names"]
+__all__ = [
+    "DERIVED_VIEWS",
+    "TABLES",
+    "Sources",
+    "Warehouse",
+    "connect",
+    "load_sql",
+    "open_warehouse",
+    "query",
+    "query_all",
+    "sql_names",
+]
 
 # Derived views, defined in reports/sql/<name>.sql, created after the table views.
 DERIVED_VIEWS = ("primary_steps", "run_groups", "effective_size")
@@ -34,8 +44,9 @@ DERIVED_VIEWS = ("primary_steps", "run_groups", "effective_size")
 
 def sql_names() -> list[str]:
     """Every named query in reports/sql/."""
-    return sorted(p.name.removesuffix(".sql") for p in (resources.files("reports") / "sql").iterdir()
-                  if p.name.endswith(".sql"))
+    return sorted(
+        p.name.removesuffix(".sql") for p in (resources.files("reports") / "sql").iterdir() if p.name.endswith(".sql")
+    )
 
 
 def load_sql(name: str) -> str:
@@ -59,8 +70,10 @@ def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection
         for view in TABLES:
             files = [p for p in sources.files.get(view) or [] if p not in newer]
             if files:
-                con.execute(f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet([{loading.listing(files)}], '
-                            'union_by_name = true)')
+                con.execute(
+                    f'CREATE VIEW "{view}" AS SELECT * FROM read_parquet([{loading.listing(files)}], '
+                    "union_by_name = true)"
+                )
     elif sources.cache is not None and sources.runs:
         cache.load_cached(con, sources)
     else:
@@ -81,8 +94,7 @@ class Warehouse:
         self.sources = sources
         self.con = connect(sources, strict)
 
-    def query(self, sql: str, params: dict[str, Any] | None = None
-              ) -> tuple[list[str], list[tuple]]:
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run SQL; return (column names, rows)."""
         return self._fetch(self.con.execute(sql, params) if params else self.con.execute(sql))
 
@@ -105,8 +117,7 @@ class Warehouse:
         cols, rows = self.query(sql)
         return [dict(zip(cols, row)) for row in rows]
 
-    def statements(self, sql: str, params: dict[str, Any] | None = None
-                   ) -> list[tuple[list[str], list[tuple]]]:
+    def statements(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[list[str], list[tuple]]]:
         """Run every statement of a script; (column names, rows) of each, in order. A statement is given
         the parameters it names ($experiment); one naming a parameter not given fails with its name."""
         results = []
@@ -114,8 +125,10 @@ class Warehouse:
             names = set(statement.named_parameters)
             missing = sorted(names - set(params or {}))
             if missing:
-                raise ValueError(f"the query needs parameter(s) {', '.join(missing)}: pass --param "
-                                 + " --param ".join(f"{m}=..." for m in missing))
+                raise ValueError(
+                    f"the query needs parameter(s) {', '.join(missing)}: pass --param "
+                    + " --param ".join(f"{m}=..." for m in missing)
+                )
             given = {k: v for k, v in (params or {}).items() if k in names}
             results.append(self._fetch(self.con.execute(statement, given) if given else self.con.execute(statement)))
         return results
@@ -137,23 +150,38 @@ class Warehouse:
         self.close()
 
 
-def open_warehouse(tracking_uri: str, experiments: Iterable[str] | None = None, strict: bool = False,
-                   cache_dir: Path | None = None, warehouse_dir: Path | None = None) -> Warehouse:
+def open_warehouse(
+    tracking_uri: str,
+    experiments: Iterable[str] | None = None,
+    strict: bool = False,
+    cache_dir: Path | None = None,
+    warehouse_dir: Path | None = None,
+) -> Warehouse:
     """Build the warehouse from MLflow: FINISHED parent runs of all (or the named) experiments; through the
     warehouse cache in `warehouse_dir` when given (never in strict mode, which reads the runs' own files)."""
     names = list(experiments) if experiments is not None else None
     return Warehouse(find_tables(tracking_uri, names, cache_dir, None if strict else warehouse_dir), strict)
 
 
-def query(tracking_uri: str, sql: str, experiments: Iterable[str] | None = None, cache_dir: Path | None = None,
-          warehouse_dir: Path | None = None) -> tuple[list[str], list[tuple]]:
+def query(
+    tracking_uri: str,
+    sql: str,
+    experiments: Iterable[str] | None = None,
+    cache_dir: Path | None = None,
+    warehouse_dir: Path | None = None,
+) -> tuple[list[str], list[tuple]]:
     """One-shot query: (column names, rows) of its last statement."""
     with open_warehouse(tracking_uri, experiments, cache_dir=cache_dir, warehouse_dir=warehouse_dir) as wh:
         return wh.query(sql)
 
 
-def query_all(tracking_uri: str, sql: str, params: dict[str, Any] | None = None,
-              cache_dir: Path | None = None, warehouse_dir: Path | None = None) -> list[tuple[list[str], list[tuple]]]:
+def query_all(
+    tracking_uri: str,
+    sql: str,
+    params: dict[str, Any] | None = None,
+    cache_dir: Path | None = None,
+    warehouse_dir: Path | None = None,
+) -> list[tuple[list[str], list[tuple]]]:
     """The CLI's `subnets query`: (column names, rows) of every statement of `sql`, in order."""
     with open_warehouse(tracking_uri, cache_dir=cache_dir, warehouse_dir=warehouse_dir) as wh:
         return wh.statements(sql, params)

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny experiments files and a tracking store in a temp directory."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Small builders several test modules share: tiny random models, hand-made token rows, a CLI run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,18 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-TINY_CFG = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                initializer_range=0.2, num_labels=3)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the repository
+TEST_DATA = PROJECT_ROOT / "tests" / "data"
+
+TINY_CFG = dict(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    initializer_range=0.2,
+    num_labels=3,
+)
 
 
 def tiny_float64_bert() -> BertForSequenceClassification:
@@ -22,8 +33,14 @@ def random_rows(n: int = 12, seed: int = 1) -> list[dict]:
     out = []
     for _ in range(n):
         length = int(torch.randint(4, 12, (1,), generator=g))
-        out.append({"input_ids": torch.randint(3, 100, (length,), generator=g).tolist(), "token_type_ids": [0] * length,
-                    "label": int(torch.randint(0, 3, (1,), generator=g)), "subcase": None})
+        out.append(
+            {
+                "input_ids": torch.randint(3, 100, (length,), generator=g).tolist(),
+                "token_type_ids": [0] * length,
+                "label": int(torch.randint(0, 3, (1,), generator=g)),
+                "subcase": None,
+            }
+        )
     return out
 
 
@@ -32,10 +49,10 @@ def scripted_context(model, accuracies=None):
     default always 0.80) and records the model's logits on a probe batch, to check which gates were
     attached while it ran. Returns (ctx, recorded logits, probe batch)."""
     from runners.data.examples import batches
-    from runners.training.evaluate import EvalResult
     from runners.pruning.gates import compute_unit_means
     from runners.pruning.recipe import PruneContext
     from runners.tracking.progress import Progress
+    from runners.training.evaluate import EvalResult
 
     data = random_rows()
     probe = next(batches(data, 12, 0))
@@ -50,9 +67,15 @@ def scripted_context(model, accuracies=None):
         assert not shuffle
         return batches(data[:n_examples], batch_size, 0)
 
-    ctx = PruneContext(model=model, evaluate=evaluate, baseline={"id": EvalResult("id", "id", 80, 100)},
-                       progress=Progress(enabled=False), seed=0, train_batches=train_batches,
-                       unit_means=lambda: compute_unit_means(model, batches(data, 4, 0)))
+    ctx = PruneContext(
+        model=model,
+        evaluate=evaluate,
+        baseline={"id": EvalResult("id", "id", 80, 100)},
+        progress=Progress(enabled=False),
+        seed=0,
+        train_batches=train_batches,
+        unit_means=lambda: compute_unit_means(model, batches(data, 4, 0)),
+    )
     return ctx, seen, probe
 
 

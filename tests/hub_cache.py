@@ -8,6 +8,7 @@ their caches and never the network):
   the Arrow files and dataset_info.json its Parquet builder writes for a parquet-backed repo (every catalogue
   dataset is one, HANS through the hub's parquet export).
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,8 +44,9 @@ def cache_dataset(hf_home: Path, repo: str, config: str, splits: dict[str, list[
         for split, rows in splits.items():
             files[split] = str(Path(tmp) / f"{split}.parquet")
             pq.write_table(pa.Table.from_pylist(rows), files[split])
-        builder = Parquet(cache_dir=str(Path(tmp) / "build"), dataset_name=repo.split("/")[-1], config_name=config,
-                          data_files=files)
+        builder = Parquet(
+            cache_dir=str(Path(tmp) / "build"), dataset_name=repo.split("/")[-1], config_name=config, data_files=files
+        )
         builder.download_and_prepare()
         built = Path(builder.cache_dir)  # .../<name>/<config id>/<version>/<hash>
         namespace, name = repo.split("/")
@@ -65,5 +67,10 @@ def offline_env(hf_home: Path) -> dict[str, str]:
     """The environment of a process that reads only these caches."""
     import os
 
-    return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }

@@ -1,4 +1,5 @@
 """`python -m registry.cli`: the `subnets` command."""
+
 from registry.cli import app
 
 app()

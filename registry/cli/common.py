@@ -1,5 +1,6 @@
 """What every command shares: the Typer app, the consoles, the common options, the one-line failure and loading
 the experiments file with every problem printed."""
+
 from __future__ import annotations
 
 import csv
@@ -14,15 +15,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Declarative experiments on the subnetworks of fine-tuned BERT-family encoders.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Declarative experiments on the subnetworks of fine-tuned BERT-family encoders.",
+)
 # Off a terminal (a pipe, a file, a scheduler's log) nothing is cut to 80 columns: `plan | grep` finds every name.
 out = Console() if sys.stdout.isatty() else Console(width=100_000)
 err = Console(stderr=True, soft_wrap=True)
 
 FileOpt = typer.Option(Path("experiments.toml"), "--file", "-f", help="The experiments file.")
-StoreOpt = typer.Option(Path("."), "--store", help="Directory holding mlflow.db, mlartifacts/ and the cache (.subnets/).",
-                        envvar="SUBNETS_STORE")
+StoreOpt = typer.Option(
+    Path("."),
+    "--store",
+    help="Directory holding mlflow.db, mlartifacts/ and the cache (.subnets/).",
+    envvar="SUBNETS_STORE",
+)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -62,11 +71,19 @@ def load(file: Path, experiment: str | None = None):
         raise fail(f"{file}: {e}")
 
 
-StorageOpt = typer.Option(None, "--storage", envvar="SUBNETS_STORAGE",
-                          help="Optuna storage URL: the work queue and search record (default: sqlite under --store; "
-                               "a postgresql:// URL to share it between machines).")
-TrackingOpt = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                           help="MLflow tracking URI (default: sqlite under --store; an http:// tracking server for many machines).")
+StorageOpt = typer.Option(
+    None,
+    "--storage",
+    envvar="SUBNETS_STORAGE",
+    help="Optuna storage URL: the work queue and search record (default: sqlite under --store; "
+    "a postgresql:// URL to share it between machines).",
+)
+TrackingOpt = typer.Option(
+    None,
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI (default: sqlite under --store; an http:// tracking server for many machines).",
+)
 
 
 class Format(str, Enum):
@@ -91,24 +108,39 @@ def emit(rows: list[dict[str, Any]], fmt: Format, document: Any = None) -> None:
 
 
 WorkersOpt = typer.Option(1, "--workers", "-w", min=1, help="Local worker processes pulling from the queue.")
-ThreadsOpt = typer.Option(None, "--threads", min=1, envvar="SUBNETS_THREADS",
-                         help="torch threads per worker (default: cores / workers; recorded with every run).")
+ThreadsOpt = typer.Option(
+    None,
+    "--threads",
+    min=1,
+    envvar="SUBNETS_THREADS",
+    help="torch threads per worker (default: cores / workers; recorded with every run).",
+)
 
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
 
 
 def print_studies(summaries) -> None:
     table = Table("study", "run", "trials", "running (worker, s)", "ETA", "effective size", "best")
     for s in summaries:
-        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted((k.name, v) for k, v in s.states.items())) or "none yet"
+        states = (
+            ", ".join(f"{k.lower()} {v}" for k, v in sorted((k.name, v) for k, v in s.states.items())) or "none yet"
+        )
         budget = f" of {s.budget}" if s.budget else ""
         running = "; ".join(f"#{n} {w} {sec:.0f}" for n, w, sec in s.running) or "—"
         best = "—" if s.best_kept is None else f"{s.best_kept:.3f}"
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (s.best_params or {}).items())
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (s.best_params or {}).items()
+        )
         if s.pareto is not None:
             params = f"{s.pareto} on the Pareto front"
         eta = _duration(s.eta_s) if s.remaining else "done"

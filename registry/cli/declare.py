@@ -1,4 +1,5 @@
 """validate and plan: the experiments file checked and expanded, without torch, MLflow or DuckDB."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,9 +12,11 @@ from registry.cli.common import FileOpt, Format, FormatOpt, StoreOpt, app, emit,
 
 
 @app.command()
-def validate(file: Path = FileOpt,
-             explain: bool = typer.Option(False, "--explain", help="Print every experiments.toml key with its description."),
-             markdown: bool = typer.Option(False, "--markdown", help="With --explain: print a Markdown table.")):
+def validate(
+    file: Path = FileOpt,
+    explain: bool = typer.Option(False, "--explain", help="Print every experiments.toml key with its description."),
+    markdown: bool = typer.Option(False, "--markdown", help="With --explain: print a Markdown table."),
+):
     """Check experiments.toml; report every problem at once (exit code 2 on any)."""
     if explain:
         from registry.explain import markdown as md
@@ -34,16 +37,24 @@ def validate(file: Path = FileOpt,
 
     notes = {(r.experiment, note) for r in runs if (note := unknown_hub_id_note(r.model, r.base_dir))}
     for experiment, note in sorted(notes):
-        out.print(f"note: experiment {experiment!r}, key model.name: {note}", markup=False, highlight=False,
-                  soft_wrap=True)
+        out.print(
+            f"note: experiment {experiment!r}, key model.name: {note}", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 @app.command()
-def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
-         file: Path = FileOpt, store: Path = StoreOpt,
-         storage: Optional[str] = typer.Option(None, "--storage", envvar="SUBNETS_STORAGE", help="Optuna storage URL (default: sqlite under --store)."),
-         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI."),
-         fmt: Format = FormatOpt):
+def plan(
+    experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
+    file: Path = FileOpt,
+    store: Path = StoreOpt,
+    storage: Optional[str] = typer.Option(
+        None, "--storage", envvar="SUBNETS_STORAGE", help="Optuna storage URL (default: sqlite under --store)."
+    ),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI."
+    ),
+    fmt: Format = FormatOpt,
+):
     """Print the expanded runs, the fine-tuned model each uses, their fingerprints and what is done; and
     the queue's studies (grids and searches) with their trials."""
     from registry.tracking import RunState
@@ -57,10 +68,20 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     except StoreUnavailable as e:
         raise fail(f"store: {e}")
     if fmt is not Format.table:
-        rows = [{"experiment": r.experiment, "method": r.prune.method, "run": r.label(), "axes": dict(r.axes),
-                 "seed": r.seed, "prune_seed": r.prune_seed, "finetune_fingerprint": r.finetune_fingerprint,
-                 "status": (status[r.experiment].get(r.fingerprint) or "TO_RUN").lower(), "fingerprint": r.fingerprint}
-                for r in runs]
+        rows = [
+            {
+                "experiment": r.experiment,
+                "method": r.prune.method,
+                "run": r.label(),
+                "axes": dict(r.axes),
+                "seed": r.seed,
+                "prune_seed": r.prune_seed,
+                "finetune_fingerprint": r.finetune_fingerprint,
+                "status": (status[r.experiment].get(r.fingerprint) or "TO_RUN").lower(),
+                "fingerprint": r.fingerprint,
+            }
+            for r in runs
+        ]
         studies = [q.as_dict() for q in _queue_summaries(runs, st.root, storage)]
         emit(rows, fmt, {"runs": rows, "studies": studies})
         return
@@ -68,8 +89,15 @@ def plan(experiment: Optional[str] = typer.Argument(None, help="Only this experi
     table.add_column("fingerprint", no_wrap=True, min_width=16)
     for r in runs:
         s = status[r.experiment].get(r.fingerprint)
-        shown = ("[green]done[/]" if s is RunState.FINISHED else "to run" if s is None
-                 else "[yellow]process gone (will rerun)[/]" if s is RunState.GONE else f"[yellow]{s.lower()} (will rerun)[/]")
+        shown = (
+            "[green]done[/]"
+            if s is RunState.FINISHED
+            else "to run"
+            if s is None
+            else "[yellow]process gone (will rerun)[/]"
+            if s is RunState.GONE
+            else f"[yellow]{s.lower()} (will rerun)[/]"
+        )
         table.add_row(r.experiment, r.prune.method, r.label(), r.finetune_fingerprint[:8], shown, r.fingerprint)
     out.print(table)
     done = sum(status[r.experiment].get(r.fingerprint) is RunState.FINISHED for r in runs)

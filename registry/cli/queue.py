@@ -1,4 +1,5 @@
 """status and dashboard: what the queue holds."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,13 @@ from registry.cli.common import (
 
 
 @app.command()
-def status(experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
-           file: Path = FileOpt, store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
-           fmt: Format = FormatOpt):
+def status(
+    experiment: Optional[str] = typer.Argument(None, help="Only this experiment."),
+    file: Path = FileOpt,
+    store: Path = StoreOpt,
+    storage: Optional[str] = StorageOpt,
+    fmt: Format = FormatOpt,
+):
     """What the queue holds: per study, trials by state, what each worker is running, what is left and when it
     should be done (the remaining trials x the mean trial time so far, shared by the running workers)."""
     from runners.queue import default_url, study_names, summarise
@@ -42,8 +47,11 @@ def status(experiment: Optional[str] = typer.Argument(None, help="Only this expe
 
 
 @app.command()
-def dashboard(store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
-              port: int = typer.Option(8080, help="Port on 127.0.0.1.")):
+def dashboard(
+    store: Path = StoreOpt,
+    storage: Optional[str] = StorageOpt,
+    port: int = typer.Option(8080, help="Port on 127.0.0.1."),
+):
     """Open optuna-dashboard on the study storage, bound to 127.0.0.1."""
     from runners.queue.storage import default_url
 
@@ -52,5 +60,18 @@ def dashboard(store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
         raise fail(f"no study storage at {url}: run `subnets run` or `subnets sweep` first", 1)
     # exec, single-process server: the dashboard is this process, so stopping it (even by SIGKILL) leaves
     # nothing serving (gunicorn, which it would pick when installed, forks workers that outlive a killed master)
-    os.execvp(sys.executable, [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", url,
-                               "--host", "127.0.0.1", "--port", str(port), "--server", "wsgiref"])
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-c",
+            "from optuna_dashboard._cli import main; main()",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--server",
+            "wsgiref",
+        ],
+    )

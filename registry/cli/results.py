@@ -1,4 +1,5 @@
 """report, query and ui: reading what the runs logged."""
+
 from __future__ import annotations
 
 import sys
@@ -11,29 +12,68 @@ from registry.cli.common import StoreOpt, TrackingOpt, app, err, fail, open_stor
 
 
 @app.command()
-def report(store: Path = StoreOpt,
-           output: Path = typer.Option(Path("out/report.html"), "--out", "-o", help="Where to write the HTML report."),
-           experiment: Optional[list[str]] = typer.Option(None, "--experiment", "-e", help="Only these experiments."),
-           tracking_uri: Optional[str] = TrackingOpt,
-           mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log report.html to a run tagged subnets.kind=report in each reported MLflow experiment.")):
+def report(
+    store: Path = StoreOpt,
+    output: Path = typer.Option(Path("out/report.html"), "--out", "-o", help="Where to write the HTML report."),
+    experiment: Optional[list[str]] = typer.Option(None, "--experiment", "-e", help="Only these experiments."),
+    tracking_uri: Optional[str] = TrackingOpt,
+    mlflow_log: bool = typer.Option(
+        True,
+        "--mlflow/--no-mlflow",
+        help="Also log report.html to a run tagged subnets.kind=report in each reported MLflow experiment.",
+    ),
+):
     """Write one self-contained HTML report from the logged results (DuckDB over the runs' Parquet tables); the same
-    data gives the same bytes. Every figure names the reports/sql query behind it (rerun it with `subnets query --file`)."""
+    data gives the same bytes. Every figure names the reports/sql query behind it (rerun it with
+    `subnets query --file`)."""
     from reports.build import build_report
 
     st = open_store(store, tracking_uri)
-    path = build_report(st.tracking_uri, output, experiment or None, cache_dir=st.root / ".subnets" / "tables",
-                        log_to_mlflow=mlflow_log, warehouse_dir=st.root / ".subnets" / "warehouse")
-    out.print(f"report written to {path} ({path.stat().st_size:,} bytes)"
-              + ("; logged to MLflow (runs tagged subnets.kind=report)" if mlflow_log else ""))
+    path = build_report(
+        st.tracking_uri,
+        output,
+        experiment or None,
+        cache_dir=st.root / ".subnets" / "tables",
+        log_to_mlflow=mlflow_log,
+        warehouse_dir=st.root / ".subnets" / "warehouse",
+    )
+    out.print(
+        f"report written to {path} ({path.stat().st_size:,} bytes)"
+        + ("; logged to MLflow (runs tagged subnets.kind=report)" if mlflow_log else "")
+    )
 
 
 @app.command()
-def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views runs, axes, steps, units, cka, run_tags, run_versions, primary_steps, run_groups, effective_size."),
-          file: Optional[Path] = typer.Option(None, "--file", "-f", help="Run the SQL in this file instead, e.g. reports/sql/runs.sql (a figure's named query)."),
-          param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="NAME=VALUE for a $NAME in the SQL, e.g. --param experiment=demo (repeatable)."),
-          fmt: str = typer.Option("table", "--format", help="table (whole rows, aligned), csv, json (one array of row objects per statement, one per line) or parquet (needs --output)."),
-          output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of printing (required for parquet; several statements: NAME.1.parquet, ...)."),
-          store: Path = StoreOpt, tracking_uri: Optional[str] = TrackingOpt):
+def query(
+    sql: Optional[str] = typer.Argument(
+        None,
+        help="SQL over the views runs, axes, steps, units, cka, run_tags, run_versions, primary_steps, "
+        "run_groups, effective_size.",
+    ),
+    file: Optional[Path] = typer.Option(
+        None,
+        "--file",
+        "-f",
+        help="Run the SQL in this file instead, e.g. reports/sql/runs.sql (a figure's named query).",
+    ),
+    param: Optional[list[str]] = typer.Option(
+        None, "--param", "-p", help="NAME=VALUE for a $NAME in the SQL, e.g. --param experiment=demo (repeatable)."
+    ),
+    fmt: str = typer.Option(
+        "table",
+        "--format",
+        help="table (whole rows, aligned), csv, json (one array of row objects per statement, one per "
+        "line) or parquet (needs --output).",
+    ),
+    output: Optional[Path] = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write here instead of printing (required for parquet; several statements: NAME.1.parquet, ...).",
+    ),
+    store: Path = StoreOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+):
     """Run SQL over the warehouse and print every statement's result. Read-only: the warehouse is an in-memory
     DuckDB loaded from the finished runs' Parquet tables (and their MLflow tags); once loaded it has no file access,
     so a query cannot change the store (COPY ... TO, ATTACH, read_parquet('...') and INSTALL fail). It can only
@@ -60,8 +100,13 @@ def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views run
             raise fail(f"{file}: cannot read: {e}")
     st = open_store(store, tracking_uri)
     try:
-        results = query_all(st.tracking_uri, sql, params, cache_dir=st.root / ".subnets" / "tables",
-                            warehouse_dir=st.root / ".subnets" / "warehouse")
+        results = query_all(
+            st.tracking_uri,
+            sql,
+            params,
+            cache_dir=st.root / ".subnets" / "tables",
+            warehouse_dir=st.root / ".subnets" / "warehouse",
+        )
     except Exception as e:  # DuckDB's own message names the problem (parse error, unknown column, ...)
         raise fail(f"query failed{f' ({file})' if file else ''}: {e}")
     if fmt == "parquet":
@@ -76,8 +121,11 @@ def query(sql: Optional[str] = typer.Argument(None, help="SQL over the views run
 
 
 @app.command()
-def ui(store: Path = StoreOpt, port: int = typer.Option(5000, help="Port."),
-       host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only).")):
+def ui(
+    store: Path = StoreOpt,
+    port: int = typer.Option(5000, help="Port."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),
+):
     """Open the MLflow UI over this project's tracking store (one process: stopping it stops everything)."""
     from runners.tracking.ui import serve_ui
 

@@ -1,4 +1,5 @@
 """run, sweep, slurm and the hidden work: the queue's workers, here, as N local processes or as a Slurm array."""
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,19 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     return st, url
 
 
-def _work(runs, st, url: str, studies: list[StudyName], workers: int, threads: int | None, quiet: bool, file: Path,
-          experiment: str | None, mode: str, store: Path) -> None:
+def _work(
+    runs,
+    st,
+    url: str,
+    studies: list[StudyName],
+    workers: int,
+    threads: int | None,
+    quiet: bool,
+    file: Path,
+    experiment: str | None,
+    mode: str,
+    store: Path,
+) -> None:
     """Run the queue's work: in this process for one worker, else in N worker processes."""
     from runners.queue import spawn, threads_per_worker
 
@@ -54,8 +66,20 @@ def _work(runs, st, url: str, studies: list[StudyName], workers: int, threads: i
     if workers == 1:
         _work_here(runs, st, url, studies, threads, quiet, file, 0)
         return
-    args = ["--file", str(file), "--store", str(store), "--storage", url, "--tracking-uri", st.tracking_uri,
-            "--mode", mode, *(["--quiet"] if quiet else []), *([experiment] if experiment else [])]
+    args = [
+        "--file",
+        str(file),
+        "--store",
+        str(store),
+        "--storage",
+        url,
+        "--tracking-uri",
+        st.tracking_uri,
+        "--mode",
+        mode,
+        *(["--quiet"] if quiet else []),
+        *([experiment] if experiment else []),
+    ]
     codes = spawn(workers, args, threads, echo=out.print)
     from runners.queue import summarise
 
@@ -65,8 +89,10 @@ def _work(runs, st, url: str, studies: list[StudyName], workers: int, threads: i
     left = [s for s in summarise(url, studies) if s.has_work]
     died = [c for c in codes if c < 0]
     if died:
-        out.print(f"{len(died)} worker(s) were killed (signal {', '.join(str(-c) for c in died)}); "
-                  + ("the others took over their trials." if not left else "work is left: run the same command again."))
+        out.print(
+            f"{len(died)} worker(s) were killed (signal {', '.join(str(-c) for c in died)}); "
+            + ("the others took over their trials." if not left else "work is left: run the same command again.")
+        )
     if left:
         raise typer.Exit(1)
 
@@ -85,23 +111,36 @@ def _work_here(runs, st, url: str, studies: list[StudyName], threads: int, quiet
     # lets that bookkeeping finish (runners/tracking/progress.py)
     install_stop_handlers()
     prefix = f"[worker {index}] " if index else ""
-    worker = Worker(runs, url, st, Progress(enabled=not quiet, prefix=prefix), index,
-                    echo=lambda s: out.print(s, markup=False, highlight=False))
+    worker = Worker(
+        runs,
+        url,
+        st,
+        Progress(enabled=not quiet, prefix=prefix),
+        index,
+        echo=lambda s: out.print(s, markup=False, highlight=False),
+    )
     try:
         worker.run(studies)
     except KeyboardInterrupt:
         stop_finished()  # the run is marked KILLED: a late signal must not change the exit code
         raise fail("interrupted: the current run is marked KILLED; finished runs are kept", 130)
     except RunError as e:  # missing data, unreachable hub, bad model, no GPU
-        raise fail(f"{file}: experiment {e.spec.experiment!r}: {e.cause}\n(the run is marked FAILED; finished runs are kept)")
+        raise fail(
+            f"{file}: experiment {e.spec.experiment!r}: {e.cause}\n(the run is marked FAILED; finished runs are kept)"
+        )
 
 
 @app.command()
-def run(experiment: Optional[str] = typer.Argument(None, help="Only this experiment (default: all)."),
-        file: Path = FileOpt, store: Path = StoreOpt,
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-        workers: int = WorkersOpt, storage: Optional[str] = StorageOpt, tracking_uri: Optional[str] = TrackingOpt,
-        threads: Optional[int] = ThreadsOpt):
+def run(
+    experiment: Optional[str] = typer.Argument(None, help="Only this experiment (default: all)."),
+    file: Path = FileOpt,
+    store: Path = StoreOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    workers: int = WorkersOpt,
+    storage: Optional[str] = StorageOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+    threads: Optional[int] = ThreadsOpt,
+):
     """Run every expanded run not already FINISHED (by fingerprint): each is a trial in the work queue, so
     several workers, here or on other machines pointed at the same --storage and --tracking-uri, share it."""
     runs = load(file, experiment)
@@ -125,12 +164,19 @@ def run(experiment: Optional[str] = typer.Argument(None, help="Only this experim
 
 
 @app.command()
-def sweep(experiment: str = typer.Argument(..., help="The experiment whose [experiment.search] to run."),
-          file: Path = FileOpt, store: Path = StoreOpt,
-          trials: Optional[int] = typer.Option(None, "--trials", "-n", min=1, help="Trials per searched run (default: search.trials)."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-          workers: int = WorkersOpt, storage: Optional[str] = StorageOpt, tracking_uri: Optional[str] = TrackingOpt,
-          threads: Optional[int] = ThreadsOpt):
+def sweep(
+    experiment: str = typer.Argument(..., help="The experiment whose [experiment.search] to run."),
+    file: Path = FileOpt,
+    store: Path = StoreOpt,
+    trials: Optional[int] = typer.Option(
+        None, "--trials", "-n", min=1, help="Trials per searched run (default: search.trials)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    workers: int = WorkersOpt,
+    storage: Optional[str] = StorageOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+    threads: Optional[int] = ThreadsOpt,
+):
     """Search the method's parameters toward the effective size (Optuna); several processes may join one study."""
     runs = load(file, experiment)
     searched = [r for r in runs if r.search is not None]
@@ -148,18 +194,22 @@ def sweep(experiment: str = typer.Argument(..., help="The experiment whose [expe
 
 
 @app.command()
-def slurm(experiment: Optional[str] = typer.Argument(None, help="Only this experiment (default: all)."),
-          file: Path = FileOpt, store: Path = StoreOpt, storage: Optional[str] = StorageOpt,
-          tracking_uri: Optional[str] = TrackingOpt,
-          array_size: int = typer.Option(..., "--array-size", "-n", min=1, help="Array elements: one worker each."),
-          partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Slurm partition."),
-          time_limit: Optional[str] = typer.Option(None, "--time", "-t", help="Time limit per element (Slurm's --time)."),
-          gpus_per_task: int = typer.Option(0, "--gpus-per-task", min=0, help="GPUs per element."),
-          cpus_per_task: int = typer.Option(1, "--cpus-per-task", "-c", min=1, help="CPUs (torch threads) per element."),
-          mem: Optional[str] = typer.Option(None, "--mem", help="Memory per element (Slurm's --mem, e.g. 16G)."),
-          search: bool = typer.Option(False, "--search", help="Work the experiment's search (as `sweep`), not its grid."),
-          trials: Optional[int] = typer.Option(None, "--trials", min=1, help="With --search: trials per searched run."),
-          dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing.")):
+def slurm(
+    experiment: Optional[str] = typer.Argument(None, help="Only this experiment (default: all)."),
+    file: Path = FileOpt,
+    store: Path = StoreOpt,
+    storage: Optional[str] = StorageOpt,
+    tracking_uri: Optional[str] = TrackingOpt,
+    array_size: int = typer.Option(..., "--array-size", "-n", min=1, help="Array elements: one worker each."),
+    partition: Optional[str] = typer.Option(None, "--partition", "-p", help="Slurm partition."),
+    time_limit: Optional[str] = typer.Option(None, "--time", "-t", help="Time limit per element (Slurm's --time)."),
+    gpus_per_task: int = typer.Option(0, "--gpus-per-task", min=0, help="GPUs per element."),
+    cpus_per_task: int = typer.Option(1, "--cpus-per-task", "-c", min=1, help="CPUs (torch threads) per element."),
+    mem: Optional[str] = typer.Option(None, "--mem", help="Memory per element (Slurm's --mem, e.g. 16G)."),
+    search: bool = typer.Option(False, "--search", help="Work the experiment's search (as `sweep`), not its grid."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="With --search: trials per searched run."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script; submit nothing."),
+):
     """Submit queue workers as a Slurm job array on the same --storage and --tracking-uri (use a PostgreSQL URL
     and a tracking server when the elements run on several nodes); each run executes once."""
     from runners.cluster import ArrayJob, SlurmError, script, submit
@@ -167,9 +217,22 @@ def slurm(experiment: Optional[str] = typer.Argument(None, help="Only this exper
     runs = load(file, experiment)
     runs = [r for r in runs if (r.search is not None) == search]
     if not runs:
-        raise fail(f"{file}: nothing to {'search' if search else 'run'}" + (" (no [experiment.search] table)" if search else ""))
-    job = ArrayJob(Path(file).resolve(), Path(store).resolve(), "search" if search else "grid", array_size, experiment,
-                   partition, time_limit, gpus_per_task, cpus_per_task, mem)
+        raise fail(
+            f"{file}: nothing to {'search' if search else 'run'}"
+            + (" (no [experiment.search] table)" if search else "")
+        )
+    job = ArrayJob(
+        Path(file).resolve(),
+        Path(store).resolve(),
+        "search" if search else "grid",
+        array_size,
+        experiment,
+        partition,
+        time_limit,
+        gpus_per_task,
+        cpus_per_task,
+        mem,
+    )
     if dry_run:
         out.print(script(job), markup=False, highlight=False, soft_wrap=True, end="")
         return
@@ -183,23 +246,34 @@ def slurm(experiment: Optional[str] = typer.Argument(None, help="Only this exper
         if not prep.enqueued + prep.pending:
             return
     if url.startswith("sqlite:///") or st.local:
-        out.print("note: the queue or the tracking store is a local SQLite file: every element must see this "
-                  "directory (one node, or a shared filesystem); across nodes use --storage postgresql://... and "
-                  "--tracking-uri http://...")
+        out.print(
+            "note: the queue or the tracking store is a local SQLite file: every element must see this "
+            "directory (one node, or a shared filesystem); across nodes use --storage postgresql://... and "
+            "--tracking-uri http://..."
+        )
     try:
         job_id, path = submit(job, url, st.tracking_uri)
     except SlurmError as e:
         raise fail(str(e))
-    out.print(f"submitted job {job_id}: {array_size} worker(s) on the queue {redact(url)}; script {path}; "
-              f"logs {job.logs()}; watch with `subnets status` or `squeue -j {job_id}`", soft_wrap=True)
+    out.print(
+        f"submitted job {job_id}: {array_size} worker(s) on the queue {redact(url)}; script {path}; "
+        f"logs {job.logs()}; watch with `subnets status` or `squeue -j {job_id}`",
+        soft_wrap=True,
+    )
 
 
 @app.command(hidden=True)
-def work(experiment: Optional[str] = typer.Argument(None), file: Path = FileOpt, store: Path = StoreOpt,
-         storage: str = typer.Option(..., "--storage", envvar="SUBNETS_STORAGE"),
-         tracking_uri: str = typer.Option(..., "--tracking-uri", envvar="MLFLOW_TRACKING_URI"),
-         mode: str = typer.Option("grid", "--mode"), threads: int = typer.Option(1, "--threads"),
-         worker_index: int = typer.Option(0, "--worker-index"), quiet: bool = typer.Option(False, "--quiet", "-q")):
+def work(
+    experiment: Optional[str] = typer.Argument(None),
+    file: Path = FileOpt,
+    store: Path = StoreOpt,
+    storage: str = typer.Option(..., "--storage", envvar="SUBNETS_STORAGE"),
+    tracking_uri: str = typer.Option(..., "--tracking-uri", envvar="MLFLOW_TRACKING_URI"),
+    mode: str = typer.Option("grid", "--mode"),
+    threads: int = typer.Option(1, "--threads"),
+    worker_index: int = typer.Option(0, "--worker-index"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
     """One worker process (started by `run`/`sweep --workers N`): pull trials until the queue is empty."""
     from runners.queue import study_names
     from runners.tracking import Store

@@ -19,6 +19,7 @@ as the baseline pass; the lengths of the examples are checked.
             acc.update(i, cap.pop())
     result = acc.result()   # CKAResult: matrix, degenerate flags, estimator, n_examples
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -48,8 +49,16 @@ REPRESENTATIONS = ("layer_output", "attention_output")
 ESTIMATORS = ("linear", "minibatch")
 
 __all__ = [
-    "BaselineFeatures", "CKAAccumulator", "CKAResult", "Captured", "capture", "collect_baseline",
-    "linear_cka_reference", "minibatch_cka_reference", "pool", "pool_layers",
+    "BaselineFeatures",
+    "CKAAccumulator",
+    "CKAResult",
+    "Captured",
+    "capture",
+    "collect_baseline",
+    "linear_cka_reference",
+    "minibatch_cka_reference",
+    "pool",
+    "pool_layers",
 ]
 
 
@@ -126,20 +135,24 @@ class Capture:
                 return
             hidden = _first(output).detach()
             self._rows[index] = pool(hidden[: self._mask.shape[0]], self._mask, self.pooling)
+
         return hook
 
     def pop(self) -> Captured:
         """The last forward pass's rows (cleared afterwards)."""
         if self._mask is None or any(r is None for r in self._rows):
-            raise RuntimeError("pop() needs exactly one completed forward pass of the captured model since the last pop()")
+            raise RuntimeError(
+                "pop() needs exactly one completed forward pass of the captured model since the last pop()"
+            )
         out = Captured(self._rows, self._mask.sum(1).cpu())
         self._rows, self._mask = [], None
         return out
 
 
 @contextmanager
-def capture(model, representation: Representation = "layer_output", pooling: Pooling = "mean",
-            max_examples: int | None = None) -> Iterator[Capture]:
+def capture(
+    model, representation: Representation = "layer_output", pooling: Pooling = "mean", max_examples: int | None = None
+) -> Iterator[Capture]:
     """Hook a HF BERT-family model (runners.pruning.units: BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT) so
     each forward pass leaves its L+1 pooled layer representations in `cap.pop()`. layer_output = each
     encoder layer's output (HF's hidden_states); attention_output = each layer's attention block output
@@ -152,8 +165,10 @@ def capture(model, representation: Representation = "layer_output", pooling: Poo
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
     view = encoder_view(model)
     cap = Capture(len(view.layers) + 1, pooling, max_examples)
-    handles = [model.register_forward_pre_hook(cap._start, with_kwargs=True),
-               view.embeddings.register_forward_hook(cap._tap(0))]
+    handles = [
+        model.register_forward_pre_hook(cap._start, with_kwargs=True),
+        view.embeddings.register_forward_hook(cap._tap(0)),
+    ]
     part = "layer" if representation == "layer_output" else "attention_block"
     handles += hook_depths(view, part, lambda i: cap._tap(i + 1))
     try:
@@ -247,8 +262,15 @@ class CKAResult:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"matrix": self.matrix.tolist(), "degenerate": self.degenerate.tolist(), "estimator": self.estimator,
-                "n_examples": self.n_examples, "n_rows": self.n_rows, "n_batches": self.n_batches, "notes": self.notes}
+        return {
+            "matrix": self.matrix.tolist(),
+            "degenerate": self.degenerate.tolist(),
+            "estimator": self.estimator,
+            "n_examples": self.n_examples,
+            "n_rows": self.n_rows,
+            "n_batches": self.n_batches,
+            "notes": self.notes,
+        }
 
 
 class CKAAccumulator:
@@ -277,7 +299,9 @@ class CKAAccumulator:
             raise ValueError(f"batch {batch_index}: {c.n_rows} rows, the baseline has {b.rows[batch_index]}")
         ref = b.lengths[batch_index]
         if ref is not None and c.lengths is not None and not torch.equal(ref, c.lengths.cpu()):
-            raise ValueError(f"batch {batch_index}: example lengths differ from the baseline's (different batch order?)")
+            raise ValueError(
+                f"batch {batch_index}: example lengths differ from the baseline's (different batch order?)"
+            )
         self._state.update(batch_index, _flat(c), len(c.layers))
         self._seen.add(batch_index)
 
@@ -293,14 +317,22 @@ class CKAAccumulator:
             if skipped:
                 notes.append(f"{len(skipped)} batch(es) under 4 rows left out of the minibatch average")
             n_batches -= len(skipped)
-        return CKAResult(matrix, flags, self.estimator, self.baseline.n_examples, self.baseline.n_rows, n_batches, notes)
+        return CKAResult(
+            matrix, flags, self.estimator, self.baseline.n_examples, self.baseline.n_rows, n_batches, notes
+        )
 
     def nbytes(self) -> int:
         return self._state.nbytes()
 
 
-def collect_baseline(model, batches, representation: Representation = "layer_output", pooling: Pooling = "mean",
-                     max_examples: int | None = None, estimators: Sequence[Estimator] = ("linear",)) -> BaselineFeatures:
+def collect_baseline(
+    model,
+    batches,
+    representation: Representation = "layer_output",
+    pooling: Pooling = "mean",
+    max_examples: int | None = None,
+    estimators: Sequence[Estimator] = ("linear",),
+) -> BaselineFeatures:
     """Run the baseline once over `batches` (dicts of model inputs, or objects with `.model_inputs()`).
     Prefer capturing during an evaluation pass the run makes anyway (see the module docstring)."""
     base = BaselineFeatures(estimators)

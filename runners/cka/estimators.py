@@ -11,6 +11,7 @@ CKA = xy / sqrt(xx * yy), finished by `cka_from_terms`, which also flags degener
 - `MinibatchBaseline` / `MinibatchState`: Nguyen, Raghu & Kornblith (2021): unbiased HSIC_1 (Song et
   al. 2012) on each minibatch, averaged over minibatches, CKA from the averages.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -234,7 +235,9 @@ class MinibatchBaseline:
         self.m2 = torch.stack([s.m2_sum for s in self.sides.values()]).sum(0) / n
 
     def nbytes(self) -> int:
-        return sum(s.mat.numel() * s.mat.element_size() + (s.u.numel() + s.sqn.numel()) * 8 for s in self.sides.values())
+        return sum(
+            s.mat.numel() * s.mat.element_size() + (s.u.numel() + s.sqn.numel()) * 8 for s in self.sides.values()
+        )
 
 
 class MinibatchState:
@@ -283,7 +286,11 @@ def hsic1_reference(k: Tensor, l: Tensor) -> float:
     l.fill_diagonal_(0.0)
     n = k.shape[0]
     one = torch.ones(n, 1, dtype=F64)
-    val = torch.trace(k @ l) + (one.T @ k @ one) * (one.T @ l @ one) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (one.T @ k @ l @ one)
+    val = (
+        torch.trace(k @ l)
+        + (one.T @ k @ one) * (one.T @ l @ one) / ((n - 1) * (n - 2))
+        - 2.0 / (n - 2) * (one.T @ k @ l @ one)
+    )
     return float(val / (n * (n - 3)))
 
 

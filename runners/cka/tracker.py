@@ -1,6 +1,7 @@
 """CKA inside a run: the baseline's side once (riding on the step-0 evaluation), then each compared
 model's side on the evaluation pass its step makes anyway. One forward pass per model per batch
 serves every layer pair; batches match because evaluation order is fixed (runners.training.evaluate)."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ class CKATracker:
         base = BaselineFeatures((self.spec.estimator,)) if building else self.baseline
         acc = None if building else CKAAccumulator(base, self.spec.estimator)
         with capture(model, self.spec.representation, self.spec.pooling, self.spec.examples) as cap:
+
             def on_batch(i, _outputs, _batch):
                 (base.add if building else acc.update)(i, cap.pop())
 
@@ -47,10 +49,23 @@ class CKATracker:
 
 def cka_rows(ids: dict, step, result: CKAResult, spec: CkaSpec) -> list[dict]:
     n = result.matrix.shape
-    return [dict(ids, variant=step.variant, step=step.step, sparsity=step.sparsity, representation=spec.representation,
-                 pooling=spec.pooling, estimator=result.estimator, layer_base=i, layer_pruned=j,
-                 value=float(result.matrix[i, j]), degenerate=bool(result.degenerate[i, j]))
-            for i in range(n[0]) for j in range(n[1])]
+    return [
+        dict(
+            ids,
+            variant=step.variant,
+            step=step.step,
+            sparsity=step.sparsity,
+            representation=spec.representation,
+            pooling=spec.pooling,
+            estimator=result.estimator,
+            layer_base=i,
+            layer_pruned=j,
+            value=float(result.matrix[i, j]),
+            degenerate=bool(result.degenerate[i, j]),
+        )
+        for i in range(n[0])
+        for j in range(n[1])
+    ]
 
 
 def diagonal_metrics(matrix: np.ndarray) -> dict[str, float]:

@@ -6,6 +6,7 @@ local workers do. A worker stopped by `scancel` (SIGTERM) marks its run KILLED a
 other elements (or by the next submission). The storage URL and tracking URI travel in the job's environment
 (sbatch exports the submitting environment), never in the script file: a PostgreSQL password is not written down.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,12 @@ class ArrayJob:
 
 def script(job: ArrayJob, python: str = sys.executable) -> str:
     """The sbatch script: one `subnets work` per array element, each on --cpus-per-task threads."""
-    directives = [f"--job-name={job.name}", f"--array=0-{job.array_size - 1}", f"--cpus-per-task={job.cpus_per_task}",
-                  f"--output={job.logs() / '%x-%A_%a.out'}"]
+    directives = [
+        f"--job-name={job.name}",
+        f"--array=0-{job.array_size - 1}",
+        f"--cpus-per-task={job.cpus_per_task}",
+        f"--output={job.logs() / '%x-%A_%a.out'}",
+    ]
     if job.partition:
         directives.append(f"--partition={job.partition}")
     if job.time_limit:
@@ -58,18 +63,34 @@ def script(job: ArrayJob, python: str = sys.executable) -> str:
         directives.append(f"--gpus-per-task={job.gpus_per_task}")
     if job.mem:
         directives.append(f"--mem={job.mem}")
-    work = [python, "-m", "registry.cli", "work", "--file", str(job.file), "--store", str(job.store),
-            "--mode", job.mode, *(["--quiet"] if job.quiet else []), *([job.experiment] if job.experiment else [])]
-    lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives),
-             "# Written by `subnets slurm`. Each array element is one queue worker; the queue (SUBNETS_STORAGE) and",
-             "# the tracking store (MLFLOW_TRACKING_URI) come from the submitting environment, so each run executes",
-             "# once whichever element takes it. scancel of an element marks its run KILLED; its trial is retried.",
-             "set -euo pipefail",
-             'threads="${SLURM_CPUS_PER_TASK:-1}"',
-             'export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1',
-             # exec: the worker is the job step's process, so scancel's SIGTERM reaches it directly
-             "exec " + " ".join(shlex.quote(a) for a in work)
-             + ' --threads "$threads" --worker-index "${SLURM_ARRAY_TASK_ID:-0}"']
+    work = [
+        python,
+        "-m",
+        "registry.cli",
+        "work",
+        "--file",
+        str(job.file),
+        "--store",
+        str(job.store),
+        "--mode",
+        job.mode,
+        *(["--quiet"] if job.quiet else []),
+        *([job.experiment] if job.experiment else []),
+    ]
+    lines = [
+        "#!/bin/bash",
+        *(f"#SBATCH {d}" for d in directives),
+        "# Written by `subnets slurm`. Each array element is one queue worker; the queue (SUBNETS_STORAGE) and",
+        "# the tracking store (MLFLOW_TRACKING_URI) come from the submitting environment, so each run executes",
+        "# once whichever element takes it. scancel of an element marks its run KILLED; its trial is retried.",
+        "set -euo pipefail",
+        'threads="${SLURM_CPUS_PER_TASK:-1}"',
+        'export OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1',
+        # exec: the worker is the job step's process, so scancel's SIGTERM reaches it directly
+        "exec "
+        + " ".join(shlex.quote(a) for a in work)
+        + ' --threads "$threads" --worker-index "${SLURM_ARRAY_TASK_ID:-0}"',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -81,8 +102,9 @@ def submit(job: ArrayJob, storage_url: str, tracking_uri: str, sbatch: str = "sb
     path.write_text(script(job))
     env = {**os.environ, "SUBNETS_STORAGE": storage_url, "MLFLOW_TRACKING_URI": tracking_uri}
     try:
-        proc = subprocess.run([sbatch, "--parsable", "--export=ALL", str(path)], capture_output=True, text=True,
-                              env=env, timeout=60)
+        proc = subprocess.run(
+            [sbatch, "--parsable", "--export=ALL", str(path)], capture_output=True, text=True, env=env, timeout=60
+        )
     except FileNotFoundError as e:
         raise SlurmError(f"{sbatch} not found: submit from a Slurm login node (the script is at {path})") from e
     if proc.returncode != 0:

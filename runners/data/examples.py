@@ -4,6 +4,7 @@ Every task (built-in, local files, hub) is turned into a `TaskData`: a training 
 evaluation set and zero or more out-of-domain evaluation sets. Examples carry an optional `subcase`
 (e.g. a HANS heuristic) so accuracy can be reported per subcase.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,8 +64,9 @@ class Batch:
         if self.input_ids.device == torch.device(device):
             return self
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.attention_mask), move(self.token_type_ids), move(self.labels),
-                     self.subcases)
+        return Batch(
+            move(self.input_ids), move(self.attention_mask), move(self.token_type_ids), move(self.labels), self.subcases
+        )
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
@@ -79,13 +81,12 @@ def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[dict
     b = [e.text_b for e in examples] if examples and examples[0].text_b is not None else None
     enc = tokenizer(a, b, truncation=True, max_length=max_length, padding=False)
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
-    return [
-        {**{k: enc[k][i] for k in keys}, "label": e.label, "subcase": e.subcase}
-        for i, e in enumerate(examples)
-    ]
+    return [{**{k: enc[k][i] for k in keys}, "label": e.label, "subcase": e.subcase} for i, e in enumerate(examples)]
 
 
-def batches(encoded: Sequence[dict], batch_size: int, pad_id: int, order: Sequence[int] | None = None) -> Iterator[Batch]:
+def batches(
+    encoded: Sequence[dict], batch_size: int, pad_id: int, order: Sequence[int] | None = None
+) -> Iterator[Batch]:
     """Yield batches padded to the longest sequence of each batch (not to the maximum length)."""
     idx = list(order) if order is not None else list(range(len(encoded)))
     for start in range(0, len(idx), batch_size):

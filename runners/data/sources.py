@@ -1,4 +1,5 @@
 """Read a declared data source (local csv/tsv/jsonl/parquet file, or a hub dataset) into Examples."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -37,12 +38,15 @@ def _hub_rows(source) -> list[dict[str, Any]]:
         ds = datasets.load_dataset(source.hub, source.config, split=split, revision=source.revision)
     except Exception as e:  # offline machines land here: say what was asked for
         at = f", revision {source.revision!r}" if source.revision else ""
-        raise SourceError(f"cannot load hub dataset {source.hub!r} (config {source.config!r}, split {split!r}{at}): {e}") from e
+        raise SourceError(
+            f"cannot load hub dataset {source.hub!r} (config {source.config!r}, split {split!r}{at}): {e}"
+        ) from e
     return list(ds)
 
 
-def to_examples(rows: Iterable[dict[str, Any]], source, labels: list[str], where: str,
-                regression: bool = False) -> list[Example]:
+def to_examples(
+    rows: Iterable[dict[str, Any]], source, labels: list[str], where: str, regression: bool = False
+) -> list[Example]:
     """Map columns to Examples; labels may be indices, label names, or mapped by `label_map` (a
     regression task's are float scores). Rows without a gold label are skipped. Subcases join the
     values of the subcase column(s) with "/", the label column giving its label name."""
@@ -56,7 +60,9 @@ def to_examples(rows: Iterable[dict[str, Any]], source, labels: list[str], where
         if label is None:
             if is_unlabelled(row[source.label]):
                 continue  # unlabelled rows (e.g. SNLI without gold label, GLUE test splits)
-            raise SourceError(f"{where}: row {i}: label {row[source.label]!r} is not one of {labels} and no label_map covers it")
+            raise SourceError(
+                f"{where}: row {i}: label {row[source.label]!r} is not one of {labels} and no label_map covers it"
+            )
         text_b = str(row[source.text_b]).strip() if source.text_b else None
         sub = "/".join(labels[label] if c == source.label and not regression else str(row[c]) for c in subcases) or None
         out.append(Example(str(row[source.text_a]).strip(), text_b, label, sub))

@@ -9,6 +9,7 @@ entailed and half not, for each of the heuristics lexical_overlap, subsequence a
 heuristic scores 50% on each. OOD subcases are "<heuristic>/<label name>"; ID subcases are "reduction",
 "role_swap" and "new_words".
 """
+
 from __future__ import annotations
 
 import random
@@ -28,11 +29,14 @@ NOUNS = (
     "president professor tourist farmer dancer singer pilot nurse chef baker writer painter poet soldier sailor "
     "officer engineer architect journalist editor musician clerk guard driver merchant priest"
 ).split()
-TRANSITIVE = tuple(tuple(p.split("/")) for p in (  # (past, past participle)
-    "saw/seen knew/known chose/chosen forgot/forgotten met/met heard/heard found/found paid/paid helped/helped "
-    "called/called thanked/thanked admired/admired recommended/recommended contacted/contacted avoided/avoided "
-    "supported/supported mentioned/mentioned encouraged/encouraged visited/visited introduced/introduced"
-).split())
+TRANSITIVE = tuple(
+    tuple(p.split("/"))
+    for p in (  # (past, past participle)
+        "saw/seen knew/known chose/chosen forgot/forgotten met/met heard/heard found/found paid/paid helped/helped "
+        "called/called thanked/thanked admired/admired recommended/recommended contacted/contacted avoided/avoided "
+        "supported/supported mentioned/mentioned encouraged/encouraged visited/visited introduced/introduced"
+    ).split()
+)
 INTRANSITIVE = "danced slept laughed arrived left waited smiled shouted ran swam cried resigned".split()
 ADJECTIVES = "tall happy old young famous quiet clever angry brave tired rich polite".split()
 PREPOSITIONS = ("near", "behind", "beside")
@@ -75,16 +79,28 @@ class Clause:
 
 
 def _lexicon(p: SyntheticNLIParams) -> tuple[list, list, list, list]:
-    return NOUNS[: p.n_nouns], list(TRANSITIVE[: p.n_transitive]), INTRANSITIVE[: p.n_intransitive], \
-        ADJECTIVES[: p.n_adjectives]
+    return (
+        NOUNS[: p.n_nouns],
+        list(TRANSITIVE[: p.n_transitive]),
+        INTRANSITIVE[: p.n_intransitive],
+        ADJECTIVES[: p.n_adjectives],
+    )
 
 
 def vocabulary(params: SyntheticNLIParams) -> list[str]:
     """Every word `generate` can emit with these params, sorted."""
     nouns, verbs, vi, adjs = _lexicon(params)
     words = {*nouns, *vi, *adjs, *(form for v in verbs for form in v)}
-    for group in (PREPOSITIONS, CERTAIN_ADVERBS, HEDGE_ADVERBS, FACTIVE, NONFACTIVE, ENTAILING_CONJ,
-                  NONENTAILING_CONJ, FUNCTION_WORDS):
+    for group in (
+        PREPOSITIONS,
+        CERTAIN_ADVERBS,
+        HEDGE_ADVERBS,
+        FACTIVE,
+        NONFACTIVE,
+        ENTAILING_CONJ,
+        NONENTAILING_CONJ,
+        FUNCTION_WORDS,
+    ):
         words.update(group)
     return sorted(words)
 
@@ -116,8 +132,11 @@ class _Gen:
         return NP(noun, self.adj(), mod)
 
     def modifier_head(self, kind: str):
-        return {"pp": lambda: self.rng.choice(PREPOSITIONS), "rc": lambda: self.rng.choice(self.verbs),
-                "and": lambda: None}[kind]()
+        return {
+            "pp": lambda: self.rng.choice(PREPOSITIONS),
+            "rc": lambda: self.rng.choice(self.verbs),
+            "and": lambda: None,
+        }[kind]()
 
     def clause(self, pool, subj_mods=(), obj_mods=(), transitive=0.7, passive=0.0) -> Clause:
         subj = self.np(pool, subj_mods)
@@ -149,8 +168,11 @@ class _Gen:
     def perturb(self, hyp: list[str], premise: list[str]) -> list[str] | None:
         """Replace content words (at least one; each with new_word_prob) by words absent from the premise."""
         present, out = set(premise), list(hyp)
-        slots = [i for i, w in enumerate(out) if w in self.nouns or w in self.vi or w in self.adjs
-                 or w in self.past or w in self.participles]
+        slots = [
+            i
+            for i, w in enumerate(out)
+            if w in self.nouns or w in self.vi or w in self.adjs or w in self.past or w in self.participles
+        ]
         self.rng.shuffle(slots)
         for k, i in enumerate(slots):
             if k > 0 and self.rng.random() >= self.p.new_word_prob:
@@ -213,19 +235,29 @@ class _Gen:
         rng, pool, pick = self.rng, self.pool(), self.rng.randrange(3)
         if heuristic == "lexical_overlap":  # hypotheses are never contiguous pieces of the premise
             if pick == 0:  # drop the subject's adjective / swap subject and object
-                c = Clause(NP(pool.pop(), rng.choice(self.adjs)), rng.choice(self.verbs), NP(pool.pop(), self.adj()),
-                           rng.random() < 0.3)
+                c = Clause(
+                    NP(pool.pop(), rng.choice(self.adjs)),
+                    rng.choice(self.verbs),
+                    NP(pool.pop(), self.adj()),
+                    rng.random() < 0.3,
+                )
                 return c.words(), (replace(c, subj=NP(c.subj.noun)) if entailed else self.swap(c)).words()
             n1, n2, n3 = pool.pop(), pool.pop(), pool.pop()
             v1, v2 = rng.choice(self.verbs), rng.choice(self.verbs)
             if pick == 1:  # "the A near the B saw the C"
                 c = Clause(NP(n1, self.adj(), ("pp", rng.choice(PREPOSITIONS), n2)), v2, NP(n3))
-                hyps = [Clause(NP(n1, c.subj.adj), v2, NP(n3))] if entailed else [
-                    Clause(NP(n3), v2, NP(n2)), Clause(NP(n2), v2, NP(n1))]
+                hyps = (
+                    [Clause(NP(n1, c.subj.adj), v2, NP(n3))]
+                    if entailed
+                    else [Clause(NP(n3), v2, NP(n2)), Clause(NP(n2), v2, NP(n1))]
+                )
             else:  # "the A who saw the B helped the C"
                 c = Clause(NP(n1, self.adj(), ("rc", v1, n2)), v2, NP(n3))
-                hyps = [Clause(NP(n1), v2, NP(n3)), Clause(NP(n1), v1, NP(n2))] if entailed else [
-                    Clause(NP(n2), v1, NP(n1)), Clause(NP(n3), v2, NP(n1))]
+                hyps = (
+                    [Clause(NP(n1), v2, NP(n3)), Clause(NP(n1), v1, NP(n2))]
+                    if entailed
+                    else [Clause(NP(n2), v1, NP(n1)), Clause(NP(n3), v2, NP(n1))]
+                )
             return c.words(), rng.choice(hyps).words()
         if heuristic == "subsequence":  # hypotheses are contiguous pieces of the premise, not constituents
             if entailed and pick == 2:  # "the A and the B saw the C" -> "the B saw the C"
@@ -275,6 +307,7 @@ def _id_examples(g: _Gen, n: int, hard_fraction: float, seen: set) -> list[Examp
     g.rng.shuffle(kinds)
     out: list[Example] = []
     for kind in kinds:
+
         def make() -> bool:
             premise, ent, hard = g.id_frame()
             if kind == "role_swap":
@@ -301,6 +334,7 @@ def _ood_examples(g: _Gen, n_per_subcase: int, seen: set) -> list[Example]:
 
 def generate(params: SyntheticNLIParams, seed: int) -> TaskData:
     """Deterministic in (params, seed); no (premise, hypothesis) pair occurs twice across all splits."""
+
     def stream(split: str) -> _Gen:  # one independent RNG stream per split (string seeds hash stably)
         return _Gen(params, random.Random(f"synthetic_nli/{seed}/{split}"))
 
@@ -308,5 +342,9 @@ def generate(params: SyntheticNLIParams, seed: int) -> TaskData:
     train = _id_examples(stream("train"), params.n_train, params.id_hard_fraction, seen)
     id_eval = _id_examples(stream("id_eval"), params.n_id_eval, params.id_hard_fraction, seen)
     ood = _ood_examples(stream("ood"), params.n_ood_per_subcase, seen)
-    return TaskData(train=train, id_eval=EvalSet("id", "id", id_eval), ood=[EvalSet(OOD_NAME, "ood", ood)],
-                    label_names=list(LABEL_NAMES))
+    return TaskData(
+        train=train,
+        id_eval=EvalSet("id", "id", id_eval),
+        ood=[EvalSet(OOD_NAME, "ood", ood)],
+        label_names=list(LABEL_NAMES),
+    )

@@ -1,4 +1,5 @@
 """Materialise a declared task (registry.tasks) into training, in-domain and out-of-domain examples."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,9 +48,12 @@ def build_task(task: TaskSpec, base_dir: str) -> TaskData:
         eval_src = task.eval or entry.eval
         data = TaskData(
             train=to_examples(read_rows(train_src, base_dir), train_src, labels, "task.train", regression),
-            id_eval=EvalSet("id", "id", to_examples(read_rows(eval_src, base_dir), eval_src, labels, "task.eval", regression)),
+            id_eval=EvalSet(
+                "id", "id", to_examples(read_rows(eval_src, base_dir), eval_src, labels, "task.eval", regression)
+            ),
             ood=[_ood_set(spec, labels, base_dir, regression) for spec in builtin_ood(task)],
-            label_names=labels, regression=regression,
+            label_names=labels,
+            regression=regression,
         )
     data.ood += [_ood_set(spec, labels, base_dir, regression) for spec in task.ood]
     primary, metrics = task_metrics(task)

@@ -4,6 +4,7 @@ No tokenizer can be downloaded offline, so the embedded task ships its own: one 
 generated vocabulary, BERT-style special tokens and [CLS]/[SEP] templates with segment ids, wrapped as a
 `transformers` fast tokenizer so it encodes, pads, saves and reloads like any hub tokenizer.
 """
+
 from __future__ import annotations
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -50,6 +51,7 @@ def build_word_tokenizer(words: list[str], token_types: bool = True) -> PreTrain
         sep_token=SEP,
         mask_token=MASK,
         padding_side="right",
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"] if token_types
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"]
+        if token_types
         else ["input_ids", "attention_mask"],
     )

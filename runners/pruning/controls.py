@@ -7,6 +7,7 @@
   the mask held fixed (weights re-zeroed after every optimiser step; gated units zero-ablated, since
   mean activations of the old fine-tuned model do not describe the new one).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -15,8 +16,8 @@ from typing import Callable
 import torch
 
 from runners.pruning.gates import Gates, attach
-from runners.pruning.recipe import PruneStep
 from runners.pruning.masks import split_like
+from runners.pruning.recipe import PruneStep
 from runners.pruning.units import apply_weight_masks, prunable_weights
 
 
@@ -71,8 +72,14 @@ def evaluate_subnetwork(model, step: PruneStep, evaluate: Callable) -> dict:
         return evaluate(model)
 
 
-def build_controls(selected: PruneStep, kinds: list[str], seed: int, load_finetuned: Callable, evaluate: Callable,
-                   done: dict[str, PruneStep] | None = None):
+def build_controls(
+    selected: PruneStep,
+    kinds: list[str],
+    seed: int,
+    load_finetuned: Callable,
+    evaluate: Callable,
+    done: dict[str, PruneStep] | None = None,
+):
     """One PruneStep per control, evaluated on a fresh copy of the fine-tuned model; controls in `done`
     (finished by a killed attempt of the run) are taken as they are."""
     out = []

@@ -25,6 +25,7 @@ ALBERT is not exported: its depths run one shared layer, and per-depth gates kee
 those shared weights, so no smaller ALBERT computes the gated model (unsharing the layer would
 multiply its parameters by the depth). Its gates, weight masks and CKA work like everyone else's.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -54,10 +55,23 @@ from registry.models import ARCHITECTURES, EXPORTABLE_MODEL_TYPES
 from runners.pruning.gates import Gates, UnsupportedArchitecture, attach, encoder_view, geometry
 from runners.pruning.units import _get
 
-__all__ = ["ExportInfo", "LatencyComparison", "SubnetBertConfig", "SubnetBertForSequenceClassification",
-           "SubnetDistilBertConfig", "SubnetDistilBertForSequenceClassification", "SubnetElectraConfig",
-           "SubnetElectraForSequenceClassification", "SubnetRobertaConfig", "SubnetRobertaForSequenceClassification",
-           "build_subnetwork", "compare_latency", "count_params", "export_subnetwork", "measure_latency"]
+__all__ = [
+    "ExportInfo",
+    "LatencyComparison",
+    "SubnetBertConfig",
+    "SubnetBertForSequenceClassification",
+    "SubnetDistilBertConfig",
+    "SubnetDistilBertForSequenceClassification",
+    "SubnetElectraConfig",
+    "SubnetElectraForSequenceClassification",
+    "SubnetRobertaConfig",
+    "SubnetRobertaForSequenceClassification",
+    "build_subnetwork",
+    "compare_latency",
+    "count_params",
+    "export_subnetwork",
+    "measure_latency",
+]
 
 
 class _NoHeads(nn.Module):
@@ -227,13 +241,14 @@ def build_subnetwork(model: nn.Module, gates: Gates) -> nn.Module:
     view = encoder_view(model)
     arch = ARCHITECTURES.get(view.model_type)
     if not arch.export:
-        raise UnsupportedArchitecture(f"cannot export model type {view.model_type!r}: {arch.note}; export "
-                                      f"supports {', '.join(EXPORTABLE_MODEL_TYPES)}")
+        raise UnsupportedArchitecture(
+            f"cannot export model type {view.model_type!r}: {arch.note}; export "
+            f"supports {', '.join(EXPORTABLE_MODEL_TYPES)}"
+        )
     sub_cls = _SUBNET_OF.get(type(model))
     if sub_cls is None:
         raise UnsupportedArchitecture(
-            f"cannot export a {type(model).__name__}; supported: "
-            f"{', '.join(c.__name__ for c in _SUBNET_OF)}"
+            f"cannot export a {type(model).__name__}; supported: {', '.join(c.__name__ for c in _SUBNET_OF)}"
         )
     g = geometry(model)
     L, H, d = g.layers, g.heads, g.head_dim
@@ -353,8 +368,9 @@ def _timed(models: list[nn.Module], batches, reps: int, warmup: int, threads: in
     return [statistics.median(t) for t in times]
 
 
-def measure_latency(model: nn.Module, batches: Iterable | tuple[int, int] = (8, 128), reps: int = 20,
-                    warmup: int = 3, threads: int = 1) -> float:
+def measure_latency(
+    model: nn.Module, batches: Iterable | tuple[int, int] = (8, 128), reps: int = 20, warmup: int = 3, threads: int = 1
+) -> float:
     """Median CPU milliseconds per forward pass (torch.no_grad, eval mode, `threads` threads)."""
     return _timed([model], batches, reps, warmup, threads)[0]
 
@@ -373,8 +389,14 @@ class LatencyComparison:
         return self.full_ms / self.exported_ms
 
 
-def compare_latency(full: nn.Module, exported: nn.Module, batches: Iterable | tuple[int, int] = (8, 128),
-                    reps: int = 20, warmup: int = 3, threads: int = 1) -> LatencyComparison:
+def compare_latency(
+    full: nn.Module,
+    exported: nn.Module,
+    batches: Iterable | tuple[int, int] = (8, 128),
+    reps: int = 20,
+    warmup: int = 3,
+    threads: int = 1,
+) -> LatencyComparison:
     """CPU latency of the full (ungated) model vs the exported one, measured interleaved."""
     full_ms, exported_ms = _timed([full, exported], batches, reps, warmup, threads)
     return LatencyComparison(full_ms, exported_ms)
@@ -396,6 +418,11 @@ def export_and_measure(model, gates, tokenizer, out_dir: Path, batches: list) ->
                 gated = model(**b.model_inputs()).logits
             diffs.append(float((exported - gated).abs().max()))
     timing = compare_latency(model, info.model, batches, reps=LATENCY_REPS)
-    return {"export.params_full": info.params_full, "export.params_exported": info.params_exported,
-            "export.max_logit_diff": max(diffs), "export.latency_full_ms": timing.full_ms,
-            "export.latency_exported_ms": timing.exported_ms, "export.speedup": timing.speedup}
+    return {
+        "export.params_full": info.params_full,
+        "export.params_exported": info.params_exported,
+        "export.max_logit_diff": max(diffs),
+        "export.latency_full_ms": timing.full_ms,
+        "export.latency_exported_ms": timing.exported_ms,
+        "export.speedup": timing.speedup,
+    }

@@ -20,6 +20,7 @@ time, so a caller may assign freshly sampled tensors (e.g. hard-concrete L0 gate
 without re-attaching. Each hooked module costs one fused multiply(-add) per forward; a layer whose
 gates are all ones and need no gradient is skipped.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -45,9 +46,23 @@ from runners.pruning.units import (  # re-exported: one import site for the whol
 )
 
 __all__ = [
-    "Gates", "UnitMeans", "GateHandle", "NeuronRecorder", "attach", "compute_unit_means",
-    "record_neurons", "Geometry", "UnsupportedArchitecture", "apply_weight_masks",
-    "encoder_layers", "encoder_view", "geometry", "prunable_weights", "sparsity", "unit_rows", "weight_sparsity",
+    "Gates",
+    "UnitMeans",
+    "GateHandle",
+    "NeuronRecorder",
+    "attach",
+    "compute_unit_means",
+    "record_neurons",
+    "Geometry",
+    "UnsupportedArchitecture",
+    "apply_weight_masks",
+    "encoder_layers",
+    "encoder_view",
+    "geometry",
+    "prunable_weights",
+    "sparsity",
+    "unit_rows",
+    "weight_sparsity",
 ]
 
 ABLATIONS = ("zero", "mean")
@@ -94,20 +109,29 @@ class Gates:
     means: UnitMeans | None = None
 
     @classmethod
-    def ones(cls, model: nn.Module, *, neurons: bool = False, requires_grad: bool = False,
-             ablation: str = "zero", means: UnitMeans | None = None,
-             dtype: torch.dtype = torch.float32) -> "Gates":
+    def ones(
+        cls,
+        model: nn.Module,
+        *,
+        neurons: bool = False,
+        requires_grad: bool = False,
+        ablation: str = "zero",
+        means: UnitMeans | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> "Gates":
         g = geometry(model)
         device = next(model.parameters()).device
 
         def one(*shape):
             return torch.ones(shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
-        return cls(one(g.layers, g.heads), one(g.layers),
-                   one(g.layers, g.intermediate) if neurons else None, ablation, means)
+        return cls(
+            one(g.layers, g.heads), one(g.layers), one(g.layers, g.intermediate) if neurons else None, ablation, means
+        )
 
     def binarise(self, threshold: float = 0.5) -> "Gates":
         """Detached copy with every gate set to 1.0 if >= threshold else 0.0."""
+
         def b(t):
             return None if t is None else (t.detach() >= threshold).to(t.dtype)
 
@@ -115,11 +139,15 @@ class Gates:
 
     def to(self, device: torch.device | str) -> "Gates":
         """Detached copy on `device` (means included)."""
+
         def mv(t):
             return None if t is None else t.detach().to(device)
 
-        means = None if self.means is None else replace(self.means, head=mv(self.means.head), mlp=mv(self.means.mlp),
-                                                         neuron=mv(self.means.neuron))
+        means = (
+            None
+            if self.means is None
+            else replace(self.means, head=mv(self.means.head), mlp=mv(self.means.mlp), neuron=mv(self.means.neuron))
+        )
         return replace(self, head=mv(self.head), mlp=mv(self.mlp), neuron=mv(self.neuron), means=means)
 
     def zero_grad(self) -> None:
@@ -160,7 +188,8 @@ class GateHandle:
                 continue
             # one host sync per family per forward decides which layers can be skipped
             skip = [False] * len(gate) if gate.requires_grad else (gate == 1).reshape(len(gate), -1).all(1).tolist()
-            scale = expand(gate.to(self._device))  # gates built elsewhere (a control's, a loaded step's) may sit on the CPU
+            # gates built elsewhere (a control's, a loaded step's) may sit on the CPU
+            scale = expand(gate.to(self._device))
             shift = None if mu is None else (1 - scale) * mu.to(scale.device)
             self._plan[kind] = [
                 None if skip[i] else (scale[i], None if shift is None else shift[i]) for i in range(len(gate))
@@ -218,7 +247,9 @@ def _check(g: Gates, geom: Geometry) -> None:
             raise ValueError("mean ablation needs gates.means (see compute_unit_means)")
         m = g.means
         if (tuple(m.head.shape), tuple(m.mlp.shape), tuple(m.neuron.shape)) != (
-            (geom.layers, geom.heads * geom.head_dim), (geom.layers, geom.hidden), (geom.layers, geom.intermediate)
+            (geom.layers, geom.heads * geom.head_dim),
+            (geom.layers, geom.hidden),
+            (geom.layers, geom.intermediate),
         ):
             raise ValueError("unit means were computed for a model of a different shape")
 

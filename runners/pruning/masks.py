@@ -1,4 +1,5 @@
 """Masks on disk: safetensors files, bit-packed (a BERT-base weight mask is ~10 MB instead of ~85 MB)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 
-def save_deterministic(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_deterministic(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     """safetensors, byte for byte the same for the same tensors and metadata: the library writes its
     metadata map in a per-process random order, so the header is rewritten with sorted keys."""
     from safetensors.torch import save
@@ -24,8 +27,14 @@ def save_deterministic(tensors: dict[str, torch.Tensor], path: str | Path, metad
 
 
 def save_weight_masks(path: str | Path, masks: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    packed = {n: torch.from_numpy(np.packbits(m.detach().cpu().numpy().astype(bool).reshape(-1))) for n, m in masks.items()}
-    meta = {"format": "packbits", "shapes": json.dumps({n: list(m.shape) for n, m in masks.items()}), **(metadata or {})}
+    packed = {
+        n: torch.from_numpy(np.packbits(m.detach().cpu().numpy().astype(bool).reshape(-1))) for n, m in masks.items()
+    }
+    meta = {
+        "format": "packbits",
+        "shapes": json.dumps({n: list(m.shape) for n, m in masks.items()}),
+        **(metadata or {}),
+    }
     save_deterministic(packed, path, meta)
 
 
@@ -61,8 +70,12 @@ def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
 UNIT_FAMILIES = ("head", "mlp", "neuron")
 
 
-def save_gate_masks(path: str | Path, families: dict[str, torch.Tensor], scores: dict[str, torch.Tensor] | None,
-                    metadata: dict[str, str]) -> None:
+def save_gate_masks(
+    path: str | Path,
+    families: dict[str, torch.Tensor],
+    scores: dict[str, torch.Tensor] | None,
+    metadata: dict[str, str],
+) -> None:
     """Binary unit gates (head (L,H), mlp (L,), neuron (L,I)) and the scores that decided them."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in families.items()}
     tensors.update({f"score.{k}": v.detach().float().cpu().contiguous() for k, v in (scores or {}).items()})
@@ -91,8 +104,13 @@ def load_step(path: str | Path):
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    common = dict(step=int(meta["step"]), sparsity=float(meta["sparsity"]), results={},
-                  passed=meta.get("passed", "true") == "true", variant=meta.get("variant", "pruned"))
+    common = dict(
+        step=int(meta["step"]),
+        sparsity=float(meta["sparsity"]),
+        results={},
+        passed=meta.get("passed", "true") == "true",
+        variant=meta.get("variant", "pruned"),
+    )
     if meta.get("format") == "packbits":
         return PruneStep(**common, weight_masks=load_weight_masks(path))
     families, scores, _ = load_gate_masks(path)

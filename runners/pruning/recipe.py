@@ -11,6 +11,7 @@ uninterrupted run would: that is how a killed run resumes.
 search's intermediate values another; a callback raising StopPruning ends the run early), then applies
 the recipe's keep rule (`kept`) and says why the run stopped.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from registry.keeprule import KeepRule
 from registry.methods import MethodParams
 from registry.tracking import StopReason
 from runners.data.examples import Batch
-from runners.training.evaluate import EvalResult
 from runners.tracking.progress import Progress
+from runners.training.evaluate import EvalResult
 
 
 @dataclass
@@ -48,11 +49,13 @@ class PruneStep:
     passed: bool  # whether this step keeps ID performance (the method's stop rule)
     weight_masks: dict[str, torch.Tensor] | None = None  # unstructured: True = keep
     gates: object | None = None  # structured: a binary runners.pruning.gates.Gates
-    scores: dict[str, torch.Tensor] | None = None  # per-unit scores ("head" (L,H), "mlp" (L,), "neuron" (L,I)); higher = more important
+    # per-unit scores ("head" (L,H), "mlp" (L,), "neuron" (L,I)); higher = more important
+    scores: dict[str, torch.Tensor] | None = None
     unit_sparsity: float | None = None  # fraction of units (heads + MLPs, or neurons) removed
     variant: str = "pruned"
     strength: float | None = None  # the declared strength of a one-shot step
-    extra: dict[str, float] = field(default_factory=dict)  # method-specific figures logged as metrics (e.g. target sparsity)
+    # method-specific figures logged as metrics (e.g. target sparsity)
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 def keeps_id(results: dict[str, EvalResult], baseline: dict[str, EvalResult], rule: KeepRule) -> bool:
@@ -90,8 +93,9 @@ class Recipe:
     run: Callable[..., Iterator[PruneStep]]  # run(ctx, params, start=None)
     kept: Callable[[Sequence[PruneStep]], PruneStep] = kept_step
 
-    def execute(self, ctx: PruneContext, params: MethodParams, done: Sequence[PruneStep],
-                callbacks: Sequence[StepCallback] = ()) -> RecipeOutcome:
+    def execute(
+        self, ctx: PruneContext, params: MethodParams, done: Sequence[PruneStep], callbacks: Sequence[StepCallback] = ()
+    ) -> RecipeOutcome:
         """Run the recipe after the steps in `done` (at least step 0; more when resuming, the last one
         carrying its state), hand each new step to every callback, then pick the kept step."""
         steps = list(done)
@@ -118,5 +122,14 @@ def stop_reason(steps: Sequence[PruneStep], params: MethodParams) -> StopReason:
     return StopReason.MAX_STEPS if last.step >= params.max_steps else StopReason.EXHAUSTED  # type: ignore[attr-defined]
 
 
-__all__ = ["PruneContext", "PruneStep", "Recipe", "RecipeOutcome", "StepCallback", "StopPruning", "keeps_id",
-           "kept_step", "stop_reason"]
+__all__ = [
+    "PruneContext",
+    "PruneStep",
+    "Recipe",
+    "RecipeOutcome",
+    "StepCallback",
+    "StopPruning",
+    "keeps_id",
+    "kept_step",
+    "stop_reason",
+]

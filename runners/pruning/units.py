@@ -7,6 +7,7 @@ share one layer's modules, so hooks ask which depth is running), counts the para
 owns, reports sparsity, and does weight-level (unstructured) masking. Gates that switch units on
 and off live in `runners.pruning.gates`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class GateValues(Protocol):
     neuron: torch.Tensor | None  # (L, I)
 
     def binarise(self, threshold: float = 0.5) -> "GateValues": ...
+
 
 SUPPORTED_MODEL_TYPES = GATEABLE_MODEL_TYPES  # declared in the registry, beside each architecture's config keys
 
@@ -68,15 +70,51 @@ class Layout:
     no_heads_has_out: bool  # whether that module also holds attn_out (DistilBERT), else attn_out stays
 
 
-_BERT = Layout("encoder.layer", "attention.self.query", "attention.self.key", "attention.self.value",
-               "attention.output.dense", "intermediate.dense", "intermediate", "output.dense", "attention",
-               "attention.self", "num_attention_heads", "attention.self", False)
-_DISTILBERT = Layout("transformer.layer", "attention.q_lin", "attention.k_lin", "attention.v_lin",
-                     "attention.out_lin", "ffn.lin1", "ffn.activation", "ffn.lin2", "sa_layer_norm", "attention",
-                     "n_heads", "attention", True)
-_ALBERT = Layout("encoder.albert_layer_groups", "attention.query", "attention.key", "attention.value",
-                 "attention.dense", "ffn", "activation", "ffn_output", "attention", "attention",
-                 "num_attention_heads", None, False)  # its attention module holds residual + LayerNorm too
+_BERT = Layout(
+    "encoder.layer",
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "intermediate",
+    "output.dense",
+    "attention",
+    "attention.self",
+    "num_attention_heads",
+    "attention.self",
+    False,
+)
+_DISTILBERT = Layout(
+    "transformer.layer",
+    "attention.q_lin",
+    "attention.k_lin",
+    "attention.v_lin",
+    "attention.out_lin",
+    "ffn.lin1",
+    "ffn.activation",
+    "ffn.lin2",
+    "sa_layer_norm",
+    "attention",
+    "n_heads",
+    "attention",
+    True,
+)
+_ALBERT = Layout(
+    "encoder.albert_layer_groups",
+    "attention.query",
+    "attention.key",
+    "attention.value",
+    "attention.dense",
+    "ffn",
+    "activation",
+    "ffn_output",
+    "attention",
+    "attention",
+    "num_attention_heads",
+    None,
+    False,
+)  # its attention module holds residual + LayerNorm too
 LAYOUTS = {"bert": _BERT, "roberta": _BERT, "electra": _BERT, "distilbert": _DISTILBERT, "albert": _ALBERT}
 assert set(LAYOUTS) == set(SUPPORTED_MODEL_TYPES), "every gateable architecture needs a layout"
 
@@ -130,15 +168,18 @@ def encoder_view(model: nn.Module, as_type: str | None = None) -> EncoderView:
     except AttributeError:
         stack = None
     if not isinstance(stack, nn.ModuleList) or len(stack) == 0:
-        raise UnsupportedArchitecture(f"{type(model).__name__} (model type {model_type!r}) has no "
-                                      f"base_model.{layout.layers} to gate")
+        raise UnsupportedArchitecture(
+            f"{type(model).__name__} (model type {model_type!r}) has no base_model.{layout.layers} to gate"
+        )
     root = _get(base, layout.layers.rsplit(".", 1)[0])
     embeddings = base.embeddings
     if model_type == "albert":
         n, groups = config.num_hidden_layers, len(stack)
         if any(len(g.albert_layers) != 1 for g in stack):
-            raise UnsupportedArchitecture("ALBERT with inner_group_num > 1 (several layers per depth) is not "
-                                          "supported: the gates follow ALBERT's depths with one layer each")
+            raise UnsupportedArchitecture(
+                "ALBERT with inner_group_num > 1 (several layers per depth) is not "
+                "supported: the gates follow ALBERT's depths with one layer each"
+            )
         # the depth -> group rule of AlbertTransformer.forward
         layers = tuple(stack[int(i / (n / groups))].albert_layers[0] for i in range(n))
         embeddings = root.embedding_hidden_mapping_in  # projects the embeddings to the hidden width
@@ -186,8 +227,10 @@ def hook_depths(view: EncoderView, part: str, hook_at: Callable[[int], Callable]
 
     def dispatch(*args):
         if not 0 <= tracker.depth < len(hooks):  # e.g. a layer called on its own, or recomputed (checkpointing)
-            raise RuntimeError(f"a shared layer ran as depth {tracker.depth} of {len(hooks)}: hooked layers must "
-                               "run inside one forward pass of their encoder, once per depth")
+            raise RuntimeError(
+                f"a shared layer ran as depth {tracker.depth} of {len(hooks)}: hooked layers must "
+                "run inside one forward pass of their encoder, once per depth"
+            )
         return hooks[tracker.depth](*args)
 
     return tracker.handles + [register(m, dispatch) for m in {id(m): m for m in modules}.values()]
@@ -282,8 +325,13 @@ def unit_rows(gates: GateValues, scores: dict[str, torch.Tensor] | None = None, 
         for layer, row in enumerate(kept):
             for i, k in enumerate(row):
                 rows.append(
-                    dict(layer=layer, unit_kind=kind, unit_index=i, kept=bool(k),
-                         score=None if sc is None else float(sc[layer][i]))
+                    dict(
+                        layer=layer,
+                        unit_kind=kind,
+                        unit_index=i,
+                        kept=bool(k),
+                        score=None if sc is None else float(sc[layer][i]),
+                    )
                 )
     return rows
 

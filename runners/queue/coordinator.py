@@ -5,6 +5,7 @@ Grids: each experiment has a grid study; every expanded run that is neither FINI
 waiting or running in the queue is enqueued as a trial carrying its fingerprint. Searches: each expanded
 run with `[experiment.search]` is the base of a search study, its trial budget and sweep run recorded on it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ def prepare_grid(storage_url: str, store: Store, runs: list[RunSpec]) -> Prepare
         mine = [r for r in runs if r.experiment == experiment]
         done = store.run_status(experiment)
         name = StudyName.grid(experiment)
-        study = optuna.create_study(study_name=name.format(), storage=storage, load_if_exists=True,
-                                    direction="minimize")
+        study = optuna.create_study(
+            study_name=name.format(), storage=storage, load_if_exists=True, direction="minimize"
+        )
         queued = {t.user_attrs.get("fingerprint") for t in study.get_trials(deepcopy=False, states=PENDING)}
         for r in mine:
             if done.get(r.fingerprint) == RunStatus.FINISHED:
@@ -66,8 +68,9 @@ def prepare_search(storage_url: str, store: Store, runs: list[RunSpec], trials: 
     for base in runs:
         search = base.search
         name = StudyName.of_search(base)
-        study = optuna.create_study(study_name=name.format(), storage=storage, load_if_exists=True,
-                                    directions=directions(base))
+        study = optuna.create_study(
+            study_name=name.format(), storage=storage, load_if_exists=True, directions=directions(base)
+        )
         attrs = study.user_attrs
         budget = trials or attrs.get("trials") or search.trials
         study.set_user_attr("trials", budget)
@@ -75,12 +78,23 @@ def prepare_search(storage_url: str, store: Store, runs: list[RunSpec], trials: 
         study.set_user_attr("base_fingerprint", base.fingerprint)
         study.set_user_attr("label", base.label())
         if "mlflow_parent_run_id" not in attrs:
-            parent = store.start_run(store.experiment_id(base.experiment), f"sweep-{base.fingerprint[:8]}-{base.label()}",
-                                     {KIND: RunKind.SWEEP.value, EXPERIMENT: base.experiment, tracked.STUDY: name.format(),
-                                      tracked.BASE_FINGERPRINT: base.fingerprint, tracked.SAMPLER: search.sampler,
-                                      tracked.OBJECTIVE: search.objective, tracked.LABEL: base.label()})
-            parent.params({f"search.{k}": v for k, v in search.model_dump(mode="json").items() if k != "space"}
-                          | {f"search.space.{k}": v.model_dump_json() for k, v in search.space.items()})
+            parent = store.start_run(
+                store.experiment_id(base.experiment),
+                f"sweep-{base.fingerprint[:8]}-{base.label()}",
+                {
+                    KIND: RunKind.SWEEP.value,
+                    EXPERIMENT: base.experiment,
+                    tracked.STUDY: name.format(),
+                    tracked.BASE_FINGERPRINT: base.fingerprint,
+                    tracked.SAMPLER: search.sampler,
+                    tracked.OBJECTIVE: search.objective,
+                    tracked.LABEL: base.label(),
+                },
+            )
+            parent.params(
+                {f"search.{k}": v for k, v in search.model_dump(mode="json").items() if k != "space"}
+                | {f"search.space.{k}": v.model_dump_json() for k, v in search.space.items()}
+            )
             study.set_user_attr("mlflow_parent_run_id", parent.run_id)
         out.studies.append(name)
     return out

@@ -1,4 +1,5 @@
 """Local workers: N processes on this machine pulling from one queue, the cores split between them."""
+
 from __future__ import annotations
 
 import os
@@ -18,10 +19,30 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> list[int]:
     """Start `subnets work ...` N times and wait; forwards Ctrl-C/SIGTERM to them. Returns their exit codes
     (negative: killed by that signal)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "registry.cli", "work", *worker_args, "--threads", str(threads),
-                               "--worker-index", str(i)], env=env) for i in range(workers)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "registry.cli",
+                "work",
+                *worker_args,
+                "--threads",
+                str(threads),
+                "--worker-index",
+                str(i),
+            ],
+            env=env,
+        )
+        for i in range(workers)
+    ]
     echo(f"{workers} worker(s) started (pids {', '.join(str(p.pid) for p in procs)}), {threads} torch thread(s) each")
 
     def forward(signum, _frame):

@@ -3,6 +3,7 @@ values the trial tells its study (one objective: the kept fraction; a Pareto fro
 the ID score and each OOD score). The same figures come from a run just executed (`measure_steps`) or
 read back from a FINISHED one in MLflow (`measure_logged`); `Reporter` reports them step by step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,9 +50,13 @@ class Measured:
 
 def measure_steps(steps: list[PruneStep], kept: PruneStep, base: RunSpec) -> Measured:
     sub = kept if base.prune.params.iterative else steps[-1]
-    return Measured(sub.step, kept_fraction(sub.sparsity, sub.unit_sparsity, base.search.size),
-                    sub.results["id"].score, steps[0].results["id"].score,
-                    {k: r.score for k, r in sub.results.items() if k != "id"})
+    return Measured(
+        sub.step,
+        kept_fraction(sub.sparsity, sub.unit_sparsity, base.search.size),
+        sub.results["id"].score,
+        steps[0].results["id"].score,
+        {k: r.score for k, r in sub.results.items() if k != "id"},
+    )
 
 
 def measure_logged(store: Store, run_id: str, base: RunSpec) -> Measured:
@@ -63,8 +68,13 @@ def measure_logged(store: Store, run_id: str, base: RunSpec) -> Measured:
     step = int(hist(tracked.SELECTED_STEP)[0]) if base.prune.params.iterative else max(sparsity)
     units = hist(tracked.STEP_UNIT_SPARSITY)  # every step's, as measure_steps reads it
     ood = {name: hist(tracked.ood_metric(name, metric)).get(step) for name in ood_sets(base)}
-    return Measured(step, kept_fraction(sparsity[step], units.get(step), base.search.size), score[step], score[0],
-                    {k: v for k, v in ood.items() if v is not None})
+    return Measured(
+        step,
+        kept_fraction(sparsity[step], units.get(step), base.search.size),
+        score[step],
+        score[0],
+        {k: v for k, v in ood.items() if v is not None},
+    )
 
 
 class Reporter:

@@ -10,6 +10,7 @@ the middle of the widest gap between them, counting trials still running as spli
 workers explore different values. A trial holds when its constraint (threshold - ID accuracy,
 `user_attrs["constraint"]`) is <= 0. `finished(study)` says when hi - lo is within the tolerance.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,8 +42,11 @@ class BisectionSampler(BaseSampler):
 
     def bracket(self, study: optuna.Study) -> tuple[float | None, float | None]:
         """(largest value that held, smallest value above it that failed); None where unknown."""
-        done = [(t.params[self.param], holds(t)) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if self.param in t.params and holds(t) is not None]
+        done = [
+            (t.params[self.param], holds(t))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if self.param in t.params and holds(t) is not None
+        ]
         lo = max((x for x, ok in done if ok), default=None)
         hi = min((x for x, ok in done if not ok and (lo is None or x > lo)), default=None)
         return lo, hi
@@ -68,8 +72,11 @@ class BisectionSampler(BaseSampler):
             return self._snap(self.low, param_distribution)
         if hi is None and self.high - left <= self.tolerance + eps:
             return self._snap(self.high, param_distribution)
-        pending = sorted(t.params[self.param] for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                         if t.number != trial.number and self.param in t.params and left < t.params[self.param] < right)
+        pending = sorted(
+            t.params[self.param]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number != trial.number and self.param in t.params and left < t.params[self.param] < right
+        )
         points = [left, *pending, right]
         for _, a, b in sorted(((b - a, a, b) for a, b in zip(points, points[1:])), reverse=True):
             value = self._snap((a + b) / 2, param_distribution)
@@ -91,7 +98,7 @@ def make_sampler(search: SearchSpec, worker_index: int = 0) -> BaseSampler:
     all propose the same values."""
     seed = search.seed + worker_index
     if search.sampler == "bisection":
-        (key, dim), = search.space.items()
+        ((key, dim),) = search.space.items()
         return BisectionSampler(key, dim.low, dim.high, getattr(dim, "step", None), search.tolerance)
     if search.sampler == "grid":
         grid = {k: _grid_values(d) for k, d in search.space.items()}

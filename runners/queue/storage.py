@@ -5,6 +5,7 @@ starts. Many machines: a PostgreSQL URL. Either way an RDB storage, so trials ca
 killed mid-trial stops beating, the next worker to ask for work marks that trial FAILED, and
 RetryHeartbeatStaleTrialCallback puts a copy back in the queue.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,9 @@ def default_url(store_root: Path) -> str:
 def open_storage(url: str, create: bool = False) -> RDBStorage:
     """The storage at `url`; only the coordinating process passes create=True (table creation)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run is reported by us, without its traceback
-    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    engine_kwargs = (
+        {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    )
     if url.startswith("sqlite:///") and create:
         db = Path(url.removeprefix("sqlite:///"))
         with store_lock(db.parent):  # processes started at once on a fresh store: one creates it
@@ -45,9 +48,14 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                     grace_period=GRACE_S, skip_table_creation=not create,
-                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+                storage = RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    skip_table_creation=not create,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                )
             if url.startswith("sqlite"):
                 _serialise_sqlite(storage.engine)
             return storage
@@ -78,5 +86,3 @@ def _serialise_sqlite(engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-

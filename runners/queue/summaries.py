@@ -1,6 +1,7 @@
 """Reading the studies back: per study, its trials by state, what is running, the best subnetwork found
 (`summarise`, for `plan`, `status` and `sweep`), and each search's summary logged on its MLflow sweep run
 (`finish_sweeps`)."""
+
 from __future__ import annotations
 
 import time
@@ -41,11 +42,21 @@ class StudySummary:
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as plain data (`subnets status --format json`)."""
-        return {"study": self.name.format(), "kind": self.name.kind.value, "experiment": self.name.experiment,
-                "run": self.label, "trials": {k.name: v for k, v in sorted(self.states.items(), key=lambda kv: kv[0].name)},
-                "budget": self.budget, "remaining": self.remaining, "mean_trial_s": self.mean_trial_s,
-                "eta_s": self.eta_s, "running": [{"trial": n, "worker": w, "seconds": sec} for n, w, sec in self.running],
-                "effective_size": self.best_kept, "best": self.best_params, "pareto_front": self.pareto}
+        return {
+            "study": self.name.format(),
+            "kind": self.name.kind.value,
+            "experiment": self.name.experiment,
+            "run": self.label,
+            "trials": {k.name: v for k, v in sorted(self.states.items(), key=lambda kv: kv[0].name)},
+            "budget": self.budget,
+            "remaining": self.remaining,
+            "mean_trial_s": self.mean_trial_s,
+            "eta_s": self.eta_s,
+            "running": [{"trial": n, "worker": w, "seconds": sec} for n, w, sec in self.running],
+            "effective_size": self.best_kept,
+            "best": self.best_params,
+            "pareto_front": self.pareto,
+        }
 
     @property
     def has_work(self) -> bool:
@@ -67,21 +78,38 @@ def summarise(storage_url: str, names: list[StudyName]) -> list[StudySummary]:
         for t in trials:
             states[t.state] = states.get(t.state, 0) + 1
         now = time.time()
-        running = [(t.number, t.user_attrs.get("worker", "?"), now - t.datetime_start.timestamp())
-                   for t in trials if t.state == TrialState.RUNNING and t.datetime_start]
+        running = [
+            (t.number, t.user_attrs.get("worker", "?"), now - t.datetime_start.timestamp())
+            for t in trials
+            if t.state == TrialState.RUNNING and t.datetime_start
+        ]
         feasible = [t for t in trials if t.state == TrialState.COMPLETE and holds(t)]
         best = min(feasible, key=lambda t: t.values[0], default=None)
         pareto = None
         if len(study.directions) > 1:
             pareto = len(study.best_trials)
-        ended = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-                 if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_start and t.datetime_complete]
+        ended = [
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_start and t.datetime_complete
+        ]
         budget = study.user_attrs.get("trials")
         pending = states.get(TrialState.WAITING, 0) + states.get(TrialState.RUNNING, 0)
         remaining = max(0, budget - len(ended)) if budget and not name.is_grid else pending
-        out.append(StudySummary(name, study.user_attrs.get("label", ""), states, budget,
-                                best.values[0] if best else None, dict(best.params) if best else None, running, pareto,
-                                remaining, sum(ended) / len(ended) if ended else None))
+        out.append(
+            StudySummary(
+                name,
+                study.user_attrs.get("label", ""),
+                states,
+                budget,
+                best.values[0] if best else None,
+                dict(best.params) if best else None,
+                running,
+                pareto,
+                remaining,
+                sum(ended) / len(ended) if ended else None,
+            )
+        )
     return out
 
 
@@ -93,9 +121,11 @@ def finish_sweeps(storage_url: str, store: Store, names: list[StudyName]) -> Non
         parent = study.user_attrs.get("mlflow_parent_run_id")
         if not parent:
             continue
-        metrics = {tracked.SWEEP_TRIALS_COMPLETE: s.states.get(TrialState.COMPLETE, 0),
-                   tracked.SWEEP_TRIALS_PRUNED: s.states.get(TrialState.PRUNED, 0),
-                   tracked.SWEEP_TRIALS_FAILED: s.states.get(TrialState.FAIL, 0)}
+        metrics = {
+            tracked.SWEEP_TRIALS_COMPLETE: s.states.get(TrialState.COMPLETE, 0),
+            tracked.SWEEP_TRIALS_PRUNED: s.states.get(TrialState.PRUNED, 0),
+            tracked.SWEEP_TRIALS_FAILED: s.states.get(TrialState.FAIL, 0),
+        }
         if s.best_kept is not None:
             metrics[tracked.EFFECTIVE_SIZE] = s.best_kept
         log = RunLog(store, parent, "")

@@ -5,6 +5,7 @@ searched base run with sampled method parameters, logged as a child of the study
 for its study (measure.py). Optuna hands each waiting trial to one worker; a worker that dies mid-trial
 stops beating and its trial is failed and retried by another.
 """
+
 from __future__ import annotations
 
 import time
@@ -56,7 +57,9 @@ def storage_error(e: BaseException) -> str | None:
     """The first line of a tracking-store failure (MLflow wraps SQLAlchemy and HTTP errors), else None."""
     chain, seen = e, 0
     while chain is not None and seen < 10:
-        if isinstance(chain, MlflowException) or type(chain).__module__.startswith(("sqlalchemy", "sqlite3", "requests")):
+        if isinstance(chain, MlflowException) or type(chain).__module__.startswith(
+            ("sqlalchemy", "sqlite3", "requests")
+        ):
             text = str(chain).strip().splitlines()
             return text[0] if text else type(chain).__name__
         chain, seen = chain.__cause__ or chain.__context__, seen + 1
@@ -86,8 +89,9 @@ class WorkLog:
 class Worker:
     """Pops trials from the studies it is given until none has work left."""
 
-    def __init__(self, runs: list[RunSpec], storage_url: str, store: Store, progress: Progress, worker_index: int = 0,
-                 echo=print):
+    def __init__(
+        self, runs: list[RunSpec], storage_url: str, store: Store, progress: Progress, worker_index: int = 0, echo=print
+    ):
         self.runs = {r.fingerprint: r for r in runs}
         self.storage = open_storage(storage_url)
         self.store, self.progress, self.index, self.echo = store, progress, worker_index, echo
@@ -172,8 +176,9 @@ class Worker:
         if not name.is_grid:  # explicit, not Optuna's default: "none" must never prune
             use_median = self._base(name).search.pruner == "median"
             pruner = optuna.pruners.MedianPruner() if use_median else optuna.pruners.NopPruner()
-        return optuna.load_study(study_name=name.format(), storage=self.storage, sampler=self._sampler(name),
-                                 pruner=pruner)
+        return optuna.load_study(
+            study_name=name.format(), storage=self.storage, sampler=self._sampler(name), pruner=pruner
+        )
 
     def _base(self, name: StudyName) -> RunSpec:
         if name.fingerprint not in self.runs:
@@ -205,8 +210,11 @@ class Worker:
             raise optuna.TrialPruned()
         # enqueued twice by two coordinators at once: the copy that started first has it (start time, then number:
         # one order that every worker sees alike, so exactly one of two copies popped together goes on)
-        copies = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                  if t.user_attrs.get("fingerprint") == fp]  # this trial among them
+        copies = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("fingerprint") == fp
+        ]  # this trial among them
         first = min(copies, key=lambda t: (t.datetime_start, t.number))
         if first.number != trial.number:
             trial.set_user_attr("reason", f"trial {first.number} is running this fingerprint")
@@ -214,8 +222,11 @@ class Worker:
         if self.store.run_status(spec.experiment).get(fp) == RunStatus.FINISHED:
             # two coordinators that enqueue at the same moment (two machines starting together) can each enqueue a
             # fingerprint: when another trial holds or has finished it, this copy is a duplicate, not a result
-            holder = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
-                      if t.user_attrs.get("fingerprint") == fp and t.number != trial.number]
+            holder = [
+                t
+                for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+                if t.user_attrs.get("fingerprint") == fp and t.number != trial.number
+            ]
             if holder:
                 trial.set_user_attr("reason", f"trial {holder[0].number} has this fingerprint (enqueued twice)")
                 raise optuna.TrialPruned()
@@ -244,8 +255,11 @@ class Worker:
         def objective(trial: optuna.Trial):
             trial.set_user_attr("worker", worker_id())
             values = {k: suggest(trial, k, d) for k, d in search.space.items()}
-            spec = base.model_copy(update={"prune": PruneSpec(method=base.prune.method,
-                                                              params=method.with_values(base.prune.params, values))})
+            spec = base.model_copy(
+                update={
+                    "prune": PruneSpec(method=base.prune.method, params=method.with_values(base.prune.params, values))
+                }
+            )
             trial.set_user_attr("fingerprint", spec.fingerprint)
             status = self.store.run_status(spec.experiment).get(spec.fingerprint)
             label = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
@@ -273,20 +287,32 @@ class Worker:
             threshold = rule.threshold(measured.full_id_score)
             constraint = threshold - measured.id_score  # <= 0: holds (TPE's and BisectionSampler's convention)
             trial.set_user_attr("constraint", [constraint])
-            for k, v in {"run_id": run_id, "step": measured.step, "kept_fraction": measured.kept_fraction,
-                         "metric": spec.primary_metric, "id_score": measured.id_score, "full_id_score": measured.full_id_score,
-                         "holds": constraint <= 0, **{f"ood.{n}": a for n, a in measured.ood.items()}}.items():
+            for k, v in {
+                "run_id": run_id,
+                "step": measured.step,
+                "kept_fraction": measured.kept_fraction,
+                "metric": spec.primary_metric,
+                "id_score": measured.id_score,
+                "full_id_score": measured.full_id_score,
+                "holds": constraint <= 0,
+                **{f"ood.{n}": a for n, a in measured.ood.items()},
+            }.items():
                 trial.set_user_attr(k, v)
-            self.echo(f"{where}: kept {measured.kept_fraction:.3f}: ID {spec.primary_metric} {measured.id_score:.3f} "
-                      f"({'holds' if constraint <= 0 else 'fails'} the keep rule, threshold {threshold:.3f})")
+            self.echo(
+                f"{where}: kept {measured.kept_fraction:.3f}: ID {spec.primary_metric} {measured.id_score:.3f} "
+                f"({'holds' if constraint <= 0 else 'fails'} the keep rule, threshold {threshold:.3f})"
+            )
             return measured.values(base)
 
         return objective
 
     def _finished_run(self, spec: RunSpec) -> str:
         """The id of the newest FINISHED run of `spec`'s fingerprint (the one the warehouse counts)."""
-        return next(r.run_id for r in self.store.index.parent_runs(spec.experiment, spec.fingerprint)
-                    if r.status is RunStatus.FINISHED)
+        return next(
+            r.run_id
+            for r in self.store.index.parent_runs(spec.experiment, spec.fingerprint)
+            if r.status is RunStatus.FINISHED
+        )
 
 
 __all__ = ["RunError", "StorageError", "WorkLog", "Worker", "storage_error", "worker_id"]

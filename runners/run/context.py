@@ -6,6 +6,7 @@ logged under its sweep's parent run, is judged by the search's keep rule, hands 
 search's callbacks (intermediate values, early stopping) and is never resumed (a trial's run belongs to
 its trial number). A grid run is resumable and judged by its method's own keep rule.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,11 +41,26 @@ class RunContext:
         return cls(spec.prune.params.keep_rule)
 
     @classmethod
-    def search_trial(cls, study: StudyName, trial: int, keep_rule: KeepRule, parent_run_id: str | None = None,
-                     callbacks: tuple[StepCallback, ...] = (), values: Mapping[str, Any] | None = None) -> RunContext:
+    def search_trial(
+        cls,
+        study: StudyName,
+        trial: int,
+        keep_rule: KeepRule,
+        parent_run_id: str | None = None,
+        callbacks: tuple[StepCallback, ...] = (),
+        values: Mapping[str, Any] | None = None,
+    ) -> RunContext:
         name = study.format()
-        return cls(keep_rule, resumable=False, parent_run_id=parent_run_id, tags={STUDY: name, TRIAL: str(trial)},
-                   study=name, trial=trial, callbacks=tuple(callbacks), values=dict(values or {}))
+        return cls(
+            keep_rule,
+            resumable=False,
+            parent_run_id=parent_run_id,
+            tags={STUDY: name, TRIAL: str(trial)},
+            study=name,
+            trial=trial,
+            callbacks=tuple(callbacks),
+            values=dict(values or {}),
+        )
 
 
 __all__ = ["RunContext"]

@@ -6,6 +6,7 @@ safetensors artifact, and the tidy Parquet tables under `tables/` (registry.resu
 reads. A run is FINISHED only after its tables are logged; a crash marks it FAILED, Ctrl-C marks it
 KILLED, and `subnets run` redoes it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,21 +22,22 @@ from pathlib import Path
 
 import torch
 
+from registry import tracking as tracked
 from registry.methods import XAxis
 from registry.schema import RunSpec
+from registry.tracking import EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, SEED, RunKind, RunStatus, StopReason
 from runners.data import build_task
 from runners.pruning.controls import build_controls, retrain, retrained_name
 from runners.pruning.export import export_and_measure
 from runners.pruning.recipe import PruneContext, PruneStep
 from runners.pruning.recipes import RECIPES
 from runners.run.context import RunContext
-from runners.run.resume import Resumed, fetch_state, find_resumable, load as load_resumed
+from runners.run.resume import Resumed, fetch_state, find_resumable
+from runners.run.resume import load as load_resumed
 from runners.run.rundata import RunData
 from runners.run.steplog import StepLogger
 from runners.tracking import provenance
 from runners.tracking.progress import Progress
-from registry import tracking as tracked
-from registry.tracking import EXPERIMENT, FINGERPRINT, GROUP, KIND, METHOD, SEED, RunKind, RunStatus, StopReason
 from runners.tracking.store import Store, flatten
 from runners.tracking.tables import axis_rows, step_rows, write_table
 from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
@@ -70,11 +72,23 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
     sha = provenance.git_sha(spec.base_dir)
     versions = provenance.versions()
     threads = torch.get_num_threads()
-    tags = {KIND: RunKind.RUN.value, FINGERPRINT: spec.fingerprint, GROUP: spec.group, EXPERIMENT: spec.experiment,
-            METHOD: spec.prune.method, SEED: str(spec.seed), tracked.PRUNE_SEED: str(spec.prune_seed),
-            tracked.LABEL: spec.label(), tracked.GIT_SHA: sha, tracked.FINETUNE_FINGERPRINT: spec.finetune_fingerprint,
-            tracked.DEVICE: describe(device), tracked.TORCH_THREADS: str(threads),
-            **{f"{tracked.VERSION_PREFIX}{k}": v for k, v in versions.items()}, **spec.tags, **ctx.tags}
+    tags = {
+        KIND: RunKind.RUN.value,
+        FINGERPRINT: spec.fingerprint,
+        GROUP: spec.group,
+        EXPERIMENT: spec.experiment,
+        METHOD: spec.prune.method,
+        SEED: str(spec.seed),
+        tracked.PRUNE_SEED: str(spec.prune_seed),
+        tracked.LABEL: spec.label(),
+        tracked.GIT_SHA: sha,
+        tracked.FINETUNE_FINGERPRINT: spec.finetune_fingerprint,
+        tracked.DEVICE: describe(device),
+        tracked.TORCH_THREADS: str(threads),
+        **{f"{tracked.VERSION_PREFIX}{k}": v for k, v in versions.items()},
+        **spec.tags,
+        **ctx.tags,
+    }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         resumed = _resumable(spec, store, sha, tmp) if ctx.resumable else None
@@ -83,26 +97,63 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
             with precision(spec.runtime, device):
                 config = spec.resolved_config()
                 run.params(flatten({k: v for k, v in config.items() if k not in ("description", "tags")}))
-                run.json_artifact("config.json", {**config, "fingerprint": spec.fingerprint, "group": spec.group,
-                                                  "git_sha": sha, "versions": versions, "axes": spec.axes,
-                                                  "device": str(device), "torch_threads": threads}, tmp)
+                run.json_artifact(
+                    "config.json",
+                    {
+                        **config,
+                        "fingerprint": spec.fingerprint,
+                        "group": spec.group,
+                        "git_sha": sha,
+                        "versions": versions,
+                        "axes": spec.axes,
+                        "device": str(device),
+                        "torch_threads": threads,
+                    },
+                    tmp,
+                )
                 earlier = resumed.elapsed_s if resumed is not None else 0.0
                 elapsed = lambda: earlier + time.time() - started  # noqa: E731
-                outcome = _prune_and_log(spec, store, run, progress, tmp, device, list(ctx.callbacks), sha, elapsed,
-                                         resumed)
+                outcome = _prune_and_log(
+                    spec, store, run, progress, tmp, device, list(ctx.callbacks), sha, elapsed, resumed
+                )
                 ids = run_ids(spec, run.run_id)
-                write_table(tmp / "tables", "runs", [dict(
-                    ids, label=spec.label(), finetune_fingerprint=spec.finetune_fingerprint, model=spec.model.name,
-                    task=spec.task.name, primary_metric=spec.primary_metric, description=spec.description,
-                    x_axis=spec.prune.params.x_axis.value, config_json=json.dumps(config, sort_keys=True), git_sha=sha,
-                    device=str(device), torch_threads=threads, started_at=datetime.fromtimestamp(started, timezone.utc),
-                    duration_s=elapsed(), baseline_id_accuracy=outcome.baseline["id"].accuracy,
-                    final_step=outcome.selected.step, final_sparsity=outcome.selected.sparsity,
-                    stop_reason=outcome.stop_reason.value, keep_rule=ctx.keep_rule.kind.value,
-                    keep_threshold=float(ctx.keep_rule.value), study=ctx.study, trial=ctx.trial,
-                    data_digest=outcome.data_digest)])
+                write_table(
+                    tmp / "tables",
+                    "runs",
+                    [
+                        dict(
+                            ids,
+                            label=spec.label(),
+                            finetune_fingerprint=spec.finetune_fingerprint,
+                            model=spec.model.name,
+                            task=spec.task.name,
+                            primary_metric=spec.primary_metric,
+                            description=spec.description,
+                            x_axis=spec.prune.params.x_axis.value,
+                            config_json=json.dumps(config, sort_keys=True),
+                            git_sha=sha,
+                            device=str(device),
+                            torch_threads=threads,
+                            started_at=datetime.fromtimestamp(started, timezone.utc),
+                            duration_s=elapsed(),
+                            baseline_id_accuracy=outcome.baseline["id"].accuracy,
+                            final_step=outcome.selected.step,
+                            final_sparsity=outcome.selected.sparsity,
+                            stop_reason=outcome.stop_reason.value,
+                            keep_rule=ctx.keep_rule.kind.value,
+                            keep_threshold=float(ctx.keep_rule.value),
+                            study=ctx.study,
+                            trial=ctx.trial,
+                            data_digest=outcome.data_digest,
+                        )
+                    ],
+                )
                 axes = {**spec.axes, "seed": spec.seed, "prune_seed": spec.prune_seed}
-                write_table(tmp / "tables", "axes", axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes))
+                write_table(
+                    tmp / "tables",
+                    "axes",
+                    axis_rows({k: ids[k] for k in ("experiment", "run_id", "fingerprint", "group_id")}, axes),
+                )
                 run.artifact(tmp / "tables", "tables")
             if outcome.stop_reason is StopReason.CALLBACK:
                 run.tags({tracked.STOPPED_BY: tracked.STOPPED_BY_SEARCH})
@@ -119,16 +170,19 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
     return outcome
 
 
-def _open_run(spec: RunSpec, store: Store, progress: Progress, tags: dict, ctx: RunContext,
-              resumed: Resumed | None):
+def _open_run(spec: RunSpec, store: Store, progress: Progress, tags: dict, ctx: RunContext, resumed: Resumed | None):
     """The killed run being resumed, reopened; else a new run, named by what tells it from its siblings (under
     the context's parent run, a sweep's, when it has one)."""
     if resumed is None:
         return store.start_run(store.experiment_id(spec.experiment), ctx.run_name(spec), tags, parent=ctx.parent_run_id)
-    progress.log(f"resuming run {resumed.run_id[:8]} after step {resumed.steps[-1].step}: {len(resumed.steps) - 1} "
-                 f"pruning step(s) and {len(resumed.variants)} variant(s) reused "
-                 f"({resumed.elapsed_s:.0f} s of earlier work)")
-    return store.reopen(resumed.run_id, resumed.artifact_uri, {**tags, tracked.RESUMED_AFTER_STEP: str(resumed.steps[-1].step)})
+    progress.log(
+        f"resuming run {resumed.run_id[:8]} after step {resumed.steps[-1].step}: {len(resumed.steps) - 1} "
+        f"pruning step(s) and {len(resumed.variants)} variant(s) reused "
+        f"({resumed.elapsed_s:.0f} s of earlier work)"
+    )
+    return store.reopen(
+        resumed.run_id, resumed.artifact_uri, {**tags, tracked.RESUMED_AFTER_STEP: str(resumed.steps[-1].step)}
+    )
 
 
 def _mark(run, status: str) -> None:
@@ -153,8 +207,15 @@ def data_digest(task) -> str:
 
 def run_ids(spec: RunSpec, run_id: str) -> dict:
     """The columns that identify a run in every table."""
-    return dict(experiment=spec.experiment, run_id=run_id, fingerprint=spec.fingerprint, group_id=spec.group,
-                seed=spec.seed, prune_seed=spec.prune_seed, method=spec.prune.method)
+    return dict(
+        experiment=spec.experiment,
+        run_id=run_id,
+        fingerprint=spec.fingerprint,
+        group_id=spec.group,
+        seed=spec.seed,
+        prune_seed=spec.prune_seed,
+        method=spec.prune.method,
+    )
 
 
 def step_x(axis: XAxis, step: PruneStep) -> float:
@@ -176,21 +237,38 @@ def _resumable(spec: RunSpec, store: Store, sha: str, tmp: Path) -> Resumed | No
         return None
 
 
-def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Path, device: torch.device,
-                   callbacks: list, sha: str, elapsed, resumed: Resumed | None) -> RunOutcome:
+def _prune_and_log(
+    spec: RunSpec,
+    store: Store,
+    run,
+    progress: Progress,
+    tmp: Path,
+    device: torch.device,
+    callbacks: list,
+    sha: str,
+    elapsed,
+    resumed: Resumed | None,
+) -> RunOutcome:
     recipe = RECIPES.get(spec.prune.method)
     task = build_task(spec.task, spec.base_dir)
     cache = store.root / ".subnets"
     digest = data_digest(task)
     ft = get_finetuned(spec, task, cache, progress, device)
-    run.tags({tracked.FINETUNE_CACHE: "hit" if ft.cached else "miss", tracked.DATA_DIGEST: digest,
-              **({tracked.MODEL_REVISION: ft.record["model_revision"]} if ft.record.get("model_revision") else {})})
+    run.tags(
+        {
+            tracked.FINETUNE_CACHE: "hit" if ft.cached else "miss",
+            tracked.DATA_DIGEST: digest,
+            **({tracked.MODEL_REVISION: ft.record["model_revision"]} if ft.record.get("model_revision") else {}),
+        }
+    )
     run.metrics({tracked.FINETUNE_SECONDS: ft.record["seconds"]}, step=0)
     for step, loss in ft.record["loss"]:
         run.metrics({tracked.FINETUNE_LOSS: loss}, step=step)
     for row in ft.record["epochs"]:
-        run.metrics({tracked.finetune_metric(k, spec.primary_metric): v for k, v in row.items() if k != "epoch"},
-                    step=row["epoch"])
+        run.metrics(
+            {tracked.finetune_metric(k, spec.primary_metric): v for k, v in row.items() if k != "epoch"},
+            step=row["epoch"],
+        )
 
     model = ft.model
     data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
@@ -205,9 +283,15 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
         logger.units, logger.cka_rows = list(resumed.units), list(resumed.cka)
         if data.cka is not None:
             data.cka.calls = done[-1].step  # CKA compares every `every`-th step, counted from step 1
-    ctx = PruneContext(model=model, evaluate=lambda: data.evaluate(model), baseline=baseline, progress=progress,
-                       seed=spec.prune_seed, train_batches=data.train_batches,
-                       unit_means=lambda: data.unit_means(model, cache / "means"))
+    ctx = PruneContext(
+        model=model,
+        evaluate=lambda: data.evaluate(model),
+        baseline=baseline,
+        progress=progress,
+        seed=spec.prune_seed,
+        train_batches=data.train_batches,
+        unit_means=lambda: data.unit_means(model, cache / "means"),
+    )
     for callback in callbacks:  # a search's callbacks see every step, the reused ones too
         callback(done[0])
     result = recipe.execute(ctx, spec.prune.params, done=done, callbacks=[logger, *callbacks])
@@ -235,16 +319,36 @@ def _prune_and_log(spec: RunSpec, store: Store, run, progress: Progress, tmp: Pa
         run.artifact(tmp / "export", "export")
     axis = spec.prune.params.x_axis
     steps = [*result.steps, *variants]
-    rows = [r for s in steps for r in step_rows(ids, s, step_x(axis, s), s.step == selected.step or s.variant != "pruned")]
+    rows = [
+        r for s in steps for r in step_rows(ids, s, step_x(axis, s), s.step == selected.step or s.variant != "pruned")
+    ]
     write_table(tmp / "tables", "steps", rows)
     write_table(tmp / "tables", "units", logger.units)
     write_table(tmp / "tables", "cka", logger.cka_rows)
-    return RunOutcome(run.run_id, spec.fingerprint, baseline, selected, len(result.steps) - 1, 0.0, variants,
-                      result.stop_reason, result.steps, digest)
+    return RunOutcome(
+        run.run_id,
+        spec.fingerprint,
+        baseline,
+        selected,
+        len(result.steps) - 1,
+        0.0,
+        variants,
+        result.stop_reason,
+        result.steps,
+        digest,
+    )
 
 
-def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Path, progress: Progress,
-              device: torch.device, reuse: dict[str, PruneStep]) -> list[PruneStep]:
+def _variants(
+    spec: RunSpec,
+    selected: PruneStep,
+    task,
+    data: RunData,
+    cache: Path,
+    progress: Progress,
+    device: torch.device,
+    reuse: dict[str, PruneStep],
+) -> list[PruneStep]:
     """Controls (random, bad) of the kept subnetwork, and re-fine-tuned versions when `retrain` is set;
     the ones a killed attempt finished (`reuse`, by variant name) are taken as they are."""
     params = spec.prune.params
@@ -259,13 +363,24 @@ def _variants(spec: RunSpec, selected: PruneStep, task, data: RunData, cache: Pa
 
     out = build_controls(selected, list(params.controls), spec.prune_seed, load_ft, evaluate_variant, done=reuse)
     if params.retrain:
+
         def load_pretrained():
             return pretrained(spec, task, device)[1]
 
         def refinetune(model, after_step):
-            finetune(model, data.train_rows, spec.finetune, spec.seed, data.pad, progress, after_step=after_step,
-                     label="re-fine-tuning")
+            finetune(
+                model,
+                data.train_rows,
+                spec.finetune,
+                spec.seed,
+                data.pad,
+                progress,
+                after_step=after_step,
+                label="re-fine-tuning",
+            )
 
-        out += [reuse.get(retrained_name(s)) or retrain(s, load_pretrained, refinetune, evaluate_variant)
-                for s in [selected, *out]]
+        out += [
+            reuse.get(retrained_name(s)) or retrain(s, load_pretrained, refinetune, evaluate_variant)
+            for s in [selected, *out]
+        ]
     return out

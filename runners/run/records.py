@@ -5,6 +5,7 @@ written last, its record (partial/<name>.json: the step's figures, evaluation re
 The record is the commit point: a step with a record is finished. `StepLogger` (steplog.py) writes records,
 `resume.py` reads them back; this module is the format both follow.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,11 +38,21 @@ def _result_from_json(d: dict) -> EvalResult:
 def step_record(step: PruneStep, units: list[dict], cka: list[dict], git_sha: str, elapsed_s: float) -> dict:
     """What a finished step leaves for a rerun: everything but its masks (those are in its mask file)."""
     return {
-        "format": RECORD_FORMAT, "git_sha": git_sha, "elapsed_s": elapsed_s,
-        "step": {"step": step.step, "sparsity": step.sparsity, "passed": step.passed, "variant": step.variant,
-                 "unit_sparsity": step.unit_sparsity, "strength": step.strength, "extra": step.extra},
+        "format": RECORD_FORMAT,
+        "git_sha": git_sha,
+        "elapsed_s": elapsed_s,
+        "step": {
+            "step": step.step,
+            "sparsity": step.sparsity,
+            "passed": step.passed,
+            "variant": step.variant,
+            "unit_sparsity": step.unit_sparsity,
+            "strength": step.strength,
+            "extra": step.extra,
+        },
         "results": [_result_json(r) for r in step.results.values()],  # a list: the sets' order is the tables' order
-        "units": units, "cka": cka,
+        "units": units,
+        "cka": cka,
     }
 
 
@@ -61,9 +72,16 @@ def read_records(directory: Path) -> list[dict]:
 def step_of(record: dict) -> PruneStep:
     """The step a record describes, without its state (masks or gates: in its mask file)."""
     s = record["step"]
-    return PruneStep(s["step"], s["sparsity"], {v["name"]: _result_from_json(v) for v in record["results"]},
-                     s["passed"], unit_sparsity=s["unit_sparsity"], variant=s["variant"], strength=s["strength"],
-                     extra=s["extra"])
+    return PruneStep(
+        s["step"],
+        s["sparsity"],
+        {v["name"]: _result_from_json(v) for v in record["results"]},
+        s["passed"],
+        unit_sparsity=s["unit_sparsity"],
+        variant=s["variant"],
+        strength=s["strength"],
+        extra=s["extra"],
+    )
 
 
 __all__ = ["PARTIAL", "RECORD_FORMAT", "artifact_name", "read_records", "step_of", "step_record", "write_record"]

@@ -9,6 +9,7 @@ recipe the last one with its state (`Recipe.execute(done=...)`) and logs only wh
 run's tables equal an uninterrupted run's: rows of finished steps come from their records verbatim.
 Search trials are not resumed (a trial's run belongs to its trial number).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,9 +77,16 @@ def load(store, run: RunRecord, git_sha: str, workdir: Path) -> Resumed | None:
         shutil.rmtree(local, ignore_errors=True)
         return None
     by_order = sorted(records, key=lambda r: r["elapsed_s"])  # the order the steps finished in
-    out = Resumed(run.run_id, run.artifact_uri, steps, variants,
-                  units=[u for r in by_order for u in r["units"]], cka=[c for r in by_order for c in r["cka"]],
-                  elapsed_s=max(r["elapsed_s"] for r in records), masks_dir=local / "masks")
+    out = Resumed(
+        run.run_id,
+        run.artifact_uri,
+        steps,
+        variants,
+        units=[u for r in by_order for u in r["units"]],
+        cka=[c for r in by_order for c in r["cka"]],
+        elapsed_s=max(r["elapsed_s"] for r in records),
+        masks_dir=local / "masks",
+    )
     out.masks_dir.mkdir(exist_ok=True)
     if len(steps) > 1:
         steps[-1] = fetch_state(store, out, steps[-1])
@@ -102,5 +110,8 @@ def fetch_state(store, resumed: Resumed, step: PruneStep) -> PruneStep:
 
 def _download(store, run_id: str, artifact_path: str, dst: Path) -> Path:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # our own progress says what happens
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst),
-                                                    tracking_uri=store.tracking_uri))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(dst), tracking_uri=store.tracking_uri
+        )
+    )

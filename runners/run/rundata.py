@@ -1,4 +1,5 @@
 """The evaluation and training-data plumbing a run hands to its pruning recipe (PruneContext)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ from typing import Iterator
 import torch
 
 from registry.schema import RunSpec
-from runners.data.examples import Batch, TaskData, batches, encode
-from runners.training.evaluate import EncodedSet, EvalResult, evaluate
 from runners.cka.tracker import CKATracker
+from runners.data.examples import Batch, TaskData, batches, encode
 from runners.pruning.gates import UnitMeans, compute_unit_means
+from runners.training.evaluate import EncodedSet, EvalResult, evaluate
 
 MEAN_EXAMPLES = 2048  # training examples whose tokens define each unit's mean output (mean ablation)
 
@@ -22,9 +23,15 @@ class RunData:
         self.spec, self.task, self.tokenizer, self.pad = spec, task, tokenizer, pad
         cka = spec.cka
         self.cka = CKATracker(cka) if cka is not None else None
-        self.sets = [EncodedSet.build(tokenizer, s, spec.task.max_length,
-                                      lead=cka.examples if cka is not None and s.name == cka.split else None)
-                     for s in task.eval_sets]
+        self.sets = [
+            EncodedSet.build(
+                tokenizer,
+                s,
+                spec.task.max_length,
+                lead=cka.examples if cka is not None and s.name == cka.split else None,
+            )
+            for s in task.eval_sets
+        ]
         self._train: list[dict] | None = None
 
     @property
@@ -48,8 +55,9 @@ class RunData:
                 out[name] = evaluate(model, s, bs, self.pad)
         return out
 
-    def train_batches(self, n_examples: int | None = None, batch_size: int = 32, shuffle: bool = False,
-                      epoch: int = 0) -> Iterator[Batch]:
+    def train_batches(
+        self, n_examples: int | None = None, batch_size: int = 32, shuffle: bool = False, epoch: int = 0
+    ) -> Iterator[Batch]:
         """Training batches: the first n examples in file order, or a seeded shuffle per epoch."""
         rows = self.train_rows[:n_examples] if n_examples else self.train_rows
         order = None

@@ -5,6 +5,7 @@ artifact, its CKA matrix (table rows, diagonal metrics, a PNG heatmap), its unit
 (records.py). Metric names and figures come from small functions here; serialisation lives with the masks
 and the records, plotting with CKA.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,15 +57,26 @@ def metric_safe(name: str) -> str:
 
 
 def mask_metadata(step: PruneStep) -> dict[str, str]:
-    return {"step": str(step.step), "variant": step.variant, "sparsity": repr(step.sparsity),
-            "passed": str(step.passed).lower()}
+    return {
+        "step": str(step.step),
+        "variant": step.variant,
+        "sparsity": repr(step.sparsity),
+        "passed": str(step.passed).lower(),
+    }
 
 
 class StepLogger:
     """Callback: log each step now; collect its unit and CKA rows for the run's tables."""
 
-    def __init__(self, run: RunLog, ids: dict, workdir: Path, cka: CkaSpec | None, git_sha: str = "",
-                 elapsed: Callable[[], float] = lambda: 0.0):
+    def __init__(
+        self,
+        run: RunLog,
+        ids: dict,
+        workdir: Path,
+        cka: CkaSpec | None,
+        git_sha: str = "",
+        elapsed: Callable[[], float] = lambda: 0.0,
+    ):
         self.run, self.ids, self.cka = run, ids, cka
         self.git_sha, self.elapsed = git_sha, elapsed
         self.masks_dir = workdir / "masks"
@@ -92,7 +104,9 @@ class StepLogger:
             families = {k: getattr(g, k) for k in ("head", "mlp", "neuron") if getattr(g, k) is not None}
             save_gate_masks(path, families, step.scores, {**mask_metadata(step), "ablation": g.ablation})
             self.run.artifact(path, "masks")
-            new_units = [dict(self.ids, variant=step.variant, step=step.step, **row) for row in unit_rows(g, step.scores)]
+            new_units = [
+                dict(self.ids, variant=step.variant, step=step.step, **row) for row in unit_rows(g, step.scores)
+            ]
         self.units += new_units
         self.cka_rows += new_cka
         # written last: a step with a record is finished (runners/run/records.py)

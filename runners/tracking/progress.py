@@ -1,5 +1,6 @@
 """Progress of long steps: rich bars on a terminal; periodic plain lines when the output is a log file
 (a worker under nohup or a scheduler), so a log shows where a run is before the step ends; or nothing."""
+
 from __future__ import annotations
 
 import os
@@ -66,8 +67,14 @@ class Progress:
 
     `plain=None` decides by the console: bars on a terminal, lines otherwise. `prefix` names the worker."""
 
-    def __init__(self, console: Console | None = None, enabled: bool = True, plain: bool | None = None,
-                 every_s: float = PLAIN_EVERY_S, prefix: str = ""):
+    def __init__(
+        self,
+        console: Console | None = None,
+        enabled: bool = True,
+        plain: bool | None = None,
+        every_s: float = PLAIN_EVERY_S,
+        prefix: str = "",
+    ):
         self.console = console or Console(stderr=True)
         self.enabled = enabled
         self.plain = (not self.console.is_terminal) if plain is None else plain
@@ -93,10 +100,18 @@ class Progress:
             with self._lines(label, total) as advance:
                 yield advance
             return
-        with RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                          console=self.console, transient=False) as bar:
+        with RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        ) as bar:
             tid = bar.add_task(label, total=total, note="")
+
             def advance(n: int = 1, note: str = "") -> None:
                 check_stop()
                 bar.update(tid, advance=n, note=note)

@@ -2,6 +2,7 @@
 
 Run status itself is read through the run index (registry.runindex: sqlite3 on a local store, no MLflow import).
 """
+
 from __future__ import annotations
 
 

@@ -4,6 +4,7 @@ The store is `sqlite:///<root>/mlflow.db` with artifacts under `<root>/mlartifac
 MLFLOW_TRACKING_URI says otherwise. `Store.ensure()` creates the database once, before anything fans
 out (several processes creating a fresh SQLite store at once corrupt it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,22 @@ from registry.tracking import (
     redact,
 )
 
-__all__ = ["EXPERIMENT", "FINGERPRINT", "GROUP", "KIND", "METHOD", "OWNER", "SEED", "RunLog", "Store",
-           "StoreUnavailable", "create_sqlite_atomically", "flatten", "redact", "store_lock"]
+__all__ = [
+    "EXPERIMENT",
+    "FINGERPRINT",
+    "GROUP",
+    "KIND",
+    "METHOD",
+    "OWNER",
+    "SEED",
+    "RunLog",
+    "Store",
+    "StoreUnavailable",
+    "create_sqlite_atomically",
+    "flatten",
+    "redact",
+    "store_lock",
+]
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
 REACH_TIMEOUT_S = 5.0  # how long a tracking server may take to answer its health check
 
@@ -125,8 +140,10 @@ class Store:
             raise StoreUnavailable(f"the tracking server {redact(self.tracking_uri)} answered {e.code} to {url}") from e
         except (OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            raise StoreUnavailable(f"the tracking server {redact(self.tracking_uri)} does not answer ({reason}); "
-                                   f"check --tracking-uri / MLFLOW_TRACKING_URI") from e
+            raise StoreUnavailable(
+                f"the tracking server {redact(self.tracking_uri)} does not answer ({reason}); "
+                f"check --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from e
 
     def check_writable(self) -> None:
         """The store directory and its cache can be written (before any work: a fine-tuning is not lost to a
@@ -202,8 +219,9 @@ class Store:
         exp_id = self.experiment_id(experiment, create=False)
         if exp_id is None:
             return 0
-        running = self.client.search_runs([exp_id], filter_string=f"attributes.status = '{RunStatus.RUNNING.value}'",
-                                          max_results=50000)
+        running = self.client.search_runs(
+            [exp_id], filter_string=f"attributes.status = '{RunStatus.RUNNING.value}'", max_results=50000
+        )
         stale = [r for r in running if owner_gone(r.data.tags.get(OWNER))]
         for r in stale:
             self.client.set_tag(r.info.run_id, ENDED_BY, "its process was gone (killed)")

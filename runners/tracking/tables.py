@@ -1,4 +1,5 @@
 """Write a run's tidy Parquet tables (the warehouse's input) through the results contract (registry.results)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +9,20 @@ import pyarrow.parquet as pq
 
 from registry.results import RESULTS_VERSION, TABLE_KEY, TABLES, VERSION_KEY
 
-_ARROW = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
-          "timestamp": pa.timestamp("us", tz="UTC")}
+_ARROW = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
 
 
 def arrow_schema(name: str) -> pa.Schema:
     table = TABLES[name]
-    return pa.schema([(c.name, _ARROW[c.type]) for c in table.columns],
-                     metadata={VERSION_KEY: str(RESULTS_VERSION), TABLE_KEY: name})
+    return pa.schema(
+        [(c.name, _ARROW[c.type]) for c in table.columns], metadata={VERSION_KEY: str(RESULTS_VERSION), TABLE_KEY: name}
+    )
 
 
 def write_table(directory: Path, name: str, rows: list[dict]) -> Path | None:
@@ -40,15 +47,29 @@ def step_rows(ids: dict, step, x: float | None, selected: bool) -> list[dict]:
     task has no accuracy rows."""
     rows = []
     for res in step.results.values():
-        base = dict(ids, variant=step.variant, step=step.step, x=x, sparsity=step.sparsity,
-                    unit_sparsity=step.unit_sparsity, expected_unit_sparsity=step.extra.get("expected_sparsity_end"),
-                    eval_set=res.name, kind=res.kind,
-                    passed=step.passed, selected=selected)
+        base = dict(
+            ids,
+            variant=step.variant,
+            step=step.step,
+            x=x,
+            sparsity=step.sparsity,
+            unit_sparsity=step.unit_sparsity,
+            expected_unit_sparsity=step.extra.get("expected_sparsity_end"),
+            eval_set=res.name,
+            kind=res.kind,
+            passed=step.passed,
+            selected=selected,
+        )
         if not res.regression:
             rows.append(dict(base, subcase="all", metric="accuracy", value=res.accuracy, n=res.n))
-            rows += [dict(base, subcase=name, metric="accuracy", value=c / n, n=n) for name, (c, n) in res.subcases.items()]
-        rows += [dict(base, subcase="all", metric=name, value=value, n=res.n)
-                 for name, value in res.metrics.items() if name != "accuracy"]
+            rows += [
+                dict(base, subcase=name, metric="accuracy", value=c / n, n=n) for name, (c, n) in res.subcases.items()
+            ]
+        rows += [
+            dict(base, subcase="all", metric=name, value=value, n=res.n)
+            for name, value in res.metrics.items()
+            if name != "accuracy"
+        ]
     return rows
 
 

@@ -5,6 +5,7 @@
 this process (MLflow's own ASGI app, configured the way `mlflow server` configures it through its environment),
 so stopping it, however abruptly, leaves nothing behind. It binds 127.0.0.1 unless told otherwise.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Runs that differ only in pruning share one fine-tuned model. The cache lives und
 <store root>/.subnets/finetuned/<fingerprint>/ and is written atomically (temp dir + rename), so a
 killed fine-tuning leaves no half-written model behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from registry.files import locked, replacing
+from registry.schema import RunSpec
 from runners.data.examples import TaskData, encode
+from runners.data.tasks import task_words
+from runners.tracking.progress import Progress
 from runners.training.evaluate import EncodedSet, evaluate
 from runners.training.finetune import Checkpoint, finetune
 from runners.training.hub import resolved_revision
 from runners.training.models import load_pretrained, load_tokenizer
-from runners.tracking.progress import Progress
-from registry.schema import RunSpec
-from runners.data.tasks import task_words
 
 
 @dataclass
@@ -46,8 +47,9 @@ def pretrained(spec: RunSpec, task: TaskData, device: torch.device | str = "cpu"
     return tokenizer, model.to(device)
 
 
-def get_finetuned(spec: RunSpec, task: TaskData, cache_root: Path, progress: Progress,
-                  device: torch.device | str = "cpu") -> Finetuned:
+def get_finetuned(
+    spec: RunSpec, task: TaskData, cache_root: Path, progress: Progress, device: torch.device | str = "cpu"
+) -> Finetuned:
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per cached load is noise between our own bars
     target = cache_root / "finetuned" / spec.finetune_fingerprint
     if (target / "record.json").exists():
@@ -77,16 +79,27 @@ def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, devi
     per_epoch: list[dict] = []
 
     def on_epoch(epoch: int) -> None:
-        results = {s.eval_set.name: evaluate(model, s, spec.finetune.eval_batch_size, pad).score for s in sets}  # the task's metric
+        # the task's metric
+        results = {s.eval_set.name: evaluate(model, s, spec.finetune.eval_batch_size, pad).score for s in sets}
         per_epoch.append({"epoch": epoch, **results})
         progress.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in results.items()))
 
     # a kill loses at most the epoch in progress: the next run resumes from this checkpoint
-    checkpoint = Checkpoint(target.parent / f".{target.name}.checkpoint.pt", extra=lambda: per_epoch,
-                            restore=lambda saved: per_epoch.extend(saved or []))
+    checkpoint = Checkpoint(
+        target.parent / f".{target.name}.checkpoint.pt",
+        extra=lambda: per_epoch,
+        restore=lambda saved: per_epoch.extend(saved or []),
+    )
     history = finetune(model, rows, spec.finetune, spec.seed, pad, progress, on_epoch=on_epoch, checkpoint=checkpoint)
-    record = {"seconds": history.seconds, "steps": history.steps, "loss": history.loss, "epochs": per_epoch,
-              "train_examples": len(rows), "resumed_after_epoch": history.resumed_epoch, "model_revision": revision}
+    record = {
+        "seconds": history.seconds,
+        "steps": history.steps,
+        "loss": history.loss,
+        "epochs": per_epoch,
+        "train_examples": len(rows),
+        "resumed_after_epoch": history.resumed_epoch,
+        "model_revision": revision,
+    }
     for stale in target.parent.glob(f".tmp-{target.name}-*"):  # a writer killed mid-save (we hold its lock now)
         shutil.rmtree(stale, ignore_errors=True)
     # we hold the fingerprint's lock and found no record: nobody else writes `target`, and a directory there

@@ -1,5 +1,6 @@
 """The one device/precision setting of a run ([experiment.runtime]), resolved once and applied by the runner:
 the model is moved to the device (batches follow the model), and bf16 autocast wraps the whole run."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,15 +16,19 @@ class DeviceError(ValueError):
 
 
 def resolve_device(runtime: RuntimeSpec) -> torch.device:
-    """"auto": CUDA when available, else CPU; a named device must exist here."""
+    """ "auto": CUDA when available, else CPU; a named device must exist here."""
     if runtime.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(runtime.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise DeviceError(f"runtime.device = {runtime.device!r}, but this machine has no CUDA device (use \"auto\" or \"cpu\")")
+            raise DeviceError(
+                f'runtime.device = {runtime.device!r}, but this machine has no CUDA device (use "auto" or "cpu")'
+            )
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"runtime.device = {runtime.device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise DeviceError(
+                f"runtime.device = {runtime.device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         if device.type == "mps" and not torch.backends.mps.is_available():
             raise DeviceError("runtime.device = 'mps', but MPS is not available here")
     if device.type == "cuda" and device.index is None:

@@ -1,5 +1,6 @@
 """Evaluation: accuracy and the task's own metrics on a set, accuracy per subcase; batches padded per
 batch and sorted by length."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,8 +61,14 @@ OnBatch = Callable[[int, object, Batch], None]
 
 
 @torch.no_grad()
-def evaluate(model, data: EncodedSet, batch_size: int, pad_id: int, on_batch: OnBatch | None = None,
-             output_hidden_states: bool = False) -> EvalResult:
+def evaluate(
+    model,
+    data: EncodedSet,
+    batch_size: int,
+    pad_id: int,
+    on_batch: OnBatch | None = None,
+    output_hidden_states: bool = False,
+) -> EvalResult:
     """Accuracy and the task's metrics of `model` on `data`; `on_batch(index, outputs, batch)` sees every
     forward pass. A regression set's predictions are the model's single output (no accuracy)."""
     was_training = model.training
@@ -93,8 +100,16 @@ def evaluate(model, data: EncodedSet, batch_size: int, pad_id: int, on_batch: On
             on_batch(i, out, batch)
     model.train(was_training)
     values = compute(es.metrics, preds, golds, None if es.regression else len(es.labels) or None) if n else {}
-    return EvalResult(es.name, es.kind, correct, n, dict(sorted(sub.items())), metrics=values, primary=es.primary,
-                      regression=es.regression)
+    return EvalResult(
+        es.name,
+        es.kind,
+        correct,
+        n,
+        dict(sorted(sub.items())),
+        metrics=values,
+        primary=es.primary,
+        regression=es.regression,
+    )
 
 
 def evaluate_all(model, sets: list[EncodedSet], batch_size: int, pad_id: int) -> dict[str, EvalResult]:

@@ -3,6 +3,7 @@
 Deterministic on CPU given the seed: the shuffling generator and torch's global RNG (dropout, the
 classifier head's init) are both seeded from it.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,8 @@ def length_grouped(order: list[int], lengths: list[int], batch_size: int, gen: t
     a batch holds examples of similar length (little padding), and long and short batches stay mixed over
     the epoch instead of coming longest first."""
     size = GROUP_BATCHES * batch_size
-    grouped = [i for k in range(0, len(order), size) for i in sorted(order[k:k + size], key=lambda i: -lengths[i])]
-    cut = [grouped[k:k + batch_size] for k in range(0, len(grouped), batch_size)]
+    grouped = [i for k in range(0, len(order), size) for i in sorted(order[k : k + size], key=lambda i: -lengths[i])]
+    cut = [grouped[k : k + batch_size] for k in range(0, len(grouped), batch_size)]
     return [i for b in torch.randperm(len(cut), generator=gen).tolist() for i in cut[b]]
 
 
@@ -92,10 +93,19 @@ def train_step(model: torch.nn.Module, batch, opt: torch.optim.Optimizer, sched,
     return loss
 
 
-def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_id: int, progress: Progress,
-             on_epoch: Callable[[int], None] | None = None, log_every: int = 20,
-             after_step: Callable[[], None] | None = None, label: str = "fine-tuning",
-             checkpoint: Checkpoint | None = None) -> FinetuneHistory:
+def finetune(
+    model,
+    train_rows: list[dict],
+    spec: FinetuneSpec,
+    seed: int,
+    pad_id: int,
+    progress: Progress,
+    on_epoch: Callable[[int], None] | None = None,
+    log_every: int = 20,
+    after_step: Callable[[], None] | None = None,
+    label: str = "fine-tuning",
+    checkpoint: Checkpoint | None = None,
+) -> FinetuneHistory:
     """Train `model` in place on tokenized rows (see runners.data.examples.encode).
 
     `after_step` runs after every optimiser step (re-fine-tuning re-applies weight masks there). With a
@@ -123,7 +133,12 @@ def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_i
         sched.load_state_dict(saved["scheduler"])
         gen.set_state(saved["generator"])
         torch.set_rng_state(saved["rng"])
-        step, running, count, epoch = int(saved["step"]), float(saved["running"]), int(saved["count"]), int(saved["epoch"])
+        step, running, count, epoch = (
+            int(saved["step"]),
+            float(saved["running"]),
+            int(saved["count"]),
+            int(saved["epoch"]),
+        )
         history.loss = [(int(s), float(v)) for s, v in saved["loss"]]
         history.resumed_epoch = epoch
         checkpoint.restore(saved.get("extra"))
@@ -154,10 +169,21 @@ def finetune(model, train_rows: list[dict], spec: FinetuneSpec, seed: int, pad_i
             if on_epoch is not None:
                 on_epoch(epoch)
             if checkpoint is not None and step < total:
-                checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                 "generator": gen.get_state(), "rng": torch.get_rng_state(), "step": step, "epoch": epoch,
-                                 "running": running, "count": count, "loss": history.loss,
-                                 "seconds": time.perf_counter() - started})
+                checkpoint.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": gen.get_state(),
+                        "rng": torch.get_rng_state(),
+                        "step": step,
+                        "epoch": epoch,
+                        "running": running,
+                        "count": count,
+                        "loss": history.loss,
+                        "seconds": time.perf_counter() - started,
+                    }
+                )
     model.eval()
     history.steps = step
     history.seconds = time.perf_counter() - started

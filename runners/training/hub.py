@@ -5,6 +5,7 @@ the queue and the run were created.
 
 Only huggingface_hub is imported (no torch): `subnets run` calls this before it opens anything.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,20 +47,33 @@ def check_hub_models(runs: list[RunSpec], timeout: float = HUB_TIMEOUT_S) -> lis
 
     problems = []
     for (name, revision), (experiment, key) in ids.items():
-        cached = try_to_load_from_cache(name, "config.json" if key == "model.name" else "tokenizer_config.json",
-                                        revision=revision)
+        cached = try_to_load_from_cache(
+            name, "config.json" if key == "model.name" else "tokenizer_config.json", revision=revision
+        )
         if isinstance(cached, str):
             continue
         at = f" at revision {revision!r}" if revision else ""
         if constants.HF_HUB_OFFLINE:
-            problems.append(HubProblem(experiment, name, key, f"{name!r}{at} is not in the Hugging Face cache and "
-                                       f"HF_HUB_OFFLINE is set{nearest_encoder(name)}"))
+            problems.append(
+                HubProblem(
+                    experiment,
+                    name,
+                    key,
+                    f"{name!r}{at} is not in the Hugging Face cache and HF_HUB_OFFLINE is set{nearest_encoder(name)}",
+                )
+            )
             continue
         try:
             HfApi().model_info(name, revision=revision, timeout=timeout)
         except RepositoryNotFoundError:
-            problems.append(HubProblem(experiment, name, key, f"no model {name!r} on the hub (or it is private and "
-                                       f"no token was given){nearest_encoder(name)}"))
+            problems.append(
+                HubProblem(
+                    experiment,
+                    name,
+                    key,
+                    f"no model {name!r} on the hub (or it is private and no token was given){nearest_encoder(name)}",
+                )
+            )
         except RevisionNotFoundError:
             problems.append(HubProblem(experiment, name, key, f"the hub has {name!r} but no revision {revision!r}"))
         except HfHubHTTPError as e:
@@ -68,9 +82,16 @@ def check_hub_models(runs: list[RunSpec], timeout: float = HUB_TIMEOUT_S) -> lis
             problems.append(HubProblem(experiment, name, key, f"the hub answered {e} for {name!r}"))
         except Exception as e:  # connection refused, timed out, DNS: the hub is unreachable from here
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            problems.append(HubProblem(experiment, name, key, f"cannot reach the hub ({constants.ENDPOINT}) to "
-                                       f"resolve {name!r}: {reason}; with a cached copy, set HF_HUB_OFFLINE=1"
-                                       f"{nearest_encoder(name)}"))
+            problems.append(
+                HubProblem(
+                    experiment,
+                    name,
+                    key,
+                    f"cannot reach the hub ({constants.ENDPOINT}) to "
+                    f"resolve {name!r}: {reason}; with a cached copy, set HF_HUB_OFFLINE=1"
+                    f"{nearest_encoder(name)}",
+                )
+            )
     return problems
 
 

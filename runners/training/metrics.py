@@ -5,6 +5,7 @@ the implementations (a test keeps both equal and checks each against scikit-lear
 that is undefined on the data (a constant prediction, no positive example) is 0.0, as scikit-learn's
 Matthews correlation is, so no NaN reaches the keep rule or the warehouse.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -69,7 +70,11 @@ def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
 
 
 METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
-    "accuracy": accuracy, "mcc": mcc, "f1": f1, "pearson": pearson, "spearman": spearman,
+    "accuracy": accuracy,
+    "mcc": mcc,
+    "f1": f1,
+    "pearson": pearson,
+    "spearman": spearman,
 }
 
 

@@ -1,5 +1,6 @@
 """Models and tokenizers: built-in tiny encoders of each supported architecture (no download), local
 directories, hub ids; and the check that a model's architecture is one the gates support."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,10 @@ def load_tokenizer(spec: ModelSpec, base_dir: str, words: list[str] | None):
         return AutoTokenizer.from_pretrained(str(local) if local else spec.tokenizer)
     if spec.name in BUILTIN_MODELS:
         if words is None:
-            raise ValueError(f"built-in model {spec.name!r} has no tokenizer of its own: use a generated task "
-                             "(it brings its vocabulary) or set model.tokenizer")
+            raise ValueError(
+                f"built-in model {spec.name!r} has no tokenizer of its own: use a generated task "
+                "(it brings its vocabulary) or set model.tokenizer"
+            )
         from runners.data.tokenizer import build_word_tokenizer
 
         return build_word_tokenizer(words, token_types=BUILTIN_MODELS.get(spec.name).architecture.token_types)
@@ -55,7 +58,8 @@ def load_pretrained(spec: ModelSpec, base_dir: str, num_labels: int, vocab_size:
     hf_logging.set_verbosity_error()
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            str(local) if local else spec.name, num_labels=num_labels, revision=spec.revision)
+            str(local) if local else spec.name, num_labels=num_labels, revision=spec.revision
+        )
     finally:
         hf_logging.set_verbosity(level)
 
@@ -73,8 +77,10 @@ def check_architecture(spec: ModelSpec, base_dir: str, export: bool = False) -> 
         if model_type not in ARCHITECTURES:
             raise UnsupportedArchitecture(unsupported_message(model_type, repr(spec.name)))
         if export and not ARCHITECTURES.get(model_type).export:
-            raise UnsupportedArchitecture(f"{spec.name!r} is model type {model_type!r}, which cannot be exported: "
-                                          f"{ARCHITECTURES.get(model_type).note}")
+            raise UnsupportedArchitecture(
+                f"{spec.name!r} is model type {model_type!r}, which cannot be exported: "
+                f"{ARCHITECTURES.get(model_type).note}"
+            )
     return model_type
 
 

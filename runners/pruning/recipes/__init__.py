@@ -1,4 +1,5 @@
 """The recipes that execute each pruning method of registry.methods, by the same names."""
+
 from __future__ import annotations
 
 from registry.catalogue import Catalogue

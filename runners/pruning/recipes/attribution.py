@@ -8,17 +8,17 @@ layer prunes its round(r x I) lowest-scoring neurons and keeps the top I - round
 are computed once, so the kept sets are nested as r grows. Pruned neurons are gated (zero or mean
 ablation); heads and MLP blocks stay whole.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
 import torch
 
+from registry.methods import AttributionParams as Params
 from runners.data.examples import Batch
 from runners.pruning.gates import Gates, attach, encoder_view, record_neurons, sparsity
-from registry.methods import AttributionParams as Params
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
-
 
 
 def neuron_attribution(model: torch.nn.Module, batches: Iterable[Batch]) -> torch.Tensor:
@@ -83,5 +83,13 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
                 results = ctx.evaluate()
             sp = sparsity(model, gates)
             advance(1, f"r={r:.2f} id={results['id'].accuracy:.3f}")
-            yield PruneStep(i, sp["params"], results, keeps_id(results, ctx.baseline, p.keep_rule), gates=gates,
-                            scores={"neuron": scores.cpu()}, unit_sparsity=sp["neurons"], strength=r)
+            yield PruneStep(
+                i,
+                sp["params"],
+                results,
+                keeps_id(results, ctx.baseline, p.keep_rule),
+                gates=gates,
+                scores={"neuron": scores.cpu()},
+                unit_sparsity=sp["neurons"],
+                strength=r,
+            )

@@ -13,19 +13,22 @@ accumulated over the scoring data. Each step
 Masked units are zero- or mean-ablated (`ablation`) and never come back. Each PruneStep carries the
 binary gates after the step and the normalised scores that decided it.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
 import torch
 
+from registry.methods import ImportanceParams as Params
 from runners.data.examples import Batch
 from runners.pruning.gates import Gates, attach, sparsity
-from registry.methods import ImportanceParams as Params
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
 
 
-def gate_importance(model: torch.nn.Module, gates: Gates, batches: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+def gate_importance(
+    model: torch.nn.Module, gates: Gates, batches: Iterable[Batch]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw importance (head (L, H), mlp (L,)): the sum over batches of |dL/d gate| at `gates`, L being
     the batch's mean cross-entropy.
 
@@ -54,7 +57,9 @@ def gate_importance(model: torch.nn.Module, gates: Gates, batches: Iterable[Batc
     return head, mlp
 
 
-def normalise(head: torch.Tensor, mlp: torch.Tensor, head_kept: torch.Tensor, mlp_kept: torch.Tensor) -> dict[str, torch.Tensor]:
+def normalise(
+    head: torch.Tensor, mlp: torch.Tensor, head_kept: torch.Tensor, mlp_kept: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Scores of kept units, pruned ones set to 0 (they no longer contribute, so they count neither in
     their layer's L2 norm nor as candidates): heads divided by the L2 norm of their layer, then each
     family min-max scaled to [0, 1] over all its units."""
@@ -116,8 +121,15 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
             passed = keeps_id(results, ctx.baseline, p.keep_rule)
             sp = sparsity(model, gates)
             advance(1, f"heads {sp['heads']:.2f} mlps {sp['mlps']:.2f} id={results['id'].accuracy:.3f}")
-            yield PruneStep(step, sp["params"], results, passed, gates=gates,
-                            scores={k: v.cpu() for k, v in scores.items()}, unit_sparsity=sp["units"],
-                            extra={"head_sparsity": sp["heads"], "mlp_sparsity": sp["mlps"]})
+            yield PruneStep(
+                step,
+                sp["params"],
+                results,
+                passed,
+                gates=gates,
+                scores={k: v.cpu() for k, v in scores.items()},
+                unit_sparsity=sp["units"],
+                extra={"head_sparsity": sp["heads"], "mlp_sparsity": sp["mlps"]},
+            )
             if not passed:
                 return

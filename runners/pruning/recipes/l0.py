@@ -24,6 +24,7 @@ declared target is the x-axis of the effective-size curve, and subnetworks at on
 size to be compared across seeds; the Lagrangian holds only the *expected* sparsity near t. The threshold
 rule's sparsity is logged next to it (extra["threshold_unit_sparsity"]): a gap says training was short.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from runners.pruning.gates import Gates, attach, geometry, sparsity
 from registry.methods import L0Params as Params
+from runners.pruning.gates import Gates, attach, geometry, sparsity
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
 
 EPS = 1e-6  # u is drawn from [EPS, 1 - EPS] so log(u) and log(1 - u) stay finite
@@ -47,7 +48,9 @@ def p_nonzero(log_alpha: torch.Tensor, temperature: float, left: float, right: f
     return torch.sigmoid(log_alpha - temperature * math.log(-left / right))
 
 
-def sample_gates(log_alpha: torch.Tensor, u: torch.Tensor, temperature: float, left: float, right: float) -> torch.Tensor:
+def sample_gates(
+    log_alpha: torch.Tensor, u: torch.Tensor, temperature: float, left: float, right: float
+) -> torch.Tensor:
     """Hard-concrete samples from uniform noise u: stretched binary concrete, clamped to [0, 1]."""
     s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / temperature)
     return (s * (right - left) + left).clamp(0.0, 1.0)
@@ -91,7 +94,9 @@ class L0Trainer:
         self.n_heads = g.layers * g.heads
         self.head_shape = (g.layers, g.heads)
         # one vector for all units (heads then MLPs): one sample, one sigmoid, one optimiser tensor
-        self.log_alpha = torch.full((self.n_heads + g.layers,), p.init_log_alpha, device=self.device, requires_grad=True)
+        self.log_alpha = torch.full(
+            (self.n_heads + g.layers,), p.init_log_alpha, device=self.device, requires_grad=True
+        )
         self.lambdas = torch.zeros(2, device=self.device, requires_grad=True)
         self.opt = torch.optim.Adam([self.log_alpha], lr=p.lr)
         self.opt_lambda = torch.optim.Adam([self.lambdas], lr=p.lambda_lr, maximize=True)
@@ -169,8 +174,14 @@ def train_target(ctx: PruneContext, p: Params, target: float, means) -> tuple[L0
                 note = f"E[s]={float(expected):.3f} kl={float(kl):.4f}"
             advance(1, note)
     lam = trainer.lambdas.detach().tolist()
-    return trainer, {"expected_sparsity_end": float(expected), "kl_end": float(kl), "lambda1": lam[0],
-                     "lambda2": lam[1], "warmup_steps": float(warmup), "train_steps": float(total)}
+    return trainer, {
+        "expected_sparsity_end": float(expected),
+        "kl_end": float(kl),
+        "lambda1": lam[0],
+        "lambda2": lam[1],
+        "warmup_steps": float(warmup),
+        "train_steps": float(total),
+    }
 
 
 def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterator[PruneStep]:
@@ -194,12 +205,24 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
             spars = sparsity(model, gates)
             la = trainer.log_alpha.detach()
             threshold = deterministic_gates(la, p.stretch_left, p.stretch_right) <= 0.5
-            extra = {"target_sparsity": t, "realised_unit_sparsity": spars["units"],
-                     "threshold_unit_sparsity": float(threshold.float().mean()), **extra}
+            extra = {
+                "target_sparsity": t,
+                "realised_unit_sparsity": spars["units"],
+                "threshold_unit_sparsity": float(threshold.float().mean()),
+                **extra,
+            }
             head_la, mlp_la = trainer.split(la.clone())
-            yield PruneStep(i, spars["params"], results, keeps_id(results, ctx.baseline, p.keep_rule),
-                            gates=gates, scores={"head": head_la, "mlp": mlp_la}, unit_sparsity=spars["units"],
-                            strength=t, extra=extra)
+            yield PruneStep(
+                i,
+                spars["params"],
+                results,
+                keeps_id(results, ctx.baseline, p.keep_rule),
+                gates=gates,
+                scores={"head": head_la, "mlp": mlp_la},
+                unit_sparsity=spars["units"],
+                strength=t,
+                extra=extra,
+            )
     finally:
         for q, flag in flags:
             q.requires_grad_(flag)

@@ -8,8 +8,9 @@ prunable weights with the lowest |w| of the fine-tuned model. Lowest-|w| sets ar
 so pruning the strengths in ascending order in place needs no copy of the model.
 
 Masks equal torch.nn.utils.prune.global_unstructured(L1Unstructured) on the same parameters
-(tests/test_magnitude.py): same concatenation order, same rounding (Python's round), same topk.
+(tests/runners/pruning/test_magnitude.py): same concatenation order, same rounding (Python's round), same topk.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -17,12 +18,15 @@ from typing import Iterator
 import torch
 
 from registry.methods import MagnitudeParams as Params
-from runners.pruning.masks import mask_sparsity as sparsity_of, split_like
+from runners.pruning.masks import mask_sparsity as sparsity_of
+from runners.pruning.masks import split_like
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
 from runners.pruning.units import apply_weight_masks, prunable_weights
 
 
-def global_magnitude_step(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], amount: float) -> dict[str, torch.Tensor]:
+def global_magnitude_step(
+    weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], amount: float
+) -> dict[str, torch.Tensor]:
     """New masks that additionally remove round(amount x remaining) lowest-|w| remaining weights."""
     names = list(weights)
     flat_w = torch.cat([weights[n].detach().reshape(-1).abs() for n in names])
@@ -59,8 +63,14 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
                 apply_weight_masks(ctx.model, masks)
                 results = ctx.evaluate()
                 advance(1, f"s={s:.2f} id={results['id'].accuracy:.3f}")
-                yield PruneStep(i, sparsity_of(masks), results, keeps_id(results, ctx.baseline, p.keep_rule),
-                                weight_masks=masks, strength=s)
+                yield PruneStep(
+                    i,
+                    sparsity_of(masks),
+                    results,
+                    keeps_id(results, ctx.baseline, p.keep_rule),
+                    weight_masks=masks,
+                    strength=s,
+                )
         return
     if start is not None and not start.passed:
         return  # the keep rule already stopped this run

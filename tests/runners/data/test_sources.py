@@ -1,0 +1,116 @@
+"""Declared data sources: local csv/tsv/jsonl/parquet with column mapping, and the real shared data."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from registry.schema import OODSpec, SourceSpec, TaskSpec
+from runners.data.sources import SourceError, read_rows, to_examples
+from runners.data.tasks import build_task
+
+ROWS = [
+    {"p": "a cat sat", "h": "a cat", "y": "entailment", "kind": "x"},
+    {"p": "the dog ran", "h": "a bird", "y": "contradiction", "kind": "y"},
+]
+
+
+def _write(tmp_path, fmt):
+    path = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        path.write_text(sep.join(ROWS[0]) + "\n" + "\n".join(sep.join(r.values()) for r in ROWS) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_every_file_format_maps_columns_and_labels(tmp_path, fmt):
+    src = SourceSpec(
+        path=_write(tmp_path, fmt).name,
+        text_a="p",
+        text_b="h",
+        label="y",
+        subcase="kind",
+        label_map={"entailment": 0, "contradiction": 1, "neutral": 1},
+    )
+    ex = to_examples(read_rows(src, str(tmp_path)), src, ["entailment", "non_entailment"], "task.train")
+    assert [(e.text_a, e.text_b, e.label, e.subcase) for e in ex] == [
+        ("a cat sat", "a cat", 0, "x"),
+        ("the dog ran", "a bird", 1, "y"),
+    ]
+
+
+def test_bad_sources_say_what_is_wrong(tmp_path):
+    src = SourceSpec(path=_write(tmp_path, "csv").name, text_a="premise", label="y")
+    with pytest.raises(SourceError, match="column 'premise' not found"):
+        to_examples(read_rows(src, str(tmp_path)), src, ["entailment", "contradiction"], "task.train")
+    src = SourceSpec(path=_write(tmp_path, "csv").name, text_a="p", label="y")
+    with pytest.raises(SourceError, match="label 'entailment' is not one of"):
+        to_examples(read_rows(src, str(tmp_path)), src, ["pos", "neg"], "task.eval")
+    with pytest.raises(SourceError, match="not found"):
+        read_rows(SourceSpec(path="missing.tsv"), str(tmp_path))
+
+
+def test_real_sst2_with_yelp_ood(shared_data):
+    task = TaskSpec(
+        name="custom",
+        labels=["negative", "positive"],
+        train=SourceSpec(path=str(shared_data / "sst2" / "train.tsv"), text_a="sentence", limit=200),
+        eval=SourceSpec(path=str(shared_data / "sst2" / "dev.tsv"), text_a="sentence"),
+        ood=[
+            OODSpec(name="yelp", path=str(shared_data / "sentiment_ood" / "yelp_textfooler1k.tsv"), text_a="sentence")
+        ],
+    )
+    data = build_task(task, ".")
+    assert len(data.train) == 200 and len(data.id_eval.examples) == 872  # SOURCE.md: dev has 872 rows
+    assert sum(e.label for e in data.id_eval.examples) == 444  # SOURCE.md: 444 positive
+    (yelp,) = data.ood
+    assert yelp.name == "yelp" and len(yelp.examples) == 1000 and sum(e.label for e in yelp.examples) == 482
+
+
+def test_real_cola_headerless_with_its_ood_dev(shared_data):
+    cols = dict(text_a="3", label="1", header=False)
+    task = TaskSpec(
+        name="custom",
+        labels=["unacceptable", "acceptable"],
+        train=SourceSpec(path=str(shared_data / "cola" / "in_domain_train.tsv"), **cols),
+        eval=SourceSpec(path=str(shared_data / "cola" / "in_domain_dev.tsv"), **cols),
+        ood=[OODSpec(name="cola-ood", path=str(shared_data / "cola" / "out_of_domain_dev.tsv"), **cols)],
+    )
+    data = build_task(task, ".")
+    assert (len(data.train), len(data.id_eval.examples), len(data.ood[0].examples)) == (8551, 527, 516)
+    assert sum(e.label for e in data.id_eval.examples) == 365 and sum(e.label for e in data.ood[0].examples) == 354
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_validation_and_runs_read_a_file_through_one_reader(tmp_path, fmt):
+    """check_source and read_rows share registry.datafiles.read_records: the rows a run reads under a limit are
+    those validation checked, and a label validation refuses on a line is one the run would refuse too."""
+    from registry.datafiles import check_source, read_records
+
+    path = _write(tmp_path, fmt)
+    if fmt in ("csv", "tsv"):  # a blank line counts towards the limit and is no row, in both
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")
+    src = SourceSpec(path=str(path), text_a="p", text_b="h", label="y", subcase="kind", limit=2)
+    rows = read_rows(src, str(tmp_path))
+    expected = ROWS[:1] if fmt in ("csv", "tsv") else ROWS  # the blank line was the limit's first row
+    assert rows == expected
+    records = read_records(path, limit=2, columns=["y"])
+    assert records.columns == ("p", "h", "y", "kind")
+    positions = [(at, row) for at, row in records.rows]
+    first_line = {"csv": 3, "tsv": 3, "jsonl": 1, "parquet": 1}[fmt]
+    assert positions[0] == (first_line, {"y": "entailment"})
+    labels = ["entailment", "neutral"]  # contradiction is not declared: the second row is refused by both
+    unlimited = src.model_copy(update={"limit": None})
+    problems = check_source(unlimited, labels, False, str(tmp_path))
+    assert [k for k, _ in problems] == ["label"] and "'contradiction'" in problems[0][1]
+    with pytest.raises(SourceError, match="contradiction"):
+        to_examples(read_rows(unlimited, str(tmp_path)), unlimited, labels, "train")

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test test-all bench report ui dashboard reference docs clean
+.PHONY: setup system-deps demo test check lint test-all bench report ui dashboard reference docs clean
 
 setup: $(VENV)/.installed
 
@@ -30,8 +30,21 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql chromium slurm-wlm munge >/dev/null; \
 	else echo "note: PostgreSQL, Chromium or Slurm is not installed and this is not root: their tests will be skipped"; fi
 
-test: setup system-deps docs
-	$(BIN)/pytest -q -m "not slow"
+# Two test processes on the two cores, each with one torch thread (a process per core; torch threads beyond
+# the cores make every process many times slower). The suite's heavy tests are real processes and servers.
+PYTEST_FAST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest -q -m "not slow" -n 2
+
+test: setup system-deps docs lint
+	$(PYTEST_FAST)
+
+# The edit-run loop (under a minute): lint, then the tests that need no server, browser or real run.
+check: setup lint
+	$(PYTEST_FAST) -x tests/registry tests/runners/data tests/runners/pruning tests/runners/cka \
+		tests/reports/test_report_sql.py tests/project/test_layering.py tests/project/test_import_cycles.py
+
+lint: setup  # ruff: lint and format (line length 120, pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-all: setup
 	$(BIN)/pytest -q

@@ -3,7 +3,7 @@
 Both define the effective size (the smallest subnetwork whose ID score holds), so every place that judges
 a subnetwork calls these: the recipes (whether a step passed), the search (a trial's constraint and the
 value it reports), and the reports' SQL, which states the same definitions over the logged tables
-(reports/sql/effective_size.sql, accuracy_curves.sql: `holds`, `keep_line`, `1 - sparsity`). The runs
+(reports/sql/effective_size.sql, accuracy_curves.sql: through the `keep_line` macro below, and `1 - sparsity`). The runs
 table records each run's rule as (keep_rule, keep_threshold) = (kind, value), so the SQL applies the rule
 the run was judged by.
 
@@ -57,4 +57,13 @@ def kept_fraction(sparsity: float, unit_sparsity: float | None, size: Size) -> f
     return 1.0 - (unit_sparsity if size == "units" and unit_sparsity is not None else sparsity)
 
 
-__all__ = ["KeepKind", "KeepRule", "Size", "kept_fraction"]
+# The keep rule's threshold in SQL, the one definition the reports' queries use (a DuckDB macro every warehouse
+# connection defines): keep_line(runs.keep_rule, runs.keep_threshold, the full model's score) is
+# KeepRule(kind, value).threshold(full_score). A test checks the two agree.
+KEEP_LINE_SQL = (
+    "CREATE OR REPLACE MACRO keep_line(rule, threshold, full_score) AS "
+    f"CASE WHEN rule = '{KeepKind.MARGIN.value}' THEN full_score - threshold ELSE threshold * full_score END"
+)
+
+
+__all__ = ["KEEP_LINE_SQL", "KeepKind", "KeepRule", "Size", "kept_fraction"]

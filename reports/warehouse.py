@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import duckdb
 
+from registry.keeprule import KEEP_LINE_SQL
 from reports import cache, loading
 from reports.sources import TABLES, Sources, find_tables
 
@@ -79,6 +80,7 @@ def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection
     else:
         newer = loading.newer_than_contract([p for paths in sources.files.values() for p in paths], con)
         loading.create_tables(con, {v: [p for p in paths if p not in newer] for v, paths in sources.files.items()})
+    con.execute(KEEP_LINE_SQL)  # the keep rule, as registry.keeprule declares it
     for view in DERIVED_VIEWS:  # materialised too (they are the same for every query), except in strict mode
         con.execute(f'CREATE {"VIEW" if strict else "TABLE"} "{view}" AS {load_sql(view)}')
     if not strict:

@@ -22,8 +22,7 @@ WITH per_run AS (
     GROUP BY ALL
 ), keep_lines AS (
     SELECT r.experiment, g.group_label,
-           avg(CASE WHEN r.keep_rule = 'margin' THEN f.value - r.keep_threshold
-                    ELSE r.keep_threshold * f.value END) AS keep_line
+           avg(keep_line(r.keep_rule, r.keep_threshold, f.value)) AS keep_line
     FROM runs AS r
     JOIN run_groups AS g USING (run_id)
     JOIN primary_steps AS f USING (run_id)

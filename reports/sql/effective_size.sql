@@ -16,8 +16,7 @@ WITH full_model AS (
         coalesce(r.study, r.group_id) AS found_in,
         CASE WHEN r.study IS NULL THEN 'grid' ELSE 'search' END AS found_by,
         s.run_id, s.step, s.eval_set, s.kind, s.metric, s.x, s.sparsity, s.unit_sparsity, s.value, f.full_accuracy,
-        CASE WHEN r.keep_rule = 'margin' THEN s.value >= f.full_accuracy - r.keep_threshold
-             ELSE s.value >= r.keep_threshold * f.full_accuracy END AS holds
+        s.value >= keep_line(r.keep_rule, r.keep_threshold, f.full_accuracy) AS holds
     FROM primary_steps AS s
     JOIN runs AS r USING (run_id)
     JOIN full_model AS f USING (run_id, eval_set)

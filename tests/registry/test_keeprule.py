@@ -42,3 +42,17 @@ def test_the_kept_fraction_counts_units_or_parameters():
     assert kept_fraction(0.6, 0.25, "params") == pytest.approx(0.4)
     assert kept_fraction(0.6, None, "units") == pytest.approx(0.4)  # magnitude: no units, its weights count
     assert kept_fraction(0.0, 0.0, "units") == 1.0
+
+
+def test_the_sql_keep_line_is_the_python_threshold():
+    """The reports' queries judge a subnetwork with the keep_line macro; it is KeepRule.threshold, for both kinds."""
+    import duckdb
+
+    from registry.keeprule import KEEP_LINE_SQL
+
+    con = duckdb.connect(":memory:")
+    con.execute(KEEP_LINE_SQL)
+    for rule in (KeepRule.ratio(0.9), KeepRule.margin(0.01), KeepRule.ratio(0.0), KeepRule.margin(0.25)):
+        for full in (0.0, 0.41, 0.8123, 1.0, -0.2):
+            (got,) = con.execute("SELECT keep_line(?, ?, ?)", [rule.kind.value, rule.value, full]).fetchone()
+            assert got == pytest.approx(rule.threshold(full), abs=1e-12), (rule, full)

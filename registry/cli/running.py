@@ -35,9 +35,16 @@ def check_hub_models(runs, file: Path) -> None:
 
 
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
-    st = open_store(store, tracking_uri, create=True)  # created once, before any worker starts (and before torch loads)
     from runners.queue import default_url, open_storage, redact
+    from runners.queue.storage import check_reachable
 
+    if storage:  # a server that does not answer is refused before the store is created
+        try:
+            check_reachable(storage)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            raise fail(f"cannot reach the queue storage {redact(storage)}: {reason}")
+    st = open_store(store, tracking_uri, create=True)  # created once, before any worker starts (and before torch loads)
     url = storage or default_url(st.root)
     try:
         open_storage(url, create=True)  # likewise the queue's tables

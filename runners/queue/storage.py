@@ -27,18 +27,44 @@ GRACE_S = int(os.environ.get("SUBNETS_GRACE_S", "20"))
 MAX_RETRY = 3  # a trial killed with its worker is retried at most this often
 CREATE_ATTEMPTS = 4
 SQLITE_TIMEOUT_S = 60  # writers wait for SQLite's lock instead of failing
+CONNECT_TIMEOUT_S = 5  # a database server that does not answer a connection within this is unreachable
 
 
 def default_url(store_root: Path) -> str:
     return f"sqlite:///{Path(store_root).resolve() / 'optuna.db'}"
 
 
+def check_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Connect to a server storage (PostgreSQL, MySQL) once and ask it one question, within seconds: a wrong URL or
+    a server that does not answer fails here, before the store, the queue or a run exist. SQLite: nothing to ask
+    (the coordinator creates it)."""
+    if url.startswith("sqlite"):
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, connect_args=_connect_args(url, timeout_s), poolclass=None)
+    try:
+        with engine.connect() as con:
+            con.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+
+
+def _connect_args(url: str, timeout_s: float) -> dict:
+    """Driver options that bound how long a connection attempt waits."""
+    if url.startswith("sqlite"):
+        return {"timeout": SQLITE_TIMEOUT_S}
+    if url.startswith("postgresql"):
+        return {"connect_timeout": max(1, int(timeout_s))}
+    return {}
+
+
 def open_storage(url: str, create: bool = False) -> RDBStorage:
     """The storage at `url`; only the coordinating process passes create=True (table creation)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run is reported by us, without its traceback
-    engine_kwargs = (
-        {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    )
+    engine_kwargs = {"connect_args": _connect_args(url, CONNECT_TIMEOUT_S)}
+    if not url.startswith("sqlite"):
+        engine_kwargs["pool_pre_ping"] = True  # a connection the server dropped (a restart) is replaced, not used
     if url.startswith("sqlite:///") and create:
         db = Path(url.removeprefix("sqlite:///"))
         with store_lock(db.parent):  # processes started at once on a fresh store: one creates it

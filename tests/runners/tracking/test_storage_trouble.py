@@ -123,3 +123,16 @@ def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_resumes(write_toml, tmp_p
         [exp.experiment_id], filter_string=f"tags.`{KIND}` = 'run' and attributes.status = 'FINISHED'"
     )
     assert len(finished) == 1
+
+
+def test_an_unreachable_queue_storage_is_refused_before_anything_is_written(write_toml, tmp_path):
+    """A PostgreSQL --storage that refuses connections: one line naming it (password hidden), exit 2, and no store
+    (mlflow.db, optuna.db, .subnets/) left behind."""
+    toml = write_toml(tiny_toml(max_steps=1))
+    url = f"postgresql://user:secretpw@127.0.0.1:{free_port()}/queue"
+    code, output, _ = _cli(["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--storage", url])
+    assert code == 2, output
+    lines = [x for x in output.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("cannot reach the queue storage postgresql://user:***@127.0.0.1:")
+    assert "secretpw" not in output and "Traceback" not in output
+    assert not (tmp_path / "s").exists()

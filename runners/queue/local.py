@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+STOP_GRACE_S = 10.0  # after Ctrl-C or SIGTERM, how long the workers get to mark their runs before they are killed
+
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
     """Cores split between the workers (at least one thread each): workers x threads <= cores, because
@@ -17,8 +19,9 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 
 def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> list[int]:
-    """Start `subnets work ...` N times and wait; forwards Ctrl-C/SIGTERM to them. Returns their exit codes
-    (negative: killed by that signal)."""
+    """Start `subnets work ...` N times and wait; forwards Ctrl-C/SIGTERM to them, and kills those still running
+    STOP_GRACE_S later, so a stop never hangs and leaves no process behind. Returns their exit codes (negative:
+    killed by that signal)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -45,7 +48,10 @@ def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> lis
     ]
     echo(f"{workers} worker(s) started (pids {', '.join(str(p.pid) for p in procs)}), {threads} torch thread(s) each")
 
+    stopping: list[float] = []  # when the first stop was asked for
+
     def forward(signum, _frame):
+        stopping.append(time.monotonic())
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
@@ -53,7 +59,17 @@ def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> lis
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while any(p.poll() is None for p in procs):
-            time.sleep(0.2)
+            if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
+                # a worker still busy marking its run (a tracking server gone, say) is not waited for: its trial's
+                # worker is then gone, and the next run retries the trial at once (Worker._fail_trials_of_dead_workers)
+                stuck = [p for p in procs if p.poll() is None]
+                echo(f"{len(stuck)} worker(s) did not stop within {STOP_GRACE_S:.0f} s: killed")
+                for p in stuck:
+                    p.kill()
+                for p in stuck:
+                    p.wait()
+                break
+            time.sleep(0.1)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

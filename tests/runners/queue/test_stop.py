@@ -1,0 +1,95 @@
+"""Stopping the coordinator: SIGTERM (or Ctrl-C) to `subnets run --workers 4` stops every worker within the grace
+period, leaves no process behind, leaves each running trial to be retried, and the same command run again
+finishes every run exactly once, resuming the stopped ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from registry.loader import load_runs
+from runners.queue.local import STOP_GRACE_S
+from runners.tracking import Store
+from tests.conftest import tiny_toml
+
+SLOW = (
+    tiny_toml(max_steps=8)
+    .replace("n_id_eval = 64", "n_id_eval = 1500")
+    .replace("rate = 0.3", "rate = [0.1, 0.2, 0.3, 0.4]")
+)
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of `pid`, from /proc (the process tree)."""
+    kids: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in kids.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _grid(store: Path) -> list[optuna.trial.FrozenTrial]:
+    url = f"sqlite:///{store / 'optuna.db'}"
+    (name,) = [s for s in optuna.get_all_study_names(storage=url) if s.endswith("/grid")]
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+def test_a_stopped_coordinator_stops_its_workers_and_the_rerun_finishes(write_toml, tmp_path, signum):
+    toml = write_toml(SLOW)
+    store = tmp_path / "s"
+    args = [sys.executable, "-m", "registry.cli", "run", "--file", str(toml), "--store", str(store), "--workers", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*args, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while len(list(store.glob("mlartifacts/tiny/*/artifacts/partial/step_001.json"))) < 2:  # two runs under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert len(workers) >= 4
+    stopped = time.monotonic()
+    proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=120)
+    took = time.monotonic() - stopped
+    assert proc.returncode == 130, output
+    assert took < STOP_GRACE_S + 5, took  # the grace period, then whatever is left is killed
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived its coordinator"
+    assert "Traceback" not in output
+    trials = _grid(store)
+    failed = [t.user_attrs["fingerprint"] for t in trials if t.state.name == "FAIL"]
+    waiting = [t.user_attrs["fingerprint"] for t in trials if t.state.name == "WAITING"]
+    assert failed and set(failed) <= set(waiting)  # each stopped trial is back in the queue
+    client = Store.at(store).client
+    killed = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "attributes.status = 'KILLED'")
+    assert len(killed) == len(failed)
+
+    again = subprocess.run([*args, "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.`subnets.kind` = 'run'")
+    assert sorted(r.data.tags["subnets.fingerprint"] for r in runs if r.info.status == "FINISHED") == sorted(
+        r.fingerprint for r in load_runs(toml)
+    )
+    # a stopped run that had finished a step resumes under its own id (one stopped before any step starts over)
+    had_steps = {
+        r.info.run_id for r in killed if list(store.glob(f"mlartifacts/tiny/{r.info.run_id}/artifacts/partial/*"))
+    }
+    assert len(had_steps) >= 2
+    resumed = {
+        r.info.run_id for r in runs if "subnets.resumed_after_step" in r.data.tags and r.info.status == "FINISHED"
+    }
+    assert had_steps <= resumed

@@ -58,6 +58,9 @@ class Batch:
     token_type_ids: torch.Tensor | None
     labels: torch.Tensor
     subcases: list[str | None]
+    # each row's position in the encoded rows the batch was cut from (`batches`): what per-example caches are
+    # looked up by (L0's teacher predictions); None for batches built by hand
+    indices: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         """The batch's tensors on `device` (the same batch when they are there already)."""
@@ -65,7 +68,12 @@ class Batch:
             return self
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(
-            move(self.input_ids), move(self.attention_mask), move(self.token_type_ids), move(self.labels), self.subcases
+            move(self.input_ids),
+            move(self.attention_mask),
+            move(self.token_type_ids),
+            move(self.labels),
+            self.subcases,
+            move(self.indices),
         )
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
@@ -87,10 +95,12 @@ def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[dict
 def batches(
     encoded: Sequence[dict], batch_size: int, pad_id: int, order: Sequence[int] | None = None
 ) -> Iterator[Batch]:
-    """Yield batches padded to the longest sequence of each batch (not to the maximum length)."""
+    """Yield batches padded to the longest sequence of each batch (not to the maximum length); each batch says
+    which rows of `encoded` it holds (`Batch.indices`)."""
     idx = list(order) if order is not None else list(range(len(encoded)))
     for start in range(0, len(idx), batch_size):
-        rows = [encoded[i] for i in idx[start : start + batch_size]]
+        picked = idx[start : start + batch_size]
+        rows = [encoded[i] for i in picked]
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -104,4 +114,4 @@ def batches(
                 tt[j, :n] = torch.tensor(r["token_type_ids"])
         floats = isinstance(rows[0]["label"], float)  # a regression task's scores (MSE loss in transformers)
         labels = torch.tensor([r["label"] for r in rows], dtype=torch.float if floats else torch.long)
-        yield Batch(ids, mask, tt, labels, [r["subcase"] for r in rows])
+        yield Batch(ids, mask, tt, labels, [r["subcase"] for r in rows], torch.tensor(picked, dtype=torch.long))

@@ -39,6 +39,10 @@ class PruneContext:
     train_batches: Callable[..., Iterator[Batch]] = None  # type: ignore[assignment]
     # Mean output of every unit over training tokens (padding excluded), cached per fine-tuned model + task.
     unit_means: Callable[[], "object"] = None  # type: ignore[assignment]
+    # The frozen full model's predictions on every training example: an (N, C) float32 tensor of log-probabilities
+    # (CPU), row i for the example train_batches calls index i (Batch.indices), computed once per fine-tuned model
+    # and training data (runners.pruning.teacher). None: L0 runs the full model on every step's batch instead.
+    teacher: Callable[[], torch.Tensor] | None = None
 
 
 @dataclass

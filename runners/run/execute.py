@@ -291,6 +291,7 @@ def _prune_and_log(
         seed=spec.prune_seed,
         train_batches=data.train_batches,
         unit_means=lambda: data.unit_means(model, cache / "means"),
+        teacher=lambda: data.teacher(model, cache / "teacher", progress),
     )
     for callback in callbacks:  # a search's callbacks see every step, the reused ones too
         callback(done[0])

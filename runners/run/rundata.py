@@ -7,10 +7,12 @@ from typing import Iterator
 
 import torch
 
+from registry.files import locked, replacing
 from registry.schema import RunSpec
 from runners.cka.tracker import CKATracker
 from runners.data.examples import Batch, TaskData, batches, encode
 from runners.pruning.gates import UnitMeans, compute_unit_means
+from runners.pruning.teacher import cached_teacher, rows_digest
 from runners.training.evaluate import EncodedSet, EvalResult, evaluate
 
 MEAN_EXAMPLES = 2048  # training examples whose tokens define each unit's mean output (mean ablation)
@@ -69,11 +71,19 @@ class RunData:
     def unit_means(self, model, cache_dir: Path) -> UnitMeans:
         """Mean unit outputs of the (unpruned) fine-tuned model, cached per fine-tuned model + task."""
         path = cache_dir / f"{self.spec.finetune_fingerprint}.safetensors"
+        device = next(model.parameters()).device
         if path.exists():
-            return UnitMeans.load(path, device=next(model.parameters()).device)
-        means = compute_unit_means(model, self.train_batches(MEAN_EXAMPLES, 64))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        means.save(tmp)
-        tmp.replace(path)  # atomic: a kill never leaves a half-written cache entry
+            return UnitMeans.load(path, device=device)
+        with locked(cache_dir / f"{self.spec.finetune_fingerprint}.lock"):  # workers at once: one computes
+            if path.exists():
+                return UnitMeans.load(path, device=device)
+            means = compute_unit_means(model, self.train_batches(MEAN_EXAMPLES, 64))
+            with replacing(path) as tmp:  # atomic: a kill never leaves a half-written cache entry
+                means.save(tmp)
         return means
+
+    def teacher(self, model, cache_dir: Path, progress=None) -> torch.Tensor:
+        """The frozen model's log-probabilities on every training row (runners.pruning.teacher), cached per
+        fine-tuned model, training rows and max_length; checked against the model's weights when read."""
+        name = f"{self.spec.finetune_fingerprint}-{rows_digest(self.train_rows)}-{self.spec.task.max_length}"
+        return cached_teacher(model, self.train_rows, self.pad, cache_dir / f"{name}.safetensors", progress)

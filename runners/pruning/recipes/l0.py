@@ -5,7 +5,9 @@ weight is frozen. For each declared target sparsity t (ascending), fresh log-alp
 
     KL(p_full || p_gated) + lambda1 (t_k - s) + lambda2 (t_k - s)^2
 
-p_full: the frozen full model's predictions on the step's batch (one no_grad forward with all gates at 1);
+p_full: the frozen full model's predictions on the step's batch: looked up, per example, in the table the run
+computes once per fine-tuned model (ctx.teacher, runners.pruning.teacher: eval mode, no dropout, frozen weights, so
+they never change), or, without one, one no_grad forward with all gates at 1 per step;
 s = 1 - mean_u P(z_u != 0), the expected unit sparsity (heads and MLPs count equally); t_k rises linearly
 from 0 to t over the warm-up, then stays; lambda1, lambda2 start at 0 and are trained by gradient ascent
 (Adam, maximize=True), log-alphas by descent. Gated-off units output their training mean (mean ablation).
@@ -110,12 +112,16 @@ class L0Trainer:
         p = self.p
         return 1 - p_nonzero(self.log_alpha, p.temperature, p.stretch_left, p.stretch_right).mean()
 
-    def step(self, inputs: dict[str, torch.Tensor], target: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update on one batch; returns (KL, expected sparsity), detached (no host sync)."""
+    def step(
+        self, inputs: dict[str, torch.Tensor], target: float, teacher: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on one batch; returns (KL, expected sparsity), detached (no host sync). `teacher`: the
+        full model's float32 log-probabilities on the batch's rows (from the cache); None: computed here."""
         p, g = self.p, self.gates
-        g.head, g.mlp = self.ones_head, self.ones_mlp
-        with torch.no_grad():
-            teacher = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
+        if teacher is None:
+            g.head, g.mlp = self.ones_head, self.ones_mlp
+            with torch.no_grad():
+                teacher = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
         u = torch.rand(self.log_alpha.shape, generator=self.generator, device=self.device) * (1 - 2 * EPS) + EPS
         z = sample_gates(self.log_alpha, u, p.temperature, p.stretch_left, p.stretch_right)
         g.head, g.mlp = self.split(z)
@@ -155,7 +161,10 @@ def _seed(seed: int, target: float) -> int:
     return (seed * 1_000_003 + round(target * 1_000_000)) % (2**63)
 
 
-def train_target(ctx: PruneContext, p: Params, target: float, means) -> tuple[L0Trainer, dict[str, float]]:
+def train_target(
+    ctx: PruneContext, p: Params, target: float, means, teacher: torch.Tensor | None = None
+) -> tuple[L0Trainer, dict[str, float]]:
+    """Train one target's gates; `teacher`: the (N, C) table of ctx.teacher on the model's device, or None."""
     model = ctx.model
     device = next(model.parameters()).device
     gates = Gates.ones(model, ablation=p.ablation, means=means)
@@ -169,7 +178,12 @@ def train_target(ctx: PruneContext, p: Params, target: float, means) -> tuple[L0
         for step in range(total):
             batch = next(batches)
             inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
-            kl, expected = trainer.step(inputs, target_at(step, warmup, target))
+            rows = None
+            if teacher is not None:
+                if batch.indices is None:
+                    raise ValueError("a teacher table needs batches that say which rows they hold (Batch.indices)")
+                rows = teacher[batch.indices.to(device)]
+            kl, expected = trainer.step(inputs, target_at(step, warmup, target), rows)
             if step % 20 == 0 or step == total - 1:  # reading the figures is a host sync on a GPU
                 note = f"E[s]={float(expected):.3f} kl={float(kl):.4f}"
             advance(1, note)
@@ -195,9 +209,11 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
     for q, _ in flags:
         q.requires_grad_(False)
     try:
+        # once for all targets, with the model as the teacher is: eval mode, no gates attached
+        teacher = ctx.teacher().to(next(model.parameters()).device) if ctx.teacher is not None else None
         first = start.step + 1 if start is not None else 1
         for i, t in enumerate(sorted(p.targets)[first - 1 :], start=first):
-            trainer, extra = train_target(ctx, p, t, means)
+            trainer, extra = train_target(ctx, p, t, means, teacher)
             head_keep, mlp_keep = trainer.split(trainer.final_keep(t).float())
             gates = Gates(head_keep, mlp_keep, ablation=p.ablation, means=means)
             with attach(model, gates):

@@ -20,8 +20,8 @@ from runners.tracking import Store
 from tests.conftest import tiny_toml
 
 SLOW = (
-    tiny_toml(max_steps=8)
-    .replace("n_id_eval = 64", "n_id_eval = 1500")
+    tiny_toml(max_steps=4)
+    .replace("n_id_eval = 64", "n_id_eval = 800")
     .replace("rate = 0.3", "rate = [0.1, 0.2, 0.3, 0.4]")
 )
 

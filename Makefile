@@ -52,6 +52,7 @@ test-all: setup
 bench: setup
 	$(BIN)/python benchmarks/validate.py
 	$(BIN)/python benchmarks/pruning.py
+	$(BIN)/python benchmarks/l0.py
 	$(BIN)/python benchmarks/cka.py
 	$(BIN)/python benchmarks/search.py
 	$(BIN)/python benchmarks/resume.py

@@ -87,7 +87,8 @@ class L0Trainer:
     """The gate parameters of one target, the multipliers and their optimisers; `step` is the hot path.
 
     `gates` must be attached to `model` (runners.pruning.gates.attach): each step assigns to it the all-ones
-    tensors (teacher: every hooked layer is skipped) and then the sampled gates (student)."""
+    tensors (the teacher, when the step is not given its predictions: every hooked layer is skipped) and then the
+    sampled gates (student)."""
 
     def __init__(self, model: torch.nn.Module, gates: Gates, p: Params, generator: torch.Generator):
         g = geometry(model)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import pytest
 import torch
@@ -239,3 +240,37 @@ def test_runs_share_one_table_per_fine_tuned_model(tmp_path, write_toml, monkeyp
     fingerprints = {r.data.tags["subnets.finetune_fingerprint"] for r in [*runs, other_run]}
     assert len(fingerprints) == 2 and len(calls) == 2
     assert {f.name.split("-")[0] for f in cache.glob("*.safetensors")} == fingerprints
+
+
+def test_workers_computing_at_once_write_one_whole_table(tmp_path, monkeypatch):
+    """Two workers (threads here; the lock is a flock, held per open file, so processes alike) asking for a missing
+    table at once: one computes it under the lock, the other waits and reads that file."""
+    import threading
+
+    from runners.pruning import teacher as teacher_module
+
+    rows, path = varied_rows(), tmp_path / "t.safetensors"
+    model = tiny_model(0)
+    computed, entered = [], threading.Event()
+    real = teacher_module.compute_teacher
+
+    def slow_compute(*a, **k):
+        computed.append(1)
+        entered.set()
+        time.sleep(0.3)  # the other worker arrives while this one computes
+        return real(*a, **k)
+
+    monkeypatch.setattr(teacher_module, "compute_teacher", slow_compute)
+    results: dict[int, torch.Tensor] = {}
+    workers = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, cached_teacher(model, rows, 0, path)))
+        for i in (0, 1)
+    ]
+    workers[0].start()
+    assert entered.wait(10)
+    workers[1].start()
+    for w in workers:
+        w.join(30)
+    assert len(computed) == 1 and torch.equal(results[0], results[1])
+    assert torch.equal(results[0], real(model, rows, 0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.lock", "t.safetensors"]  # no temporary left

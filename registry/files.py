@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["locked", "replacing", "write_atomic"]
+__all__ = ["locked", "replacing", "sqlite_damage", "write_atomic"]
 
 
 @contextlib.contextmanager
@@ -64,3 +64,23 @@ def locked(lock_file: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sqlite_damage(db: Path) -> str | None:
+    """Why an existing SQLite database file cannot be read (not a database, truncated, damaged pages), or None when
+    it reads. Read-only: the file is never written, so a damaged store is left as it is for its owner to restore."""
+    import sqlite3
+
+    if not Path(db).exists():
+        return None  # nothing there to be damaged
+    try:
+        con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        return str(e)
+    try:
+        (result,) = con.execute("PRAGMA quick_check(1)").fetchone()
+        return None if result == "ok" else result
+    except sqlite3.Error as e:
+        return str(e)
+    finally:
+        con.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +28,9 @@ _DUCKDB = {"string": "VARCHAR", "int64": "BIGINT", "float64": "DOUBLE", "bool": 
 TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
     name: (table.file, [(c.name, _DUCKDB[c.type]) for c in table.columns]) for name, table in CONTRACT.items()
 }
+
+
+REQUIRED_VIEWS = ("runs", "axes", "steps")  # every finished run logs these; units and cka only when it has them
 
 
 @dataclass
@@ -62,9 +65,7 @@ def find_tables(
             continue
         run_id = run.run_id
         tables_dir = Path(os.path.abspath(tables_dir))  # no per-file resolve(): a thousand runs' worth of syscalls
-        src.run_ids.append(run_id)
-        src.tags += [(run_id, k, v) for k, v in sorted(run.tags.items())]
-        held = src.runs[run_id] = {}
+        held = {}
         for view, (filename, _) in TABLES.items():
             path = tables_dir / filename
             try:
@@ -72,8 +73,40 @@ def find_tables(
             except OSError:
                 continue
             held[view] = (path, st.st_size, st.st_mtime_ns)
+        missing = [TABLES[v][0] for v in REQUIRED_VIEWS if v not in held]
+        if missing:
+            log.warning("run %s (%s): tables/%s is missing; the run is left out", run_id, run.experiment, missing[0])
+            continue
+        src.run_ids.append(run_id)
+        src.tags += [(run_id, k, v) for k, v in sorted(run.tags.items())]
+        src.runs[run_id] = held
+        for view, (path, _, _) in held.items():
             src.files[view].append(path)
     return src
+
+
+def without(src: Sources, run_id: str) -> Sources:
+    """The same sources without one run (a run whose table file cannot be read is left out of the warehouse)."""
+    return replace(
+        src,
+        files={view: [p for p in paths if not _holds(src, run_id, p)] for view, paths in src.files.items()},
+        run_ids=[r for r in src.run_ids if r != run_id],
+        tags=[t for t in src.tags if t[0] != run_id],
+        runs={r: held for r, held in src.runs.items() if r != run_id},
+    )
+
+
+def _holds(src: Sources, run_id: str, path: Path) -> bool:
+    return any(p == path for p, _, _ in src.runs.get(run_id, {}).values())
+
+
+def run_of(src: Sources, text: str) -> tuple[str, Path] | None:
+    """The run and the file named in `text` (a reader's error message), if it names one of the runs' files."""
+    for run_id, held in src.runs.items():
+        for path, _, _ in held.values():
+            if str(path) in text:
+                return run_id, path
+    return None
 
 
 def _tables_dir(run: RunRecord, tracking_uri: str, src: Sources, cache_dir: Path | None = None) -> Path | None:

@@ -15,6 +15,7 @@ can only read the loaded tables and create temporary in-memory tables that vanis
 
 from __future__ import annotations
 
+import logging
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,9 @@ import duckdb
 
 from registry.keeprule import KEEP_LINE_SQL
 from reports import cache, loading
-from reports.sources import TABLES, Sources, find_tables
+from reports.sources import TABLES, Sources, find_tables, run_of, without
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DERIVED_VIEWS",
@@ -56,6 +59,21 @@ def load_sql(name: str) -> str:
 
 
 def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection over the runs' tables (see `_connect`). A run whose table file cannot be read
+    (truncated, overwritten, damaged) is named with its file and left out; the others load."""
+    while True:
+        try:
+            return _connect(sources, strict)
+        except duckdb.Error as e:
+            bad = run_of(sources, str(e))
+            if bad is None:
+                raise
+            run_id, path = bad
+            log.warning("run %s: %s cannot be read (%s); the run is left out", run_id, path, str(e).splitlines()[0])
+            sources = without(sources, run_id)
+
+
+def _connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one table per contract table, loaded from the given files (through
     the warehouse cache when sources.cache is set).
 

@@ -146,3 +146,14 @@ def print_studies(summaries) -> None:
         eta = _duration(s.eta_s) if s.remaining else "done"
         table.add_row(s.name.short(), s.label or "—", states + budget, running, eta, best, params or "—")
     out.print(table)
+
+
+def queue_summaries(url: str, studies) -> list:
+    """The queue's summaries of these studies; a damaged queue database is one line (exit 2), not a traceback."""
+    from runners.queue import summarise
+    from runners.queue.storage import StorageDamaged
+
+    try:
+        return summarise(url, studies)
+    except StorageDamaged as e:
+        raise fail(str(e))

@@ -8,7 +8,19 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from registry.cli.common import FileOpt, Format, FormatOpt, StoreOpt, app, emit, fail, load, out, print_studies
+from registry.cli.common import (
+    FileOpt,
+    Format,
+    FormatOpt,
+    StoreOpt,
+    app,
+    emit,
+    fail,
+    load,
+    out,
+    print_studies,
+    queue_summaries,
+)
 
 
 @app.command()
@@ -111,9 +123,9 @@ def _queue_summaries(runs, root: Path, storage: str | None) -> list:
     url = storage or f"sqlite:///{Path(root).resolve() / 'optuna.db'}"
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return []
-    from runners.queue import study_names, summarise
+    from runners.queue import study_names
 
-    return summarise(url, study_names(runs))
+    return queue_summaries(url, study_names(runs))
 
 
 def _plan_queue(runs, root: Path, storage: str | None) -> None:
@@ -124,9 +136,9 @@ def _plan_queue(runs, root: Path, storage: str | None) -> None:
         if searched:
             out.print(f"{len(searched)} search(es) declared, none started: `subnets sweep EXPERIMENT`")
         return
-    from runners.queue import redact, study_names, summarise
+    from runners.queue import redact, study_names
 
-    summaries = summarise(url, study_names(runs))
+    summaries = queue_summaries(url, study_names(runs))
     out.print(f"queue: {redact(url)}")
     if summaries:
         print_studies(summaries)

@@ -20,6 +20,7 @@ from registry.cli.common import (
     fail,
     load,
     print_studies,
+    queue_summaries,
 )
 
 
@@ -33,13 +34,13 @@ def status(
 ):
     """What the queue holds: per study, trials by state, what each worker is running, what is left and when it
     should be done (the remaining trials x the mean trial time so far, shared by the running workers)."""
-    from runners.queue import default_url, study_names, summarise
+    from runners.queue import default_url, study_names
 
     runs = load(file, experiment)
     url = storage or default_url(store)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise fail(f"no queue at {url}: nothing has been run or swept with this store yet", 1)
-    summaries = summarise(url, study_names(runs))
+    summaries = queue_summaries(url, study_names(runs))
     if fmt is Format.table:
         print_studies(summaries)
     else:

@@ -36,7 +36,7 @@ def check_hub_models(runs, file: Path) -> None:
 
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     from runners.queue import default_url, open_storage, redact
-    from runners.queue.storage import check_reachable
+    from runners.queue.storage import StorageDamaged, check_reachable
 
     if storage:  # a server that does not answer is refused before the store is created
         try:
@@ -48,6 +48,8 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     url = storage or default_url(st.root)
     try:
         open_storage(url, create=True)  # likewise the queue's tables
+    except StorageDamaged as e:
+        raise fail(str(e))
     except Exception as e:  # a wrong URL, an unreachable server, a missing driver: say so, no traceback
         raise fail(f"cannot open the queue storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}")
     return st, url

@@ -17,6 +17,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy import event
 
+from registry.files import sqlite_damage
 from registry.tracking import redact  # noqa: F401 - re-exported: runners.queue.redact
 from runners.tracking.store import create_sqlite_atomically, store_lock
 
@@ -32,6 +33,10 @@ CONNECT_TIMEOUT_S = 5  # a database server that does not answer a connection wit
 
 def default_url(store_root: Path) -> str:
     return f"sqlite:///{Path(store_root).resolve() / 'optuna.db'}"
+
+
+class StorageDamaged(RuntimeError):
+    """A local queue database that does not read as SQLite."""
 
 
 def check_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -65,6 +70,11 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
     engine_kwargs = {"connect_args": _connect_args(url, CONNECT_TIMEOUT_S)}
     if not url.startswith("sqlite"):
         engine_kwargs["pool_pre_ping"] = True  # a connection the server dropped (a restart) is replaced, not used
+    if url.startswith("sqlite:///") and (damage := sqlite_damage(Path(url.removeprefix("sqlite:///")))) is not None:
+        raise StorageDamaged(
+            f"the queue database {url.removeprefix('sqlite:///')} is damaged ({damage}): restore it "
+            "from a backup or move it aside (nothing was written to it)"
+        )
     if url.startswith("sqlite:///") and create:
         db = Path(url.removeprefix("sqlite:///"))
         with store_lock(db.parent):  # processes started at once on a fresh store: one creates it

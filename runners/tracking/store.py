@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from registry.files import locked, replacing
+from registry.files import locked, replacing, sqlite_damage
 from registry.runindex import RunIndex, open_index
 from registry.tracking import (
     ENDED_BY,
@@ -116,11 +116,24 @@ class Store:
         return open_index(self.tracking_uri, None if self.local else self.client)
 
     def exists(self) -> bool:
-        """Whether there is a store to read (a tracking server must answer: StoreUnavailable if not)."""
+        """Whether there is a store to read (a tracking server must answer, a local database must read:
+        StoreUnavailable if not)."""
         if self.tracking_uri.startswith("sqlite:///"):
-            return Path(self.tracking_uri.removeprefix("sqlite:///")).exists()
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            self.check_readable(db)
+            return db.exists()
         self.check_reachable()
         return True
+
+    @staticmethod
+    def check_readable(db: Path) -> None:
+        """An existing local tracking database reads as SQLite; a damaged one is one clear error, and never written."""
+        damage = sqlite_damage(db) if db.exists() else None
+        if damage is not None:
+            raise StoreUnavailable(
+                f"the tracking database {db} is damaged ({damage}): restore it from a backup or "
+                "move it aside (nothing was written to it)"
+            )
 
     def check_reachable(self, timeout: float = REACH_TIMEOUT_S) -> None:
         """An http(s) tracking server answers its health check within `timeout` seconds (MLflow's client
@@ -169,6 +182,7 @@ class Store:
         self.check_reachable()
         if self.local:
             db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            self.check_readable(db)
             with store_lock(self.root):
                 if not db.exists():
                     create_sqlite_atomically(db, lambda url: _mlflow_client(url).search_experiments(max_results=1))

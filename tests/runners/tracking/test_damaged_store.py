@@ -1,0 +1,101 @@
+"""A damaged store: a run's table file truncated or deleted is named (run and file) and that run left out of
+`query` and `report` while the others load; a damaged mlflow.db or optuna.db is one clear line (exit 2), no
+traceback, and the file is left exactly as it was (the warehouse cache's own damage:
+tests/reports/test_report_cache.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_toml
+
+GRID = tiny_toml(max_steps=1).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4]")
+
+
+def _cli(args: list[str], store: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "registry.cli", *args, "--store", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "300"},
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path]:
+    """A store with three finished runs, copied by each test that damages one of its databases."""
+    root = tmp_path_factory.mktemp("finished")
+    toml = root / "experiments.toml"
+    toml.write_text(GRID)
+    proc = _cli(["run", "--file", str(toml), "--quiet"], root / "s")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return toml, root / "s"
+
+
+def _copy(finished, tmp_path) -> tuple[Path, Path]:
+    import shutil
+
+    toml, store = finished
+    shutil.copytree(store, tmp_path / "s")
+    return toml, tmp_path / "s"
+
+
+def _tables(store: Path, name: str) -> list[Path]:
+    return sorted(store.glob(f"mlartifacts/tiny/*/artifacts/tables/{name}"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_table_file_leaves_its_run_out_and_names_it(tmp_path, damage):
+    toml, store = (
+        tmp_path / "experiments.toml",
+        tmp_path / "s",
+    )  # its own store: a copy's runs point at the original's files
+    toml.write_text(GRID)
+    assert _cli(["run", "--file", str(toml), "--quiet"], store).returncode == 0
+    steps = _tables(store, "steps.parquet")[0]
+    run_id = steps.parts[-4]
+    if damage == "truncated":
+        steps.write_bytes(steps.read_bytes()[:100])
+    else:
+        steps.unlink()
+    query = _cli(["query", "select count(*) AS n, count(DISTINCT run_id) AS r from steps", "--format", "csv"], store)
+    assert query.returncode == 0, query.stdout + query.stderr
+    assert f"run {run_id}" in query.stderr and "steps.parquet" in query.stderr and "left out" in query.stderr
+    assert query.stdout.splitlines()[1].endswith(",2")  # the two other runs' steps, all there
+    runs = _cli(["query", "select count(*) from runs", "--format", "csv"], store)
+    assert runs.stdout.splitlines()[1] == "2"  # left out of every table, not only the damaged one
+    report = _cli(["report", "-o", str(tmp_path / "report.html"), "--no-mlflow"], store)
+    assert report.returncode == 0 and f"run {run_id}" in report.stderr, report.stdout + report.stderr
+    assert "Traceback" not in query.stderr + report.stderr and (tmp_path / "report.html").exists()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "db, commands",
+    [
+        ("mlflow.db", [["plan"], ["run"], ["report", "--no-mlflow"], ["query", "select 1"]]),
+        ("optuna.db", [["plan"], ["status"], ["run"]]),
+    ],
+)
+def test_a_damaged_database_is_one_line_and_left_as_it_was(finished, tmp_path, db, commands):
+    toml, store = _copy(finished, tmp_path)
+    path = store / db
+    path.write_bytes(path.read_bytes()[:3000])  # a torn copy: the header survives, the pages do not
+    before = _digest(path)
+    for args in commands:
+        file_args = ["--file", str(toml)] if args[0] in ("plan", "run", "status") else []
+        proc = _cli([*args, *file_args], store)
+        assert proc.returncode == 2, (args, proc.stdout + proc.stderr)
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert f"{path} is damaged" in proc.stderr and "restore it from a backup" in proc.stderr, proc.stderr
+    assert _digest(path) == before  # nothing was written to it

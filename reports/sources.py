@@ -30,7 +30,7 @@ TABLES: dict[str, tuple[str, list[tuple[str, str]]]] = {
 }
 
 
-REQUIRED_VIEWS = ("runs", "axes", "steps")  # every finished run logs these; units and cka only when it has them
+REQUIRED_VIEWS = ("runs", "steps")  # every finished run of every contract version logs these two
 
 
 @dataclass

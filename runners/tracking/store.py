@@ -51,10 +51,12 @@ __all__ = [
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits for log_batch
 REACH_TIMEOUT_S = 5.0  # how long a tracking server may take to answer its health check
 
-# A tracking server that stops answering mid-run should fail the run in about a minute, not the ~10 minutes
-# MLflow's defaults (120 s timeout, 7 retries with backoff) take. A user's own settings win.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+# A tracking server that restarts or drops off the network for up to about a minute is ridden through: a refused
+# or failed request is retried 5 times with exponential backoff (2, 4, 8, 16, 32 s: about a minute in all).
+# One that stops answering altogether fails the run in about three minutes (6 attempts x 20 s, plus the
+# backoff), not the ~20 minutes MLflow's defaults (120 s timeout, 7 retries) take. A user's own settings win.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
 
 
 class StoreUnavailable(RuntimeError):

@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python benchmarks/logging_share.py
 	$(BIN)/python benchmarks/trainer.py
 	$(BIN)/python benchmarks/report.py
+	$(BIN)/python benchmarks/queue_load.py
 
 report: setup
 	$(BIN)/subnets report

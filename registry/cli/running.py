@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +56,38 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     return st, url
 
 
+def _finetune_first(runs, st, workers: int, quiet: bool) -> None:
+    """With fewer models to fine-tune than workers, fine-tune them here first with every core: otherwise one worker
+    trains a shared model on its share of the cores while the others wait on its lock, their cores idle."""
+    import torch
+
+    from runners.tracking import Progress
+    from runners.tracking.progress import install_stop_handlers, stop_finished
+    from runners.training.cache import finetune_first
+
+    finished = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
+    todo = [r for r in runs if finished[r.experiment].get(r.fingerprint) != "FINISHED" or r.search is not None]
+    cache = st.root / ".subnets"
+    missing = {
+        r.finetune_fingerprint
+        for r in todo
+        if not (cache / "finetuned" / r.finetune_fingerprint / "record.json").exists()
+    }
+    if not missing or len(missing) >= workers:
+        return  # nothing to train, or enough models that the workers train them side by side
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    out.print(f"fine-tuning {len(missing)} shared model(s) first, on all {cores} cores; the workers then load them")
+    install_stop_handlers()
+    try:
+        finetune_first(todo, cache, Progress(enabled=not quiet))
+    except KeyboardInterrupt:
+        stop_finished()
+        raise fail("interrupted while fine-tuning; the next run resumes from its last epoch", 130)
+    except Exception as e:  # bad data, a model that cannot load: each worker's run then says so in its own words
+        out.print(f"note: fine-tuning first failed ({type(e).__name__}); the workers fine-tune as they run")
+
+
 def _work(
     runs,
     st,
@@ -89,6 +122,7 @@ def _work(
         *(["--quiet"] if quiet else []),
         *([experiment] if experiment else []),
     ]
+    _finetune_first(runs, st, workers, quiet)
     codes = spawn(workers, args, threads, echo=out.print)
     from runners.queue import summarise
 

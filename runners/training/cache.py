@@ -62,6 +62,26 @@ def get_finetuned(
         return _train(spec, task, target, progress, device)
 
 
+def finetune_first(specs: list[RunSpec], cache_root: Path, progress: Progress) -> int:
+    """Fine-tune, one after the other and with this process's torch threads, the models these runs use that are not
+    cached yet, so that the workers started next load them instead of one training while the others wait on its
+    lock with their cores idle. Returns how many were trained."""
+    from runners.data import build_task
+    from runners.training.device import precision, resolve_device
+
+    trained, seen = 0, set()
+    for spec in specs:
+        fp = spec.finetune_fingerprint
+        if fp in seen or (cache_root / "finetuned" / fp / "record.json").exists():
+            continue
+        seen.add(fp)
+        device = resolve_device(spec.runtime)
+        with precision(spec.runtime, device):  # as the run itself would fine-tune it
+            get_finetuned(spec, build_task(spec.task, spec.base_dir), cache_root, progress, device)
+        trained += 1
+    return trained
+
+
 def _load_cached(target: Path, device, progress: Progress) -> Finetuned:
     model = AutoModelForSequenceClassification.from_pretrained(target).to(device)
     model.eval()
@@ -99,6 +119,7 @@ def _train(spec: RunSpec, task: TaskData, target: Path, progress: Progress, devi
         "train_examples": len(rows),
         "resumed_after_epoch": history.resumed_epoch,
         "model_revision": revision,
+        "torch_threads": torch.get_num_threads(),  # the fused optimizer's last bits depend on it
     }
     for stale in target.parent.glob(f".tmp-{target.name}-*"):  # a writer killed mid-save (we hold its lock now)
         shutil.rmtree(stale, ignore_errors=True)

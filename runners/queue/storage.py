@@ -8,6 +8,7 @@ RetryHeartbeatStaleTrialCallback puts a copy back in the queue.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -19,6 +20,7 @@ from sqlalchemy import event
 
 from registry.files import sqlite_damage
 from registry.tracking import redact  # noqa: F401 - re-exported: runners.queue.redact
+from runners.queue.outage import Outage, RetryingRDBStorage
 from runners.tracking.store import create_sqlite_atomically, store_lock
 
 # a running trial records a heartbeat this often; one whose last heartbeat is older than GRACE_S belongs to a
@@ -64,8 +66,9 @@ def _connect_args(url: str, timeout_s: float) -> dict:
     return {}
 
 
-def open_storage(url: str, create: bool = False) -> RDBStorage:
-    """The storage at `url`; only the coordinating process passes create=True (table creation)."""
+def open_storage(url: str, create: bool = False, outage: Outage | None = None) -> RDBStorage:
+    """The storage at `url`; only the coordinating process passes create=True (table creation). With `outage` (a
+    worker's), a server storage rides through a restart or a short outage (runners/queue/outage.py)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed run is reported by us, without its traceback
     engine_kwargs = {"connect_args": _connect_args(url, CONNECT_TIMEOUT_S)}
     if not url.startswith("sqlite"):
@@ -80,11 +83,17 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
         with store_lock(db.parent):  # processes started at once on a fresh store: one creates it
             if not db.exists():
                 create_sqlite_atomically(db, lambda tmp_url: RDBStorage(tmp_url).engine.dispose())
+    retrying = outage is not None and not url.startswith("sqlite")
+    if retrying:
+        outage.grace_s = GRACE_S  # no stale trial is failed this long after an outage: heartbeats are refreshing
+        outage.backoff_cap_s = max(0.25, min(2.0, HEARTBEAT_S / 2))  # back well within a heartbeat of the server
     for attempt in range(CREATE_ATTEMPTS):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = RDBStorage(
+                make = functools.partial(RetryingRDBStorage, outage=outage) if retrying else RDBStorage
+                storage = (outage.call if retrying else _direct)(
+                    make,
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_S,
@@ -102,6 +111,10 @@ def open_storage(url: str, create: bool = False) -> RDBStorage:
                 raise
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
+
+
+def _direct(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
 
 
 def _serialise_sqlite(engine) -> None:

@@ -26,6 +26,7 @@ from runners.data import SourceError
 from runners.pruning import UnsupportedArchitecture
 from runners.queue.coordinator import PENDING
 from runners.queue.measure import Reporter, measure_logged, measure_steps
+from runners.queue.outage import Outage, QueueUnreachable, unreachable
 from runners.queue.samplers import BisectionSampler, make_sampler, suggest
 from runners.queue.storage import HEARTBEAT_S, open_storage
 from runners.queue.text import run_summary, run_title
@@ -72,6 +73,8 @@ def _execute(spec: RunSpec, store: Store, progress: Progress, context: RunContex
     except (SourceError, OSError, UnsupportedArchitecture, DeviceError) as e:
         raise RunError(spec, e) from e
     except Exception as e:
+        if unreachable(e):  # the queue's database, not the tracking store (a search trial reports to it mid-run)
+            raise
         if storage_error(e):  # the tracking store failed to write (a full disk, a server gone): say so plainly
             raise RunError(spec, StorageError(f"the tracking store failed: {storage_error(e)}")) from e
         raise
@@ -93,14 +96,35 @@ class Worker:
         self, runs: list[RunSpec], storage_url: str, store: Store, progress: Progress, worker_index: int = 0, echo=print
     ):
         self.runs = {r.fingerprint: r for r in runs}
-        self.storage = open_storage(storage_url)
         self.store, self.progress, self.index, self.echo = store, progress, worker_index, echo
+        self.prefix = f"[worker {worker_index}] " if worker_index else ""
+        # a database restart or outage is ridden through for a bounded time (runners/queue/outage.py)
+        self.outage = Outage(echo, self.prefix)
+        try:
+            self.storage = open_storage(storage_url, outage=self.outage)
+        except QueueUnreachable as e:
+            self._give_up(e)
         self.log = WorkLog()
         self._samplers: dict[StudyName, optuna.samplers.BaseSampler] = {}
+
+    def _give_up(self, e: QueueUnreachable):
+        """The database stayed unreachable past the bound: one line, exit code 2, no traceback. The trial in
+        hand stays RUNNING until its heartbeat is stale, then it is failed and retried (a finished run reused)."""
+        self.echo(str(e))
+        raise SystemExit(2) from None
 
     def run(self, studies: list[StudyName], max_trials: int | None = None) -> WorkLog:
         """Take trials until no study has work. While other workers still run trials, wait: a trial whose
         worker died is failed once its heartbeat is stale and comes back to the queue for us to take."""
+        try:
+            return self._run(studies, max_trials)
+        except Exception as e:
+            # Optuna may raise another error while handling ours (an UnboundLocalError in its _run_trial)
+            if (cause := unreachable(e)) is None:
+                raise
+            self._give_up(cause)
+
+    def _run(self, studies: list[StudyName], max_trials: int | None) -> WorkLog:
         done = 0
         while max_trials is None or done < max_trials:
             name = next((s for s in studies if self._has_work(s)), None)
@@ -113,10 +137,13 @@ class Worker:
             study = self._load(name)
             objective = self._grid_objective if name.is_grid else self._search_objective(name, study)
             taken: list[int] = []
+            returned: list[bool] = []
 
             def tracked(trial: optuna.Trial, objective=objective):
                 taken.append(trial._trial_id)  # the storage's key of the trial, for the retry below
-                return objective(trial)
+                value = objective(trial)
+                returned.append(True)
+                return value
 
             # optimize (not ask/tell): it keeps the trial's heartbeat and fails stale trials of dead workers
             try:
@@ -124,6 +151,19 @@ class Worker:
             except KeyboardInterrupt:  # Ctrl-C, SIGTERM, scancel: the trial goes back to the queue
                 self._retry(study, taken)
                 raise
+            except Exception as e:
+                if unreachable(e) or not (taken and returned and self.outage.outages):
+                    raise
+                trial = self.storage.get_trial(taken[-1])
+                if not trial.state.is_finished():
+                    raise
+                # Optuna's tell found the trial already finished: after an outage longer than the grace period
+                # another worker failed it as stale before our result was recorded; it enqueued a retry, which
+                # finds this fingerprint's FINISHED run and completes as reused
+                self.echo(
+                    f"{self.prefix}trial {trial.number}: its result could not be recorded (the trial was marked "
+                    f"{trial.state.name} while the queue storage was unreachable); its retry reuses the finished run"
+                )
             done += 1
         return self.log
 

@@ -87,6 +87,7 @@ def states(url: str) -> dict[str, int]:
 
 
 def assert_rode_through(output: str, toml: Path, store: Path, url: str) -> None:
+    print(output)  # shown with -rP: what the workers printed, how long they waited
     assert "Traceback" not in output and "Error" not in output, output
     for worker in (1, 2):  # at most one line per worker for the one outage, and one when it is back
         assert output.count(f"[worker {worker}] the queue storage is unreachable") <= 1, output

@@ -43,15 +43,30 @@ def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str], c
             if found:
                 run_id = found[0].run_id
             else:
-                run_id = client.create_run(
-                    exp.experiment_id,
-                    run_name=RunKind.REPORT.value,
-                    tags={KIND: RunKind.REPORT.value, EXPERIMENT: name, MLFLOW_NOTE: NOTE},
-                ).info.run_id
+                run_id = _create_report_run(client, index, exp.experiment_id, name)
             client.log_artifact(run_id, str(staged))
             client.set_terminated(run_id, RunStatus.FINISHED.value)
             ids.append(run_id)
     return ids
+
+
+def _create_report_run(client: Any, index: ClientRunIndex, experiment_id: str, name: str) -> str:
+    """A new report run for experiment `name`, unless another report created one at the same moment: reports
+    started together each found none and each created one (seen: 3 report runs from 3 reports at once). After
+    creating, every creator lists the report runs and keeps the oldest (start time, then id: one choice all of
+    them make alike); a creator whose run is not that one deletes its own and logs to the oldest. No lock, so it
+    holds for a tracking server as for a local store."""
+    mine = client.create_run(
+        experiment_id,
+        run_name=RunKind.REPORT.value,
+        tags={KIND: RunKind.REPORT.value, EXPERIMENT: name, MLFLOW_NOTE: NOTE},
+    ).info.run_id
+    found = index.runs(RunKind.REPORT, [name])
+    oldest = min(found, key=lambda r: (r.start_time or 0, r.run_id), default=None)
+    if oldest is None or oldest.run_id == mine:
+        return mine
+    client.delete_run(mine)
+    return oldest.run_id
 
 
 def write_locally(html_path: Path, runs: Sequence[RunRecord]) -> list[str]:

@@ -160,3 +160,34 @@ def test_postgres_down_past_the_bound_stops_the_workers_with_one_line(write_toml
     assert "Traceback" not in out2, out2
     assert_each_run_once(toml, Store.at(store), postgres)
     assert len(finished(Store.at(store))) == 4
+
+
+def test_no_trial_is_failed_as_stale_for_a_grace_period_after_an_outage(postgres):  # noqa: F811
+    """Once the server is back every heartbeat is as old as the outage: a worker that failed stale trials at once
+    would fail a live worker's trial whose heartbeat thread had not beaten yet, and the run would run twice."""
+    import warnings
+
+    from runners.queue.outage import Outage, RetryingRDBStorage
+
+    open_storage(postgres, create=True).engine.dispose()  # the tables
+    lines: list[str] = []
+    outage = Outage(echo=lines.append, prefix="[worker 1] ", grace_s=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RetryingRDBStorage(postgres, heartbeat_interval=1, grace_period=1, outage=outage)
+        study = optuna.create_study(study_name="stale", storage=storage)
+        trial = study.ask()
+        storage.record_heartbeat(trial._trial_id)
+        server = Server(postgres)
+        server.stop()
+        try:
+            storage.record_heartbeat(trial._trial_id)  # the heartbeat thread during the outage: skipped, no error
+        finally:
+            server.start()
+        time.sleep(1.5)  # the heartbeat is now stale
+        optuna.storages.fail_stale_trials(study)
+        assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING, "failed right after the outage"
+        assert len(lines) == 2 and "unreachable" in lines[0] and "is back after" in lines[1], lines
+        time.sleep(3.0)  # the grace period after the outage is over: a heartbeat still stale is a dead worker's
+        optuna.storages.fail_stale_trials(study)
+        assert storage.get_trial(trial._trial_id).state == TrialState.FAIL

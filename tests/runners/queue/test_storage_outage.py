@@ -147,6 +147,7 @@ def test_postgres_down_past_the_bound_stops_the_workers_with_one_line(write_toml
         stopped_after = time.time() - started
     finally:
         server.start()
+    print(output, f"stopped {stopped_after:.0f} s after the server")  # shown with -rP
     assert proc.returncode == 2, output
     assert "Traceback" not in output, output
     for worker in (1, 2):

@@ -86,7 +86,9 @@ def states(url: str) -> dict[str, int]:
     return out
 
 
-def assert_rode_through(output: str, toml: Path, store: Path, url: str) -> None:
+def assert_rode_through(output: str, toml: Path, store: Path, url: str, noticed: bool = True) -> None:
+    """`noticed`: the outage was long enough that a worker must have met it (a fast restart may fall between two of
+    a worker's calls, and the pool's connection check then reconnects without a word)."""
     print(output)  # shown with -rP: what the workers printed, how long they waited
     assert "Traceback" not in output and "Error" not in output, output
     for worker in (1, 2):  # at most one line per worker for the one outage, and one when it is back
@@ -94,7 +96,10 @@ def assert_rode_through(output: str, toml: Path, store: Path, url: str) -> None:
         assert output.count(f"[worker {worker}] the queue storage is unreachable") == output.count(
             f"[worker {worker}] the queue storage is back after"
         ), output
-    assert re.search(r"\[worker \d\] the queue storage is unreachable \(.+\): retrying for up to 60 s", output), output
+    if noticed:
+        assert re.search(r"\[worker \d\] the queue storage is unreachable \(.+\): retrying for up to 60 s", output), (
+            output
+        )
     assert_each_run_once(toml, Store.at(store), url)
     # nothing failed as stale (a live worker's trial run twice) and nothing left running
     assert set(states(url)) <= {"COMPLETE", "PRUNED"}, states(url)
@@ -113,7 +118,7 @@ def test_a_postgres_restart_while_trials_run_is_ridden_through(write_toml, tmp_p
     server.restart()
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
-    assert_rode_through(output, toml, store, postgres)
+    assert_rode_through(output, toml, store, postgres, noticed=False)
 
 
 @pytest.mark.slow

@@ -382,3 +382,15 @@ def unknown_hub_id_note(spec: ModelSpec, base_dir: str) -> str | None:
         f"{spec.name!r} is no built-in or known hub encoder: `subnets run` looks it up on the hub (or in the "
         f"Hugging Face cache) before it writes anything{nearest_encoder(spec.name)}"
     )
+
+
+def hub_model_ids(runs) -> dict[tuple[str, str | None], tuple[str, str]]:
+    """{(hub id, revision): (first experiment, key)} of every model and tokenizer these runs name by a hub id (not a
+    built-in, not a local directory): what `subnets run` resolves before it writes anything."""
+    found: dict[tuple[str, str | None], tuple[str, str]] = {}
+    for r in runs:
+        for key, name in (("model.name", r.model.name), ("model.tokenizer", r.model.tokenizer)):
+            if name is None or name in BUILTIN_MODELS or resolve_path(name, r.base_dir) is not None:
+                continue
+            found.setdefault((name, r.model.revision), (r.experiment, key))
+    return found

@@ -28,6 +28,10 @@ from registry.studyname import StudyName
 
 def check_hub_models(runs, file: Path) -> None:
     """A hub id that is neither cached nor on the hub is refused in seconds, before anything is written."""
+    from registry.models import hub_model_ids
+
+    if not hub_model_ids(runs):  # none: nothing to resolve, and torch is not imported before the store is checked
+        return
     from runners.training.hub import check_hub_models
 
     problems = check_hub_models(runs)
@@ -36,6 +40,13 @@ def check_hub_models(runs, file: Path) -> None:
 
 
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
+    from runners.tracking import Store
+    from runners.tracking.store import StoreUnavailable
+
+    try:  # a tracking server that does not answer is said first, before the queue's (heavy) imports
+        Store.at(store, tracking_uri).check_reachable()
+    except StoreUnavailable as e:
+        raise fail(f"store: {e}")
     from runners.queue import default_url, open_storage, redact
     from runners.queue.storage import StorageDamaged, check_reachable
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.models import BUILTIN_MODELS, nearest_encoder, resolve_path
+from registry.models import BUILTIN_MODELS, hub_model_ids, nearest_encoder, resolve_path
 from registry.schema import RunSpec
 
 HUB_TIMEOUT_S = 5.0  # one request to the hub's model API, no retries: an unreachable hub is said in seconds
@@ -25,21 +25,10 @@ class HubProblem:
     message: str
 
 
-def hub_ids(runs: list[RunSpec]) -> dict[tuple[str, str | None], tuple[str, str]]:
-    """{(hub id, revision): (first experiment, key)} of every model and tokenizer named by a hub id."""
-    found: dict[tuple[str, str | None], tuple[str, str]] = {}
-    for r in runs:
-        for key, name in (("model.name", r.model.name), ("model.tokenizer", r.model.tokenizer)):
-            if name is None or name in BUILTIN_MODELS or resolve_path(name, r.base_dir) is not None:
-                continue
-            found.setdefault((name, r.model.revision), (r.experiment, key))
-    return found
-
-
 def check_hub_models(runs: list[RunSpec], timeout: float = HUB_TIMEOUT_S) -> list[HubProblem]:
     """Every hub id the runs name, checked once: in the local cache (then nothing is asked of the network), else
     on the hub unless HF_HUB_OFFLINE is set. A problem names the experiment, the key and what to do."""
-    ids = hub_ids(runs)
+    ids = hub_model_ids(runs)
     if not ids:
         return []
     from huggingface_hub import HfApi, constants, try_to_load_from_cache

@@ -17,8 +17,16 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from registry.files import replacing
-from registry.runindex import ClientRunIndex, LocalRunIndex, RunRecord, local_artifact_path, mlflow_client, open_index
+from registry.files import locked, replacing
+from registry.runindex import (
+    ClientRunIndex,
+    LocalRunIndex,
+    RunRecord,
+    local_artifact_path,
+    mlflow_client,
+    open_index,
+    sqlite_path,
+)
 from registry.tracking import EXPERIMENT, KIND, RunKind, RunStatus
 
 REPORT_FILE = "report.html"
@@ -39,23 +47,34 @@ def log_report(tracking_uri: str, html_path: Path, experiments: Iterable[str], c
             exp = client.get_experiment_by_name(name)
             if exp is None or exp.lifecycle_stage != "active":
                 continue
-            found = index.runs(RunKind.REPORT, [name])
-            if found:
-                run_id = found[0].run_id
-            else:
-                run_id = _create_report_run(client, index, exp.experiment_id, name)
+            with _creating(tracking_uri):
+                found = index.runs(RunKind.REPORT, [name])
+                run_id = found[0].run_id if found else _create_report_run(client, index, exp.experiment_id, name)
             client.log_artifact(run_id, str(staged))
             client.set_terminated(run_id, RunStatus.FINISHED.value)
             ids.append(run_id)
     return ids
 
 
+@contextlib.contextmanager
+def _creating(tracking_uri: str):
+    """On a local store, reports that start together find or create the report run one at a time (a lock file beside
+    mlflow.db); against a tracking server `_create_report_run` settles it without a lock."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    with locked(db.parent / ".report-run.lock"):
+        yield
+
+
 def _create_report_run(client: Any, index: ClientRunIndex, experiment_id: str, name: str) -> str:
     """A new report run for experiment `name`, unless another report created one at the same moment: reports
     started together each found none and each created one (seen: 3 report runs from 3 reports at once). After
     creating, every creator lists the report runs and keeps the oldest (start time, then id: one choice all of
-    them make alike); a creator whose run is not that one deletes its own and logs to the oldest. No lock, so it
-    holds for a tracking server as for a local store."""
+    them make alike); a creator whose run is not that one deletes its own and logs to the oldest. Against a
+    tracking server this holds when the creations are visible to each other's listing (their start times are the
+    clients'); a local store also takes a lock (`_creating`), so there it always holds."""
     mine = client.create_run(
         experiment_id,
         run_name=RunKind.REPORT.value,

@@ -70,24 +70,29 @@ class Records:
 
 
 def read_records(
-    path: Path, header: bool = True, limit: int | None = None, columns: Sequence[str] | None = None
+    path: Path,
+    header: bool = True,
+    limit: int | None = None,
+    columns: Sequence[str] | None = None,
+    start: int = 0,
 ) -> Records:
-    """The rows of a local csv/tsv/jsonl/parquet file, the first `limit` of them; with `columns`, only those
+    """The rows of a local csv/tsv/jsonl/parquet file: `limit` of them (None: all) from row `start` (0-based, after
+    any header; SourceSpec.span gives both); with `columns`, only those
     columns of each row (a parquet file reads no other). A TSV is read without quote handling: GLUE-style
     TSVs hold unbalanced quotes inside sentences. Raises ValueError for a file type that is not one of
     FORMATS, or a jsonl line that is not an object."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return _delimited_records(path, "\t" if suffix == ".tsv" else ",", header, limit, columns)
+        return _delimited_records(path, "\t" if suffix == ".tsv" else ",", header, start, limit, columns)
     if suffix == ".jsonl":
-        return _jsonl_records(path, limit, columns)
+        return _jsonl_records(path, start, limit, columns)
     if suffix == ".parquet":
-        return _parquet_records(path, limit, columns)
+        return _parquet_records(path, start, limit, columns)
     raise ValueError(f"unsupported data file type {suffix!r} ({path}); use {', '.join(FORMATS)}")
 
 
 def _delimited_records(
-    path: Path, delimiter: str, header: bool, limit: int | None, columns: Sequence[str] | None
+    path: Path, delimiter: str, header: bool, start: int, limit: int | None, columns: Sequence[str] | None
 ) -> Records:
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     with path.open(newline="", encoding="utf-8") as f:
@@ -102,8 +107,11 @@ def _delimited_records(
             reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
             if header:
                 next(reader, None)
-            for count, (line, row) in enumerate(enumerate(reader, 2 if header else 1), 1):
-                if row:  # a blank line is no row, but counts towards the limit (as the runners have always read it)
+            # a blank line is no row, but counts as one towards start and limit (as the runners have always read it)
+            for count, (line, row) in enumerate(enumerate(reader, 2 if header else 1), 1 - start):
+                if count < 1:
+                    continue
+                if row:
                     yield line, {c: row[j] for c, j in wanted if j < len(row)}
                 if limit and count >= limit:
                     return
@@ -111,19 +119,21 @@ def _delimited_records(
     return Records(names, rows())
 
 
-def _jsonl_records(path: Path, limit: int | None, columns: Sequence[str] | None) -> Records:
+def _jsonl_records(path: Path, start: int, limit: int | None, columns: Sequence[str] | None) -> Records:
     def records() -> Iterator[tuple[int, dict[str, Any]]]:
         n = 0
         with path.open(encoding="utf-8") as f:
             for i, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                n += 1
+                if n <= start:
+                    continue
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError(f"line {i} is not a JSON object")
                 yield i, record
-                n += 1
-                if limit and n >= limit:
+                if limit and n - start >= limit:
                     return
 
     every = records()
@@ -143,15 +153,15 @@ def _then(first, rest):
     yield from rest
 
 
-def _parquet_records(path: Path, limit: int | None, columns: Sequence[str] | None) -> Records:
+def _parquet_records(path: Path, start: int, limit: int | None, columns: Sequence[str] | None) -> Records:
     import pyarrow.parquet as pq  # only when a parquet file is read (validation stays light otherwise)
 
     names = tuple(pq.read_schema(path).names)
     read = [c for c in (columns if columns is not None else names) if c in names]
     table = pq.read_table(path, columns=list(dict.fromkeys(read)))
-    if limit:
-        table = table.slice(0, limit)
-    return Records(names, enumerate(table.to_pylist(), 1))
+    if start or limit:
+        table = table.slice(start, limit)
+    return Records(names, enumerate(table.to_pylist(), start + 1))
 
 
 @dataclass(frozen=True)
@@ -264,7 +274,7 @@ def _scan(path: Path, source) -> _Scan:
         stat.st_size,
         source.header,
         source.label,
-        source.limit,
+        source.span(),
         tuple(_needed(source)),
     )
     if key not in _CACHE:
@@ -292,7 +302,8 @@ def _tally(labels: dict[str, tuple[int, int]], raw: Any, position: int) -> None:
 def _scan_records(path: Path, source) -> _Scan:
     """What the checks need of a file, read with `read_records` as the runners read it: its columns, each raw
     label value (first position, count), rows lacking a declared column, unsafe subcase values."""
-    records = read_records(path, source.header, source.limit, _needed(source))
+    start, count = source.span()
+    records = read_records(path, source.header, count, _needed(source), start)
     labels: dict[str, tuple[int, int]] = {}
     short: dict[str, tuple[int, int]] = {}
     unsafe: dict[str, tuple[int, int]] = {}
@@ -312,7 +323,32 @@ def _scan_records(path: Path, source) -> _Scan:
     return _Scan(records.columns, labels, short, unsafe)
 
 
+def overlapping_rows(task, base_dir: str) -> list[str]:
+    """A sentence for each pair of a task's sources (train, eval, ood sets) that read overlapping rows of one file
+    or hub split: an evaluation on rows the model trained on. Empty when they are disjoint."""
+    sources = [("task.train", task.train), ("task.eval", task.eval), *((f"task.ood.{o.name}", o) for o in task.ood)]
+    spans = []
+    for key, source in sources:
+        if source is None:
+            continue
+        if source.path is not None:
+            origin = str(resolve(source.path, base_dir).resolve())
+        else:
+            origin = f"{source.hub} ({source.config}, {source.split or 'train'}, {source.revision})"
+        start, count = source.span()
+        spans.append((key, origin, source.path or source.hub, start, None if count is None else start + count))
+    found = []
+    for i, (key_a, origin_a, shown, start_a, end_a) in enumerate(spans):
+        for key_b, origin_b, _, start_b, end_b in spans[i + 1 :]:
+            low, high = max(start_a, start_b), min(e for e in (end_a, end_b, float("inf")) if e is not None)
+            if origin_a == origin_b and low < high:
+                rows = "every row from " + str(low) if high == float("inf") else f"rows {low}..{int(high) - 1}"
+                found.append(f"{key_a} and {key_b} both read {shown}, {rows}: set disjoint `rows` (or `limit`)")
+    return found
+
+
 __all__ = [
+    "overlapping_rows",
     "parse_label",
     "is_unlabelled",
     "subcase_columns",

@@ -15,7 +15,7 @@ SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 # Source keys added after fingerprints existed: a source that leaves them at their default hashes as before.
-LATER_SOURCE_DEFAULTS: dict[str, Any] = {"revision": None}
+LATER_SOURCE_DEFAULTS: dict[str, Any] = {"revision": None, "rows": None}
 
 
 class Strict(BaseModel):
@@ -57,12 +57,28 @@ class SourceSpec(Strict):
         description="Whether a csv/tsv file has a header row (columns are then named 0, 1, ... otherwise).",
     )
     limit: int | None = Field(default=None, ge=1, description="Use only the first N rows.")
+    rows: list[int] | None = Field(
+        default=None,
+        description="Use only rows [start, end) of the source, counted from 0 after any header (e.g. [9000, 10000]):"
+        " disjoint train and dev sets from one file, without a copy. Not with `limit`.",
+    )
 
     @model_validator(mode="after")
     def _one_origin(self):
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` (local file) or `hub` (hub dataset id)")
+        if self.rows is not None:
+            if len(self.rows) != 2 or not 0 <= self.rows[0] < self.rows[1]:
+                raise ValueError(f"rows = {self.rows}: give [start, end] with 0 <= start < end")
+            if self.limit is not None:
+                raise ValueError("give `rows` or `limit`, not both (`limit = N` is `rows = [0, N]`)")
         return self
+
+    def span(self) -> tuple[int, int | None]:
+        """(first row, how many rows or None for all): what `rows` or `limit` select."""
+        if self.rows is not None:
+            return self.rows[0], self.rows[1] - self.rows[0]
+        return 0, self.limit
 
 
 class OODSpec(SourceSpec):

@@ -47,11 +47,16 @@ def validate(
     out.print(f"{file}: OK — {len(names)} experiment(s), {len(runs)} run(s)")
     from registry.models import unknown_hub_id_note
 
+    from registry.datafiles import overlapping_rows
+
     notes = {(r.experiment, note) for r in runs if (note := unknown_hub_id_note(r.model, r.base_dir))}
     for experiment, note in sorted(notes):
         out.print(
             f"note: experiment {experiment!r}, key model.name: {note}", markup=False, highlight=False, soft_wrap=True
         )
+    overlaps = {(r.experiment, line) for r in runs for line in overlapping_rows(r.task, r.base_dir)}
+    for experiment, line in sorted(overlaps):
+        out.print(f"warning: experiment {experiment!r}: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -21,7 +21,8 @@ def read_rows(source, base_dir: str) -> list[dict[str, Any]]:
     if not path.exists():
         raise SourceError(f"data file not found: {path}")
     try:
-        return [row for _, row in read_records(path, source.header, source.limit).rows]
+        start, count = source.span()
+        return [row for _, row in read_records(path, source.header, count, start=start).rows]
     except ValueError as e:  # an unknown file type, a jsonl line that is not an object
         raise SourceError(f"{path}: {e}") from e
 
@@ -32,8 +33,9 @@ def _hub_rows(source) -> list[dict[str, Any]]:
     except ImportError as e:  # pragma: no cover - datasets is a declared dependency
         raise SourceError("hub datasets need the `datasets` package") from e
     split = source.split or "train"
-    if source.limit:
-        split = f"{split}[:{source.limit}]"
+    start, count = source.span()
+    if start or count:  # the datasets library's slice syntax: split[start:end]
+        split = f"{split}[{start or ''}:{start + count if count else ''}]"
     try:
         ds = datasets.load_dataset(source.hub, source.config, split=split, revision=source.revision)
     except Exception as e:  # offline machines land here: say what was asked for

@@ -114,3 +114,131 @@ def test_validation_and_runs_read_a_file_through_one_reader(tmp_path, fmt):
     assert [k for k, _ in problems] == ["label"] and "'contradiction'" in problems[0][1]
     with pytest.raises(SourceError, match="contradiction"):
         to_examples(read_rows(unlimited, str(tmp_path)), unlimited, labels, "train")
+
+
+TEN = [
+    {"p": f"premise {i}", "h": f"hypothesis {i}", "y": "entailment" if i % 2 else "contradiction"} for i in range(10)
+]
+
+
+def _write_ten(tmp_path, fmt):
+    path = tmp_path / f"ten.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in TEN) + "\n")
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(TEN), path)
+    else:
+        sep = "\t" if fmt == "tsv" else ","
+        path.write_text(sep.join(TEN[0]) + "\n" + "\n".join(sep.join(r.values()) for r in TEN) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_rows_take_a_range_of_one_file(tmp_path, fmt):
+    """`rows = [start, end]` reads rows start..end-1 (0-based after the header), in runs and in validation alike:
+    one file gives disjoint train and dev sets."""
+    from registry.datafiles import check_source
+
+    path = _write_ten(tmp_path, fmt)
+    train = SourceSpec(path=path.name, text_a="p", text_b="h", label="y", rows=[0, 7])
+    dev = SourceSpec(path=path.name, text_a="p", text_b="h", label="y", rows=[7, 10])
+    assert read_rows(train, str(tmp_path)) == TEN[:7]
+    assert read_rows(dev, str(tmp_path)) == TEN[7:]
+    assert read_rows(SourceSpec(path=path.name, rows=[3, 5]), str(tmp_path)) == TEN[3:5]
+    assert read_rows(SourceSpec(path=path.name, rows=[8, 50]), str(tmp_path)) == TEN[8:]  # an end past the file
+    # validation reads the same range: a label outside it is not refused, one inside it is
+    labels = ["contradiction"]  # row 1, 3, ... say entailment
+    assert (
+        check_source(SourceSpec(path=path.name, text_a="p", label="y", rows=[0, 1]), labels, False, str(tmp_path)) == []
+    )
+    problems = check_source(
+        SourceSpec(path=path.name, text_a="p", label="y", rows=[0, 2]), labels, False, str(tmp_path)
+    )
+    assert [k for k, _ in problems] == ["label"] and "'entailment'" in problems[0][1]
+
+
+def test_rows_are_checked_and_leave_fingerprints_alone():
+    from pydantic import ValidationError
+
+    for bad, says in (([5, 5], "0 <= start < end"), ([-1, 3], "0 <= start < end"), ([1, 2, 3], "start, end")):
+        with pytest.raises(ValidationError, match=says):
+            SourceSpec(path="x.tsv", rows=bad)
+    with pytest.raises(ValidationError, match="not both"):
+        SourceSpec(path="x.tsv", rows=[0, 5], limit=5)
+    assert SourceSpec(path="x.tsv", rows=[2, 9]).span() == (2, 7)
+    assert SourceSpec(path="x.tsv", limit=4).span() == (0, 4)
+    assert SourceSpec(path="x.tsv").span() == (0, None)
+
+
+def test_hub_rows_become_a_split_slice(monkeypatch):
+    import sys
+    import types
+
+    asked = []
+    fake = types.SimpleNamespace(load_dataset=lambda hub, config, split, revision: asked.append(split) or [])
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    read_rows(SourceSpec(hub="nyu-mll/glue", config="mnli", split="train", rows=[9000, 10000]), ".")
+    read_rows(SourceSpec(hub="nyu-mll/glue", config="mnli", split="train", limit=50), ".")
+    read_rows(SourceSpec(hub="nyu-mll/glue", config="mnli", split="train"), ".")
+    assert asked == ["train[9000:10000]", "train[:50]", "train"]
+
+
+def test_overlapping_train_and_eval_rows_are_named(tmp_path):
+    from registry.datafiles import overlapping_rows
+
+    path = _write_ten(tmp_path, "tsv").name
+    src = dict(path=path, text_a="p", text_b="h", label="y")
+    labels = ["entailment", "contradiction"]
+    disjoint = TaskSpec(
+        name="custom",
+        labels=labels,
+        train=SourceSpec(**src, rows=[0, 7]),
+        eval=SourceSpec(**src, rows=[7, 10]),
+    )
+    assert overlapping_rows(disjoint, str(tmp_path)) == []
+    overlapping = TaskSpec(
+        name="custom",
+        labels=labels,
+        train=SourceSpec(**src, limit=8),
+        eval=SourceSpec(**src, rows=[6, 10]),
+        ood=[OODSpec(**src, name="again")],
+    )
+    assert overlapping_rows(overlapping, str(tmp_path)) == [
+        f"task.train and task.eval both read {path}, rows 6..7: set disjoint `rows` (or `limit`)",
+        f"task.train and task.ood.again both read {path}, rows 0..7: set disjoint `rows` (or `limit`)",
+        f"task.eval and task.ood.again both read {path}, rows 6..9: set disjoint `rows` (or `limit`)",
+    ]
+
+
+def test_validate_warns_of_an_eval_set_inside_the_training_rows(tmp_path):
+    from typer.testing import CliRunner
+
+    from registry.cli import app
+
+    _write_ten(tmp_path, "tsv")
+    toml = tmp_path / "experiments.toml"
+    body = """
+[[experiment]]
+name = "nli"
+seeds = [0]
+[experiment.model]
+name = "tiny-bert"
+tokenizer = "bert-base-uncased"
+[experiment.task]
+name = "custom"
+labels = ["entailment", "contradiction"]
+train = {{ path = "ten.tsv", text_a = "p", text_b = "h", label = "y", rows = [0, {end}] }}
+eval = {{ path = "ten.tsv", text_a = "p", text_b = "h", label = "y", rows = [7, 10] }}
+[experiment.prune]
+method = "magnitude"
+"""
+    toml.write_text(body.format(end=7))
+    result = CliRunner().invoke(app, ["validate", "--file", str(toml)])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    toml.write_text(body.format(end=9))
+    result = CliRunner().invoke(app, ["validate", "--file", str(toml)])
+    assert result.exit_code == 0, result.output  # a warning, not an error: a researcher may mean it
+    assert (
+        "warning: experiment 'nli': task.train and task.eval both read ten.tsv, rows 7..8: set disjoint `rows`"
+    ) in " ".join(result.output.split())

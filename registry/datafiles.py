@@ -11,6 +11,7 @@ only for the columns it checks, so `subnets validate` stays fast on real data (S
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +276,7 @@ def _scan(path: Path, source) -> _Scan:
         source.header,
         source.label,
         source.span(),
+        source.every,
         tuple(_needed(source)),
     )
     if key not in _CACHE:
@@ -311,7 +313,7 @@ def _scan_records(path: Path, source) -> _Scan:
         return _Scan(records.columns, {})
     needed = [c for c in _needed(source) if c in records.columns]
     subcases = [c for c in subcase_columns(source) if c in records.columns]
-    for position, row in records.rows:
+    for position, row in itertools.islice(records.rows, 0, None, source.every):
         for c in needed:
             if c not in row:
                 _short(short, c, position)

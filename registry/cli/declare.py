@@ -45,9 +45,8 @@ def validate(
     runs = load(file)
     names = list(dict.fromkeys(r.experiment for r in runs))
     out.print(f"{file}: OK — {len(names)} experiment(s), {len(runs)} run(s)")
-    from registry.models import unknown_hub_id_note
-
     from registry.datafiles import overlapping_rows
+    from registry.models import unknown_hub_id_note
 
     notes = {(r.experiment, note) for r in runs if (note := unknown_hub_id_note(r.model, r.base_dir))}
     for experiment, note in sorted(notes):

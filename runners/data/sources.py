@@ -22,7 +22,7 @@ def read_rows(source, base_dir: str) -> list[dict[str, Any]]:
         raise SourceError(f"data file not found: {path}")
     try:
         start, count = source.span()
-        return [row for _, row in read_records(path, source.header, count, start=start).rows]
+        return source.thin([row for _, row in read_records(path, source.header, count, start=start).rows])
     except ValueError as e:  # an unknown file type, a jsonl line that is not an object
         raise SourceError(f"{path}: {e}") from e
 
@@ -43,7 +43,7 @@ def _hub_rows(source) -> list[dict[str, Any]]:
         raise SourceError(
             f"cannot load hub dataset {source.hub!r} (config {source.config!r}, split {split!r}{at}): {e}"
         ) from e
-    return list(ds)
+    return source.thin(list(ds))
 
 
 def to_examples(

@@ -242,3 +242,16 @@ method = "magnitude"
     assert (
         "warning: experiment 'nli': task.train and task.eval both read ten.tsv, rows 7..8: set disjoint `rows`"
     ) in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "parquet"])
+def test_every_keeps_a_systematic_sample_in_runs_and_validation(tmp_path, fmt):
+    from registry.datafiles import check_source
+
+    path = _write_ten(tmp_path, fmt)
+    src = SourceSpec(path=path.name, text_a="p", text_b="h", label="y", every=2)
+    assert read_rows(src, str(tmp_path)) == TEN[::2]  # rows 0, 2, ...: all of them say contradiction
+    assert read_rows(src.model_copy(update={"rows": [1, 9], "every": 3}), str(tmp_path)) == [TEN[1], TEN[4], TEN[7]]
+    assert check_source(src, ["contradiction"], False, str(tmp_path)) == []  # validation reads the same rows
+    problems = check_source(src.model_copy(update={"every": None}), ["contradiction"], False, str(tmp_path))
+    assert [k for k, _ in problems] == ["label"]

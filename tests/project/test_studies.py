@@ -110,3 +110,51 @@ def test_offline_minilm_study_validates_and_plans_on_the_shared_data(shared_data
     assert {r.task.name: r.primary_metric for r in runs} == {"sst2": "accuracy", "cola": "mcc"}
     assert all((r.cka is not None) == (r.prune.method == "l0") for r in runs)
     assert all(r.prune.params.controls == ["random", "bad"] for r in runs if r.prune.method == "importance")
+
+
+def _plan_offline(name: str, tmp_path) -> tuple[list, str]:
+    path = STUDIES / f"{name}.toml"
+    code, output, heavy = _cli_modules(["validate", "--file", str(path)], tmp_path)
+    assert code == 0 and heavy == [] and "warning" not in output, output  # no overlapping train and eval rows
+    code, output, heavy = _cli_modules(["plan", "--file", str(path), "--store", str(tmp_path / "store")], tmp_path)
+    assert code == 0 and heavy == [], output
+    return load_runs(path), output
+
+
+def test_offline_heuristic_core_study(shared_data, minilm, tmp_path):
+    """One MiniLM fine-tuned on MNLI rows 0-8999 (dev: rows 9000-9999 of the same file), >= 3 targets x >= 6
+    pruning seeds of L0, HANS per fine-grained subcase and label, and an effective-size search per pruning seed."""
+    runs, output = _plan_offline("offline-heuristic-core", tmp_path)
+    assert "12 run(s) on 1 fine-tuned model(s): 0 done" in output and "6 search(es) declared" in output
+    grid = [r for r in runs if r.search is None]
+    assert len({p for r in grid for p in r.prune.params.targets}) >= 3 and len({r.prune_seed for r in grid}) >= 6
+    assert {r.prune_seed for r in runs if r.search is not None} == {r.prune_seed for r in grid}
+    task = grid[0].task
+    assert (task.train.rows, task.eval.rows) == ([0, 9000], [9000, 10000])
+    hans = next(o for o in task.ood if o.name == "hans")
+    assert (hans.subcase, hans.every, hans.pred_map) == (["subcase", "gold_label"], 10, [0, 1, 1])
+
+
+def test_offline_lottery_study(shared_data, minilm, tmp_path):
+    runs, output = _plan_offline("offline-lottery", tmp_path)
+    assert "18 run(s) on 9 fine-tuned model(s): 0 done" in output
+    assert {(r.task.name, r.prune.method) for r in runs} == {
+        (t, m) for t in ("sst2", "mnli", "cola") for m in ("magnitude", "importance")
+    }
+    for r in runs:
+        p = r.prune.params
+        assert (p.controls, p.retrain, p.keep_ratio, r.seed in (0, 1, 2)) == (["random", "bad"], True, 0.9, True)
+    assert {r.task.name: r.primary_metric for r in runs} == {"sst2": "accuracy", "mnli": "accuracy", "cola": "mcc"}
+
+
+def test_offline_pruning_cka_study(shared_data, minilm, tmp_path):
+    runs, output = _plan_offline("offline-pruning-cka", tmp_path)
+    assert "12 run(s) on 6 fine-tuned model(s): 0 done" in output
+    assert {(r.task.name, r.prune.method) for r in runs} == {
+        (t, m) for t in ("sst2", "cola") for m in ("magnitude", "attribution")
+    }
+    assert all(r.cka is not None for r in runs)
+    assert {r.task.name: eval_set_names(r.task) for r in runs} == {
+        "sst2": ["id", "imdb", "yelp"],
+        "cola": ["id", "cola-ood"],
+    }

@@ -19,6 +19,11 @@ A gate g in [0, 1] gives g * out with ablation "zero", g * out + (1 - g) * mean 
 time, so a caller may assign freshly sampled tensors (e.g. hard-concrete L0 gates) every step
 without re-attaching. Each hooked module costs one fused multiply(-add) per forward; a layer whose
 gates are all ones and need no gradient is skipped.
+
+Per-example gates: a gate tensor with a leading batch dimension, head (B, L, H), mlp (B, L), neuron
+(B, L, I), applies gate b to example b of a batch of B (every family of one Gates with the same B, or
+without one). Subnetworks that share every weight then run side by side in one forward pass, each on
+its own copy of the batch (runners.pruning.recipes.l0.L0Stack).
 """
 
 from __future__ import annotations
@@ -66,6 +71,12 @@ __all__ = [
 ]
 
 ABLATIONS = ("zero", "mean")
+# each family's shared gate shape; per-example gates put a batch dimension in front
+_SHAPES = {
+    "head": lambda geom: (geom.layers, geom.heads),
+    "mlp": lambda geom: (geom.layers,),
+    "neuron": lambda geom: (geom.layers, geom.intermediate),
+}
 
 
 @dataclass
@@ -100,7 +111,8 @@ class UnitMeans:
 
 @dataclass
 class Gates:
-    """Gate tensors: head (L, H), mlp (L,), optional neuron (L, I); 1 = keep, 0 = ablate."""
+    """Gate tensors: head (L, H), mlp (L,), optional neuron (L, I); 1 = keep, 0 = ablate. Per example: a
+    leading batch dimension B on every family (see the module docstring)."""
 
     head: torch.Tensor
     mlp: torch.Tensor
@@ -177,22 +189,33 @@ class GateHandle:
         _check(g, self._geom)
         mean = g.ablation == "mean"
         d = self._geom.head_dim
+        # per family: the gate tensor, how one layer's gates widen to the hooked features, the unit means
         families = {
             "head": (g.head, lambda t: t.repeat_interleave(d, dim=-1), g.means.head if mean else None),
-            "mlp": (g.mlp, lambda t: t[:, None], g.means.mlp if mean else None),
+            "mlp": (g.mlp, lambda t: t[..., None], g.means.mlp if mean else None),
             "neuron": (g.neuron, lambda t: t, g.means.neuron if mean else None),
         }
         self._plan = {}
         for kind, (gate, expand, mu) in families.items():
             if gate is None:
                 continue
-            # one host sync per family per forward decides which layers can be skipped
-            skip = [False] * len(gate) if gate.requires_grad else (gate == 1).reshape(len(gate), -1).all(1).tolist()
             # gates built elsewhere (a control's, a loaded step's) may sit on the CPU
-            scale = expand(gate.to(self._device))
-            shift = None if mu is None else (1 - scale) * mu.to(scale.device)
+            gate = gate.to(self._device)
+            per_example = gate.dim() > len(_SHAPES[kind](self._geom))
+            if per_example:
+                gate = gate.movedim(0, 1)  # (L, B, ...): layer first, as for shared gates
+            layers = len(gate)
+            # one host sync per family per forward decides which layers can be skipped
+            skip = [False] * layers if gate.requires_grad else (gate == 1).reshape(layers, -1).all(1).tolist()
+            scale = expand(gate)  # (L, F) shared, (L, B, F) per example; F: the features, or 1 (a whole MLP)
+            if per_example:
+                scale = scale.unsqueeze(-2)  # (L, B, 1, F): example b's gates on every one of its tokens
+            shift = None
+            if mu is not None:
+                mu = mu.to(scale.device).view(layers, *[1] * (scale.dim() - 2), mu.shape[-1])
+                shift = (1 - scale) * mu
             self._plan[kind] = [
-                None if skip[i] else (scale[i], None if shift is None else shift[i]) for i in range(len(gate))
+                None if skip[i] else (scale[i], None if shift is None else shift[i]) for i in range(layers)
             ]
 
     def _apply(self, kind: str, i: int, x: torch.Tensor) -> torch.Tensor | None:
@@ -201,6 +224,8 @@ class GateHandle:
         if step is None:
             return None
         scale, shift = step
+        if scale.dim() == 3 and scale.shape[0] != x.shape[0]:
+            raise ValueError(f"per-example {kind} gates are for a batch of {scale.shape[0]}, this one has {x.shape[0]}")
         scale = scale.to(x.dtype)
         return x * scale if shift is None else torch.addcmul(shift.to(x.dtype), scale, x)
 
@@ -235,11 +260,17 @@ def attach(model: nn.Module, gates: Gates) -> GateHandle:
 
 
 def _check(g: Gates, geom: Geometry) -> None:
-    want = {"head": (geom.layers, geom.heads), "mlp": (geom.layers,), "neuron": (geom.layers, geom.intermediate)}
-    for kind, shape in want.items():
+    leading = set()  # per family: its batch size (per-example gates) or None (shared)
+    for kind, shape_of in _SHAPES.items():
         t = getattr(g, kind)
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{kind} gates have shape {tuple(t.shape)}, this model needs {shape}")
+        if t is None:
+            continue
+        shape, got = shape_of(geom), tuple(t.shape)
+        if got[len(got) - len(shape) :] != shape or len(got) > len(shape) + 1:
+            raise ValueError(f"{kind} gates have shape {got}, this model needs {shape} (or (batch, *{shape}))")
+        leading.add(got[0] if len(got) > len(shape) else None)
+    if len(leading) > 1:
+        raise ValueError("per-example gates need the same batch dimension on every family (shared gates: none)")
     if g.ablation not in ABLATIONS:
         raise ValueError(f"ablation must be one of {ABLATIONS}, got {g.ablation!r}")
     if g.ablation == "mean":

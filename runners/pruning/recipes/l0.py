@@ -25,12 +25,18 @@ lower index first). Not the deterministic-gate threshold (log-alpha > 0 for a sy
 declared target is the x-axis of the effective-size curve, and subnetworks at one target must be of one
 size to be compared across seeds; the Lagrangian holds only the *expected* sparsity near t. The threshold
 rule's sparsity is logged next to it (extra["threshold_unit_sparsity"]): a gap says training was short.
+
+One pass for all targets: the subnetworks of a run share every weight and differ only in their gates, so `run`
+trains them side by side (L0Stack, `train_together`): each step's batch is repeated once per subnetwork, each
+copy gated by its own sampled gates (per-example gates), one forward and one backward for all. Each keeps its own
+log-alphas, multipliers, optimisers, noise generator and schedule (one whose steps are done leaves the stack),
+so it trains as it would alone (`train_target`, the reference) up to the order of float sums.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,34 +113,50 @@ class L0Trainer:
         self.ones_mlp = torch.ones(g.layers, device=self.device)
 
     def split(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return t[: self.n_heads].view(self.head_shape), t[self.n_heads :]
+        """(heads (..., L, H), MLPs (..., L)) of unit vectors (..., N): one vector, or a stack of them."""
+        return t[..., : self.n_heads].unflatten(-1, self.head_shape), t[..., self.n_heads :]
 
     def expected_sparsity(self) -> torch.Tensor:
         p = self.p
         return 1 - p_nonzero(self.log_alpha, p.temperature, p.stretch_left, p.stretch_right).mean()
+
+    def sample(self) -> torch.Tensor:
+        """This step's hard-concrete gates (N,), from one draw of this trainer's generator."""
+        p = self.p
+        u = torch.rand(self.log_alpha.shape, generator=self.generator, device=self.device) * (1 - 2 * EPS) + EPS
+        return sample_gates(self.log_alpha, u, p.temperature, p.stretch_left, p.stretch_right)
+
+    def objective(self, kl: torch.Tensor, target: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(KL + Lagrangian, expected sparsity): what this trainer's parameters descend (log-alphas) or ascend."""
+        expected = self.expected_sparsity()
+        return kl + lagrangian(expected, target, self.lambdas), expected
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.opt_lambda.zero_grad(set_to_none=True)
+
+    def update(self) -> None:
+        """One Adam step of the log-alphas (descent) and of the multipliers (ascent), on their gradients."""
+        self.opt.step()
+        self.opt_lambda.step()
 
     def step(
         self, inputs: dict[str, torch.Tensor], target: float, teacher: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on one batch; returns (KL, expected sparsity), detached (no host sync). `teacher`: the
         full model's float32 log-probabilities on the batch's rows (from the cache); None: computed here."""
-        p, g = self.p, self.gates
+        g = self.gates
         if teacher is None:
             g.head, g.mlp = self.ones_head, self.ones_mlp
             with torch.no_grad():
                 teacher = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
-        u = torch.rand(self.log_alpha.shape, generator=self.generator, device=self.device) * (1 - 2 * EPS) + EPS
-        z = sample_gates(self.log_alpha, u, p.temperature, p.stretch_left, p.stretch_right)
-        g.head, g.mlp = self.split(z)
+        g.head, g.mlp = self.split(self.sample())
         student = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
         kl = F.kl_div(student, teacher, reduction="batchmean", log_target=True)
-        expected = self.expected_sparsity()
-        loss = kl + lagrangian(expected, target, self.lambdas)
-        self.opt.zero_grad(set_to_none=True)
-        self.opt_lambda.zero_grad(set_to_none=True)
+        loss, expected = self.objective(kl, target)
+        self.zero_grad()
         loss.backward()
-        self.opt.step()
-        self.opt_lambda.step()
+        self.update()
         return kl.detach(), expected.detach()
 
     def final_keep(self, target: float) -> torch.Tensor:
@@ -143,6 +165,56 @@ class L0Trainer:
         keep = torch.ones_like(la, dtype=torch.bool)
         keep[torch.sort(la, stable=True).indices[: round(target * la.numel())]] = False
         return keep
+
+
+class L0Stack:
+    """Many L0Trainers of one model (their subnetworks) in one forward and one backward pass a step.
+
+    The step's batch of n examples is repeated once per member (member k's copy: rows k n to (k + 1) n - 1) and
+    member k's sampled gates act on its copy only (per-example gates on the shared `gates`, attached to `model`).
+    The loss is the sum of the members' losses (each its KL against the same teacher rows, plus its Lagrangian).
+    A member's loss depends on its own parameters only (its gates touch its copy only, and an encoder never mixes
+    examples), so the gradient of the sum is, member by member, the gradient of its own loss: each member (its
+    generator, log-alphas, multipliers and Adams) takes the step it would take alone, up to the order of float
+    sums (the KL gradient of a gate is summed over one copy here, over the whole batch alone)."""
+
+    def __init__(self, model: torch.nn.Module, gates: Gates):
+        g = geometry(model)
+        self.model, self.gates = model, gates
+        self.ones_head = torch.ones(g.layers, g.heads, device=gates.head.device)
+        self.ones_mlp = torch.ones(g.layers, device=gates.head.device)
+
+    def step(
+        self,
+        members: Sequence[L0Trainer],
+        targets: Sequence[float],
+        inputs: dict[str, torch.Tensor],
+        teacher: torch.Tensor | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One update of every member on one batch, member k at target `targets[k]`; returns each member's (KL,
+        expected sparsity), detached. `teacher`: as L0Trainer.step's, shared by all members (None: computed once)."""
+        g = self.gates
+        if teacher is None:
+            g.head, g.mlp = self.ones_head, self.ones_mlp
+            with torch.no_grad():
+                teacher = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
+        n, k = inputs["input_ids"].shape[0], len(members)
+        z = torch.stack([m.sample() for m in members])  # (k, N): each member draws from its own generator
+        g.head, g.mlp = members[0].split(z.repeat_interleave(n, dim=0))  # (k n, L, H), (k n, L)
+        stacked = {name: v.repeat(k, *[1] * (v.dim() - 1)) for name, v in inputs.items()}
+        student = F.log_softmax(self.model(**stacked).logits.float(), dim=-1)
+        losses, figures = [], []
+        for member, target, rows in zip(members, targets, student.split(n)):
+            kl = F.kl_div(rows, teacher, reduction="batchmean", log_target=True)
+            loss, expected = member.objective(kl, target)
+            losses.append(loss)
+            figures.append((kl.detach(), expected.detach()))
+        for member in members:
+            member.zero_grad()
+        torch.stack(losses).sum().backward()
+        for member in members:
+            member.update()
+        return figures
 
 
 def _batches_forever(ctx: PruneContext, batch_size: int):
@@ -179,17 +251,68 @@ def train_target(
         for step in range(total):
             batch = next(batches)
             inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
-            rows = None
-            if teacher is not None:
-                if batch.indices is None:
-                    raise ValueError("a teacher table needs batches that say which rows they hold (Batch.indices)")
-                rows = teacher[batch.indices.to(device)]
-            kl, expected = trainer.step(inputs, target_at(step, warmup, target), rows)
+            kl, expected = trainer.step(inputs, target_at(step, warmup, target), _teacher_rows(teacher, batch))
             if step % 20 == 0 or step == total - 1:  # reading the figures is a host sync on a GPU
                 note = f"E[s]={float(expected):.3f} kl={float(kl):.4f}"
             advance(1, note)
+    return trainer, _figures(trainer, kl, expected, warmup, total)
+
+
+def train_together(
+    ctx: PruneContext,
+    p: Params,
+    subnets: Sequence[tuple[int, float]],
+    means,
+    teacher: torch.Tensor | None = None,
+) -> Iterator[tuple[int, L0Trainer, dict[str, float]]]:
+    """Train the subnetworks `subnets`, (seed, target) pairs, side by side in one pass (L0Stack) on one batch
+    sequence (ctx.train_batches, whatever their seeds); each as `train_target` with ctx.seed = its seed would.
+    Yields (index in `subnets`, trainer, figures) as each one's schedule ends (on one step, in `subnets` order),
+    with no gates attached and no progress shown, so the caller may evaluate it there."""
+    model = ctx.model
+    device = next(model.parameters()).device
+    gates = Gates.ones(model, ablation=p.ablation, means=means)
+    targets = [t for _, t in subnets]
+    schedules = [schedule(p, t) for t in targets]
+    members = [L0Trainer(model, gates, p, torch.Generator(device=device).manual_seed(_seed(s, t))) for s, t in subnets]
+    stack = L0Stack(model, gates)
+    figures = [(torch.zeros(()), torch.zeros(()))] * len(subnets)
+    batches = _batches_forever(ctx, p.batch_size)
+    left, step, note = list(range(len(subnets))), 0, ""
+    while left:
+        end = min(schedules[k][1] for k in left)  # the next step at which some member is done
+        label = f"L0 pruning to {', '.join(f'{targets[k]:.2f}' for k in left)}"
+        with attach(model, gates), ctx.progress.task(label, total=end - step) as advance:
+            for step in range(step, end):
+                batch = next(batches)
+                inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
+                at = [target_at(step, schedules[k][0], targets[k]) for k in left]
+                out = stack.step([members[k] for k in left], at, inputs, _teacher_rows(teacher, batch))
+                for k, f in zip(left, out):
+                    figures[k] = f
+                if step % 20 == 0 or step == end - 1:  # a host sync on a GPU
+                    kl, expected = figures[left[0]]
+                    note = f"E[s]={float(expected):.3f} kl={float(kl):.4f} (to {targets[left[0]]:.2f})"
+                advance(1, note)
+        step = end
+        done = [k for k in left if schedules[k][1] == end]
+        left = [k for k in left if schedules[k][1] > end]
+        for k in done:
+            yield k, members[k], _figures(members[k], *figures[k], *schedules[k])
+
+
+def _teacher_rows(teacher: torch.Tensor | None, batch) -> torch.Tensor | None:
+    """The teacher table's rows of `batch` (None without a table: the step computes them)."""
+    if teacher is None:
+        return None
+    if batch.indices is None:
+        raise ValueError("a teacher table needs batches that say which rows they hold (Batch.indices)")
+    return teacher[batch.indices.to(teacher.device)]
+
+
+def _figures(trainer: L0Trainer, kl, expected, warmup: int, total: int) -> dict[str, float]:
     lam = trainer.lambdas.detach().tolist()
-    return trainer, {
+    return {
         "expected_sparsity_end": float(expected),
         "kl_end": float(kl),
         "lambda1": lam[0],
@@ -199,9 +322,23 @@ def train_target(
     }
 
 
-def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterator[PruneStep]:
+def _in_order(finished: Iterator[tuple[int, L0Trainer, dict[str, float]]]) -> Iterator[tuple[L0Trainer, dict]]:
+    """(trainer, figures) by index, from train_together's finishing order (the same for ascending targets, whose
+    schedules never get shorter; others are held until those before them are done)."""
+    held: dict[int, tuple[L0Trainer, dict]] = {}
+    due = 0
+    for k, trainer, figures in finished:
+        held[k] = (trainer, figures)
+        while due in held:
+            yield held.pop(due)
+            due += 1
+
+
+def run(ctx: PruneContext, p: Params, start: PruneStep | None = None, together: bool = True) -> Iterator[PruneStep]:
     """One subnetwork per target, each from fresh gates seeded by (seed, target); a resumed run skips the
-    targets up to start.step, whose gate parameters (log-alphas) are logged as that step's scores."""
+    targets up to start.step, whose gate parameters (log-alphas) are logged as that step's scores. The targets
+    left train side by side in one pass (`train_together`); `together=False` trains them one after another
+    (`train_target`), the same steps up to float rounding, with 1/K of the activation memory."""
     model = ctx.model
     means = ctx.unit_means() if p.ablation == "mean" else None
     flags = [(q, q.requires_grad) for q in model.parameters()]
@@ -213,8 +350,12 @@ def run(ctx: PruneContext, p: Params, start: PruneStep | None = None) -> Iterato
         # once for all targets, with the model as the teacher is: eval mode, no gates attached
         teacher = ctx.teacher().to(next(model.parameters()).device) if ctx.teacher is not None else None
         first = start.step + 1 if start is not None else 1
-        for i, t in enumerate(sorted(p.targets)[first - 1 :], start=first):
-            trainer, extra = train_target(ctx, p, t, means, teacher)
+        targets = sorted(p.targets)[first - 1 :]
+        if together:
+            trained = _in_order(train_together(ctx, p, [(ctx.seed, t) for t in targets], means, teacher))
+        else:
+            trained = (train_target(ctx, p, t, means, teacher) for t in targets)
+        for i, (t, (trainer, extra)) in enumerate(zip(targets, trained), start=first):
             head_keep, mlp_keep = trainer.split(trainer.final_keep(t).float())
             gates = Gates(head_keep, mlp_keep, ablation=p.ablation, means=means)
             with attach(model, gates):

@@ -16,6 +16,7 @@ can only read the loaded tables and create temporary in-memory tables that vanis
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -31,10 +32,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DERIVED_VIEWS",
+    "FINDINGS_COLUMNS",
     "TABLES",
     "Sources",
     "Warehouse",
     "connect",
+    "findings_names",
+    "findings_sql",
+    "load_finding",
     "load_sql",
     "open_warehouse",
     "query",
@@ -44,6 +49,23 @@ __all__ = [
 
 # Derived views, defined in reports/sql/<name>.sql, created after the table views.
 DERIVED_VIEWS = ("primary_steps", "run_groups", "effective_size")
+
+
+# The findings view: one file per claim in reports/sql/findings/ (reports/sql/findings/_macros.sql holds the text
+# helpers they share), each yielding these columns in this order; the view is their union.
+FINDINGS_COLUMNS = (
+    "claim_no",
+    "study",
+    "claim",
+    "experiment",
+    "scope",
+    "numbers",
+    "n",
+    "seeds",
+    "verdict",
+    "why",
+    "sql_file",
+)
 
 
 def sql_names() -> list[str]:
@@ -56,6 +78,32 @@ def sql_names() -> list[str]:
 def load_sql(name: str) -> str:
     """The text of reports/sql/<name>.sql."""
     return (resources.files("reports") / "sql" / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _findings_dir():
+    return resources.files("reports") / "sql" / "findings"
+
+
+def findings_names() -> list[str]:
+    """The findings' SQL files, reports/sql/findings/<name>.sql, one per claim, in claim order."""
+    names = [p.name.removesuffix(".sql") for p in _findings_dir().iterdir() if p.name.endswith(".sql")]
+    return sorted((n for n in names if not n.startswith("_")), key=lambda n: (_claim_no(load_finding(n)), n))
+
+
+def load_finding(name: str) -> str:
+    """The text of reports/sql/findings/<name>.sql."""
+    return (_findings_dir() / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def _claim_no(text: str) -> int:
+    found = re.search(r"^-- Finding (\d+)", text, flags=re.M)
+    return int(found.group(1)) if found else 1_000
+
+
+def findings_sql() -> str:
+    """The findings view's query: the union of the findings' files, by claim, experiment and scope."""
+    parts = [f"SELECT * FROM (\n{load_finding(n).strip().rstrip(';')}\n)" for n in findings_names()]
+    return "SELECT * FROM (\n" + "\nUNION ALL\n".join(parts) + "\n)\nORDER BY claim_no, experiment NULLS LAST, scope"
 
 
 def connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnection:
@@ -99,12 +147,21 @@ def _connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnectio
         newer = loading.newer_than_contract([p for paths in sources.files.values() for p in paths], con)
         loading.create_tables(con, {v: [p for p in paths if p not in newer] for v, paths in sources.files.items()})
     con.execute(KEEP_LINE_SQL)  # the keep rule, as registry.keeprule declares it
+    con.execute(load_finding("_macros"))  # the findings' text helpers
     for view in DERIVED_VIEWS:  # materialised too (they are the same for every query), except in strict mode
         con.execute(f'CREATE {"VIEW" if strict else "TABLE"} "{view}" AS {load_sql(view)}')
+    # The findings: a view (computed when asked for). Strict mode builds views only over the tables some run logged,
+    # so there it exists only when every contract table does (and then checks the findings' columns).
+    if not strict or all(view in _relations(con) for view in TABLES):
+        con.execute(f"CREATE VIEW findings AS {findings_sql()}")
     if not strict:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
+
+
+def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
 
 class Warehouse:

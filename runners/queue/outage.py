@@ -18,6 +18,7 @@ import time
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.trial import TrialState
 from sqlalchemy import exc as sa_exc
 
 RETRY_S = float(os.environ.get("SUBNETS_STORAGE_RETRY_S", "60"))  # how long a worker waits for the database
@@ -152,7 +153,7 @@ class RetryingRDBStorage(RDBStorage):
         def once():
             tries[0] += 1
             try:
-                return RDBStorage.set_trial_state_values(self, trial_id, state, values)
+                claimed = RDBStorage.set_trial_state_values(self, trial_id, state, values)
             except optuna.exceptions.UpdateFinishedTrialError:
                 # a retried write whose first try committed before the connection broke: already done
                 if tries[0] > 1 and state.is_finished():
@@ -160,6 +161,13 @@ class RetryingRDBStorage(RDBStorage):
                     if now.state == state and (values is None or list(now.values or []) == list(values)):
                         return True
                 raise
+            if state == TrialState.RUNNING and not claimed and tries[0] > 1:
+                # A retried claim that finds the trial taken: either another worker took it, or our first try
+                # committed before the connection broke and nobody will run it. Optuna fails only trials with a
+                # stale heartbeat, and such an orphan has none, so it would stay RUNNING for good. One beat on
+                # its behalf makes it stale after the grace period unless a live worker keeps beating for it.
+                RDBStorage.record_heartbeat(self, trial_id)
+            return claimed
 
         return self.outage.call(once)
 

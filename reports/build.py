@@ -20,6 +20,7 @@ from reports.figures import (
     cka_diagonal_charts,
     cka_step_maps,
     controls_tables,
+    findings_table,
     fmt_acc,
     fmt_delta,
     fmt_num,
@@ -144,6 +145,7 @@ def render_report(wh: Warehouse, tracking_uri: str, experiments: Iterable[str] |
     ]
     shown = set(names)
     shared = [r for r in wh.named("shared_models") if r["experiment"] in shown]
+    findings = findings_table(wh.named_rows("SELECT * FROM findings"), {s["experiment"] for s in sections if s["runs"]})
     latest = max((e["last_started_at"] for e in infos.values() if e["last_started_at"]), default=None)
     return (
         _environment()
@@ -153,6 +155,7 @@ def render_report(wh: Warehouse, tracking_uri: str, experiments: Iterable[str] |
             tracking_uri=redact(tracking_uri),
             sections=sections,
             shared=grouped(shared, "finetune_fingerprint"),
+            findings=findings,
             n_runs=sum(infos[n]["n_runs"] for n in names if n in infos),
         )
     )

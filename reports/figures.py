@@ -343,3 +343,17 @@ def controls_tables(rows: list[dict]) -> list[dict]:
             }
         )
     return tables
+
+
+def findings_table(rows: list[dict], reported: set[str]) -> dict:
+    """The Findings section: the findings view's rows grouped by claim (in claim order), each row marked with
+    whether its experiment has a section to link to, and how many rows hold, do not hold or lack data."""
+    claims = [
+        {"claim_no": no, "claim": rs[0]["claim"], "study": rs[0]["study"], "rows": rs}
+        for (no,), rs in grouped(rows, "claim_no").items()
+    ]
+    for row in rows:
+        row["linked"] = row["experiment"] in reported
+        row["verdict_class"] = row["verdict"].replace(" ", "-")
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in ("holds", "does not hold", "not enough data")}
+    return {"claims": claims, "counts": counts, "n_rows": len(rows)}

@@ -149,7 +149,7 @@ def test_report_renders_in_chromium_without_errors_or_requests(chromium, tmp_pat
         "document.querySelectorAll('section').length, document.title]",
         returnByValue=True,
     )
-    assert counted["result"]["value"] == [html.count("<svg"), 5, "subnets report"]
+    assert counted["result"]["value"] == [html.count("<svg"), 6, "subnets report"]  # findings, a, c, d, e, comparison
     # every chart is laid out with a size (rendered, not dropped as invalid markup)
     sizes = chromium.send(
         "Runtime.evaluate",
@@ -161,6 +161,38 @@ def test_report_renders_in_chromium_without_errors_or_requests(chromium, tmp_pat
     png = tmp_path / "report.png"
     png.write_bytes(base64.b64decode(shot["data"]))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_the_report_opens_with_its_findings_in_chromium(chromium, tmp_path):
+    """The Findings section is the page's first section, above the contents, in the first screen: one row per row of
+    the findings view, in its order, each verdict styled (one that does not hold in red)."""
+    from tests.reports.test_findings import build_findings_fixture
+
+    with Warehouse(Sources(files=build_findings_fixture(tmp_path / "tables"))) as wh:
+        html = build.render_report(wh, "sqlite:////store/mlflow.db")
+        findings = wh.named_rows("SELECT claim_no, experiment, verdict FROM findings")
+    report = write_atomic(tmp_path / "findings.html", html)
+    events = _open(chromium, report)
+    assert _problems(events, report.as_uri()) == []
+    found = chromium.send(
+        "Runtime.evaluate",
+        returnByValue=True,
+        expression="""(() => {
+            const first = document.querySelector('section');
+            const cells = Array.from(first.querySelectorAll('td.verdict'));
+            const red = first.querySelector('td.verdict.does-not-hold');
+            return [first.id, document.querySelector('h2').textContent, document.querySelector('nav a').hash,
+                    first.compareDocumentPosition(document.querySelector('nav')) === Node.DOCUMENT_POSITION_FOLLOWING,
+                    first.getBoundingClientRect().top < window.innerHeight,
+                    cells.map(c => c.firstChild.textContent), getComputedStyle(red).color];
+        })()""",
+    )
+    first_id, heading, nav_first, above_nav, first_screen, verdicts, red = found["result"]["value"]
+    assert (first_id, heading, nav_first, above_nav, first_screen) == ("findings", "Findings", "#findings", True, True)
+    assert verdicts == [r["verdict"] for r in findings] and len(set(verdicts)) == 3
+    assert red == "rgb(178, 34, 34)"
+    shot = chromium.send("Page.captureScreenshot", format="png")
+    (tmp_path / "findings.png").write_bytes(base64.b64decode(shot["data"]))
 
 
 def test_hostile_strings_run_no_script_in_chromium(chromium, tmp_path):

@@ -76,7 +76,7 @@ SELECT
                    || ' vs random '
                    || CASE WHEN j.n_random_rt > 0 THEN pm(j.random_rt, j.sd_random_rt) || ' (n=' || j.n_random_rt || ')'
                            ELSE 'not logged' END END), '')
-        || CASE WHEN coalesce(j.n_runs, 0) = 0 THEN 'no control logged' ELSE '' END AS numbers,
+        || CASE WHEN coalesce(j.n_runs, 0) = 0 THEN 'no control was logged at the kept step' ELSE '' END AS numbers,
     coalesce(j.n_runs, 0) AS n,
     CASE WHEN j.seeds IS NOT NULL THEN seeds_text(j.seeds, j.prune_seeds) END AS seeds,
     CASE WHEN NOT j.pruned_ok OR NOT j.retrained_ok THEN 'does not hold'
@@ -93,6 +93,8 @@ SELECT
                 || f3(j.random_rt - j.bad_rt) END)
         WHEN j.pruned_ok AND j.retrained_ok THEN 'bad below random by at least ' || p.worse_by || ': pruned by '
             || f3(j.random - j.bad) || ', re-fine-tuned by ' || f3(j.random_rt - j.bad_rt)
+        WHEN j.pruned_ok IS NULL AND j.retrained_ok IS NULL THEN 'no bad and random pair was logged (declare '
+            || 'prune.controls = ["random", "bad"]; prune.retrain = true re-fine-tunes them)'
         ELSE concat_ws('; ',
             CASE WHEN j.pruned_ok IS NULL THEN 'no pruned bad and random pair was logged (declare prune.controls = '
                 || '["random", "bad"])' END,

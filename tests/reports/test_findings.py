@@ -520,3 +520,35 @@ def test_the_report_opens_with_the_findings(wh, findings):
     assert "the re-fine-tuned mean 0.710 is 0.090 below the full model&#39;s 0.800" in section
     assert section.count("reports/sql/findings/") == len({r["sql_file"] for r in findings}) == 7  # once per claim
     assert '<a href="#exp-m-fails">m-fails</a>' in section
+
+
+def test_hans_fine_grained_subcases_are_classified_by_label_and_heuristic(tmp_path):
+    """HANS per fine-grained subcase and label (`subcase = ["subcase", "gold_label"]`): the non-entailment subcases
+    get a row each for claim 4; lexical overlap (ln_/le_) alone counts for claim 5."""
+    scores = {  # subcase: (full model, the subnetwork)
+        "ln_subject/object_swap/non-entailment": (0.05, 0.04),
+        "ln_preposition/non-entailment": (0.15, 0.10),
+        "le_relative_clause/entailment": (0.97, 0.96),
+        "sn_NP/S/non-entailment": (0.20, 0.30),
+        "se_PP_on_obj/entailment": (0.99, 0.99),
+        "cn_embedded_under_if/non-entailment": (0.40, 0.45),
+    }
+    fx = Fixture()
+    i = fx.run("fine", 0, seed=0, method="l0", x_axis="target", keep=("margin", 0.03))
+    fx.step(i, 0, "id", 0.8, sparsity=0.0)
+    fx.step(i, 1, "id", 0.79, sparsity=0.5)
+    for subcase, (full, sub) in scores.items():
+        fx.step(i, 0, HANS, full, subcase=subcase, sparsity=0.0)
+        fx.step(i, 1, HANS, sub, subcase=subcase, sparsity=0.5)
+    with Warehouse(Sources(files=fx.write(tmp_path))) as w:
+        rows = w.named_rows("SELECT * FROM findings WHERE experiment = 'fine'")
+    claim_4 = {r["scope"]: r["verdict"] for r in rows if r["claim_no"] == 4}
+    assert claim_4 == {
+        f"{HANS} · ln_subject/object_swap/non-entailment": "not enough data",  # the full model: 0.05
+        f"{HANS} · ln_preposition/non-entailment": "not enough data",  # one subnetwork, no window of 3
+        f"{HANS} · sn_NP/S/non-entailment": "not enough data",
+        f"{HANS} · cn_embedded_under_if/non-entailment": "not enough data",
+    }
+    (claim_5,) = [r for r in rows if r["claim_no"] == 5]
+    assert claim_5["verdict"] == "holds"  # 0.97 entailment vs (0.05 + 0.15) / 2 non-entailment
+    assert "entailment 0.970, non-entailment 0.100, gap 0.870" in claim_5["numbers"]

@@ -1,4 +1,4 @@
-"""The MLflow tracking server restarts while a run logs to it: the run rides through (its client retries for about
+"""The MLflow tracking server restarts (or is away for 30 s) while a run logs to it: the run rides through (its client retries for about
 a minute) or fails with one line, and the same command run again finishes it. Either way each fingerprint ends
 FINISHED once, no metric step is logged twice, and the warehouse counts each run and step once."""
 
@@ -75,7 +75,11 @@ def server(tmp_path):
     s.stop()
 
 
-def test_a_run_survives_a_tracking_server_restart_or_finishes_on_rerun(write_toml, tmp_path, server):
+@pytest.mark.parametrize(
+    "away_s",
+    [3, pytest.param(30, marks=pytest.mark.slow, id="partition-30s")],  # a restart; a 30 s network partition
+)
+def test_a_run_survives_a_tracking_server_restart_or_finishes_on_rerun(write_toml, tmp_path, server, away_s):
     toml = write_toml(GRID)
     args = [
         sys.executable,
@@ -95,8 +99,8 @@ def test_a_run_survives_a_tracking_server_restart_or_finishes_on_rerun(write_tom
     while not list((tmp_path / "server-artifacts").glob("*/*/artifacts/partial/step_001.json")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
         time.sleep(0.1)
-    server.stop()  # mid-run: the run's next calls find nothing listening
-    time.sleep(3)
+    server.stop()  # mid-run: the run's next calls find nothing listening, then the server is back on the same port
+    time.sleep(away_s)
     server.start()
     output, _ = proc.communicate(timeout=600)
     assert "Traceback" not in output, output

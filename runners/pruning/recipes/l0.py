@@ -28,9 +28,10 @@ rule's sparsity is logged next to it (extra["threshold_unit_sparsity"]): a gap s
 
 One pass for all targets: the subnetworks of a run share every weight and differ only in their gates, so `run`
 trains them side by side (L0Stack, `train_together`): each step's batch is repeated once per subnetwork, each
-copy gated by its own sampled gates (per-example gates), one forward and one backward for all. Each keeps its own
-log-alphas, multipliers, optimisers, noise generator and schedule (one whose steps are done leaves the stack),
-so it trains as it would alone (`train_target`, the reference) up to the order of float sums.
+copy gated by its own sampled gates (per-example gates), one forward and one backward for all (on the CPU in
+passes that keep each activation under 32 MiB). Each keeps its own log-alphas, multipliers, optimisers, noise
+generator and schedule (one whose steps are done leaves the stack), so it trains as it would alone
+(`train_target`, the reference) up to the order of float sums.
 """
 
 from __future__ import annotations
@@ -167,8 +168,14 @@ class L0Trainer:
         return keep
 
 
+# On the CPU, the most activation elements (float32) of one kind that one pass of a stack may hold: 32 MiB, glibc's
+# ceiling for heap blocks; a larger block is mapped afresh from the OS on every allocation and its pages faulted in
+# on every step, which costs more than the pass saves (measured: +14% CPU time for 8 MiniLM subnetworks in one pass)
+CPU_PASS_ELEMENTS = 2**23
+
+
 class L0Stack:
-    """Many L0Trainers of one model (their subnetworks) in one forward and one backward pass a step.
+    """Many L0Trainers of one model (their subnetworks) trained side by side: one forward and one backward a step.
 
     The step's batch of n examples is repeated once per member (member k's copy: rows k n to (k + 1) n - 1) and
     member k's sampled gates act on its copy only (per-example gates on the shared `gates`, attached to `model`).
@@ -176,13 +183,25 @@ class L0Stack:
     A member's loss depends on its own parameters only (its gates touch its copy only, and an encoder never mixes
     examples), so the gradient of the sum is, member by member, the gradient of its own loss: each member (its
     generator, log-alphas, multipliers and Adams) takes the step it would take alone, up to the order of float
-    sums (the KL gradient of a gate is summed over one copy here, over the whole batch alone)."""
+    sums (the KL gradient of a gate is summed over one copy here, over the whole batch alone).
+
+    On the CPU a step runs the members in as few passes as keep each activation within CPU_PASS_ELEMENTS (all in
+    one for small models and batches); on a GPU always in one."""
 
     def __init__(self, model: torch.nn.Module, gates: Gates):
-        g = geometry(model)
+        self.geometry = geometry(model)
         self.model, self.gates = model, gates
-        self.ones_head = torch.ones(g.layers, g.heads, device=gates.head.device)
-        self.ones_mlp = torch.ones(g.layers, device=gates.head.device)
+        self.device = gates.head.device
+        self.ones_head = torch.ones(self.geometry.layers, self.geometry.heads, device=self.device)
+        self.ones_mlp = torch.ones(self.geometry.layers, device=self.device)
+
+    def per_pass(self, batch: int, tokens: int, members: int) -> int:
+        """How many members one pass holds for a batch of (batch, tokens)."""
+        if self.device.type != "cpu":
+            return members
+        g = self.geometry
+        largest = batch * tokens * max(g.intermediate, g.heads * tokens)  # a member's MLP, or attention, activation
+        return max(1, min(members, CPU_PASS_ELEMENTS // largest))
 
     def step(
         self,
@@ -193,11 +212,18 @@ class L0Stack:
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """One update of every member on one batch, member k at target `targets[k]`; returns each member's (KL,
         expected sparsity), detached. `teacher`: as L0Trainer.step's, shared by all members (None: computed once)."""
-        g = self.gates
         if teacher is None:
-            g.head, g.mlp = self.ones_head, self.ones_mlp
+            self.gates.head, self.gates.mlp = self.ones_head, self.ones_mlp
             with torch.no_grad():
                 teacher = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
+        size = self.per_pass(*inputs["input_ids"].shape, len(members))
+        figures = []
+        for i in range(0, len(members), size):
+            figures += self._pass(members[i : i + size], targets[i : i + size], inputs, teacher)
+        return figures
+
+    def _pass(self, members, targets, inputs, teacher) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = self.gates
         n, k = inputs["input_ids"].shape[0], len(members)
         z = torch.stack([m.sample() for m in members])  # (k, N): each member draws from its own generator
         g.head, g.mlp = members[0].split(z.repeat_interleave(n, dim=0))  # (k n, L, H), (k n, L)

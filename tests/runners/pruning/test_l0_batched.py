@@ -181,6 +181,30 @@ def test_run_trains_its_targets_in_one_pass_and_yields_the_sequential_steps(cach
     assert all(q.requires_grad for q in model.parameters()) and not model.training
 
 
+def test_on_the_cpu_a_step_runs_its_members_in_passes_that_keep_activations_small(monkeypatch):
+    """Members split into passes (CPU_PASS_ELEMENTS) train as they do in one: here one member a pass, so one
+    forward per member a step (as alone, with the cached teacher), and the same log-alphas and masks."""
+    model, rows = frozen(tiny_model(0)), varied_rows()
+    table = compute_teacher(model, rows, pad_id=0)
+    ctx = context(model, rows, seed=0, teacher=lambda: table)
+    p = l0.Params(**dict(PARAMS, targets=TARGETS))
+    stack = l0.L0Stack(model, Gates.ones(model))
+    # a member's largest activation on 16 rows of 24 tokens: the attention scores, 16 x 24 x (4 heads x 24) = 36864
+    assert stack.per_pass(16, 24, 8) == 8 and stack.per_pass(16, 24, 3) == 3
+    monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 2 * 36864)
+    assert stack.per_pass(16, 24, 8) == 2 and stack.per_pass(64, 24, 8) == 1
+    assert stack.per_pass(16, 12, 8) == 6  # 12 tokens: the MLP's 16 x 12 x 64 = 12288 is the larger
+    monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 1)
+    means = ctx.unit_means()
+    with Forwards(model) as f:
+        finished = {k: trainer for k, trainer, _ in l0.train_together(ctx, p, SUBNETS, means, table)}
+    assert f.n == sum(l0.schedule(p, t)[1] for _, t in SUBNETS)
+    for k, (seed, target) in enumerate(SUBNETS):
+        alone, _ = l0.train_target(dataclasses.replace(ctx, seed=seed), p, target, means, table)
+        assert (finished[k].log_alpha - alone.log_alpha).abs().max() <= LOG_ALPHA_ATOL
+        assert torch.equal(finished[k].final_keep(target), alone.final_keep(target))
+
+
 def test_finished_subnetworks_are_handed_on_in_index_order():
     """run() names its steps by target order; train_together hands subnetworks on as their schedules end."""
     finished = [(2, "c", {}), (0, "a", {}), (3, "d", {}), (1, "b", {})]

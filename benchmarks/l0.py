@@ -2,9 +2,11 @@
 subnetworks trained in one pass vs one after another.
 
     python benchmarks/l0.py [--quick] [--threads N] [--steps N] [--kway-steps N] [--device cpu|cuda]
+                            [--size minilm|bert-base]
 
 A randomly initialised MiniLM-sized BertForSequenceClassification (transformers.BertConfig: 6 layers, hidden 384,
-12 heads, intermediate 1536, vocab 30522, 3 labels), frozen and in eval mode as L0 trains it, on random encoded
+12 heads, intermediate 1536, vocab 30522, 3 labels; with --size bert-base 12 layers, hidden 768, 12 heads,
+intermediate 3072), frozen and in eval mode as L0 trains it, on random encoded
 rows of 40..64 tokens, shuffled into batches of 16 by runners.data.examples.batches (padded per batch, each batch
 saying which rows it holds). Two L0Trainers (runners.pruning.recipes.l0) with one seed train side by side on the
 same batches, mean ablation:
@@ -60,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 FULL = dict(layers=6, hidden=384, heads=12, inter=1536, vocab=30522, batch=16, min_len=40, max_len=64, warmup=3)
+SIZES = {"minilm": {}, "bert-base": dict(layers=12, hidden=768, heads=12, inter=3072)}  # overrides of FULL
 FULL_STEPS = 40
 QUICK_STEPS = 4
 KWAY_FULL_STEPS = 20  # steps of all 8 subnetworks (160 subnetwork-steps a variant)
@@ -136,7 +139,10 @@ def steps(env: dict, table: torch.Tensor, n_steps: int, warmup: int) -> dict:
     # a quick schedule so the KL moves the gates apart within a few dozen steps (timing does not depend on it)
     p = l0.Params(init_log_alpha=3.0, lr=0.2)
     gates = Gates.ones(model, ablation="mean", means=env["means"])  # one attached Gates: each step assigns it whole
-    trainers = {name: l0.L0Trainer(model, gates, p, torch.Generator().manual_seed(SEED)) for name in ("live", "cached")}
+    trainers = {  # a generator on the model's device (L0Trainer.sample draws there; on the CPU the same as before)
+        name: l0.L0Trainer(model, gates, p, torch.Generator(device=model.device).manual_seed(SEED))
+        for name in ("live", "cached")
+    }
     cpu = {k: [] for k in trainers}
     wall = {k: [] for k in trainers}
     teacher_diff = 0.0
@@ -289,9 +295,13 @@ def main() -> None:
         "--kway-steps", type=int, default=None, help=f"timed steps of all K subnetworks (default {KWAY_FULL_STEPS})"
     )
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs (default cpu)")
+    ap.add_argument("--size", choices=list(SIZES), default="minilm", help="the model's shape (default minilm)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = dict(FULL, warmup=1, device=args.device) if args.quick else dict(FULL, device=args.device)
+    full = dict(FULL, **SIZES[args.size])
+    cfg = dict(full, warmup=1, device=args.device) if args.quick else dict(full, device=args.device)
+    if args.size != "minilm":
+        cfg["size"] = args.size  # (the default's output stays as it was)
     n_steps = args.steps or (QUICK_STEPS if args.quick else FULL_STEPS)
     kway_steps = args.kway_steps or (KWAY_QUICK_STEPS if args.quick else KWAY_FULL_STEPS)
     started = time.perf_counter()

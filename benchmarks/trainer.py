@@ -3,10 +3,13 @@ what batching does to both: fixed padding vs per-batch (dynamic) padding vs leng
 
     python benchmarks/trainer.py [--quick] [--threads N] [--train N] [--epochs E] [--synthetic]
                                  [--sides ours,ours_grouped,trainer,trainer_grouped] [--no-schemes]
+                                 [--device cpu|cuda] [--shared DIR]
 
 Data and model: the real encoder ../shared/models/all-MiniLM-L6-v2 (a 6-layer BERT) fine-tuned on the first
 `train` sentences of GLUE SST-2 (../shared/data/sst2/train.tsv) and evaluated on its dev set; where ../shared
-is absent (or with --synthetic), the built-in tiny-bert on the generated synthetic-nli task. Both sides start
+is absent (or with --synthetic), the built-in tiny-bert on the generated synthetic-nli task. --shared names another
+folder of that layout (a lent GPU machine: benchmarks/gpu/run.sh); --device cuda runs both sides there (Trainer
+without use_cpu), each timed call synchronised. Both sides start
 from the same weights (one loaded model, deep-copied) and use the same examples, batch size, epochs, learning
 rate, linear warm-up/decay, weight decay, gradient clipping, evaluation batch size and torch threads.
 
@@ -63,15 +66,15 @@ def log(msg: str) -> None:
 # ---- data and model ----------------------------------------------------------------------------------
 
 
-def _sst2(split: str, limit: int):
+def _sst2(split: str, limit: int, shared: Path = SHARED):
     from runners.data.examples import Example
 
-    with open(SHARED / "data" / "sst2" / f"{split}.tsv", newline="", encoding="utf-8") as f:
+    with open(shared / "data" / "sst2" / f"{split}.tsv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     return [Example(r["sentence"].strip(), None, int(r["label"])) for r in rows[:limit]]
 
 
-def setup(cfg: dict, synthetic: bool) -> dict:
+def setup(cfg: dict, synthetic: bool, shared: Path = SHARED, device: str = "cpu") -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -80,13 +83,13 @@ def setup(cfg: dict, synthetic: bool) -> dict:
     from runners.training.evaluate import EncodedSet
 
     hf_logging.set_verbosity_error()
-    model_dir, data_dir = SHARED / "models" / "all-MiniLM-L6-v2", SHARED / "data" / "sst2"
+    model_dir, data_dir = shared / "models" / "all-MiniLM-L6-v2", shared / "data" / "sst2"
     torch.manual_seed(SEED)
     if not synthetic and model_dir.is_dir() and data_dir.is_dir():
-        train, dev = _sst2("train", cfg["train"]), _sst2("dev", cfg["eval"])
+        train, dev = _sst2("train", cfg["train"], shared), _sst2("dev", cfg["eval"], shared)
         tok = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-        what = dict(model=str(model_dir.name), task="sst2", source="../shared")
+        what = dict(model=str(model_dir.name), task="sst2", source="../shared" if shared == SHARED else str(shared))
     else:
         from runners.data.synthetic_nli import SyntheticNLIParams, generate, vocabulary
         from runners.training.models import load_pretrained, load_tokenizer
@@ -103,7 +106,7 @@ def setup(cfg: dict, synthetic: bool) -> dict:
     rows = encode(tok, train, cfg["max_length"])
     return dict(
         tok=tok,
-        model=model.eval(),
+        model=model.to(device).eval(),
         rows=rows,
         dev=EncodedSet.build(tok, dev_set, cfg["max_length"]),
         train_examples=train,
@@ -138,6 +141,7 @@ def run_ours(s: dict, cfg: dict, grouped: bool = False) -> dict:
     model, pad = copy.deepcopy(s["model"]), s["tok"].pad_token_id
     start = time.perf_counter()
     history = finetune(model, s["rows"], _spec(cfg, grouped), SEED, pad, Progress(enabled=False))
+    _sync(model)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate(model, s["dev"], cfg["eval_batch"], pad)
@@ -195,7 +199,7 @@ def run_trainer(s: dict, cfg: dict, grouped: bool) -> dict:
             max_grad_norm=HYPER["max_grad_norm"],
             lr_scheduler_type="linear",
             seed=SEED,
-            use_cpu=True,
+            use_cpu=next(model.parameters()).device.type == "cpu",  # --device cuda: the Trainer's own GPU path
             save_strategy="no",
             logging_strategy="no",
             eval_strategy="no",
@@ -280,6 +284,7 @@ def train_scheme(s: dict, cfg: dict, scheme: str) -> dict:
     from runners.training.finetune import linear_schedule, param_groups, train_step
 
     model, pad, spec = copy.deepcopy(s["model"]), s["tok"].pad_token_id, _spec(cfg)
+    device = next(model.parameters()).device
     per_epoch = math.ceil(len(s["rows"]) / cfg["batch"])
     total = max(1, math.ceil(cfg["epochs"] * per_epoch))
     torch.manual_seed(SEED)
@@ -292,9 +297,10 @@ def train_scheme(s: dict, cfg: dict, scheme: str) -> dict:
         bs = scheme_batches(s["rows"], scheme, cfg["batch"], pad, cfg["max_length"], epoch, train=True)
         ratio.append(_padding(bs))
         for b in bs[: total - step]:
-            train_step(model, b, opt, sched, spec.max_grad_norm)
+            train_step(model, b.to(device), opt, sched, spec.max_grad_norm)
             step, seen = step + 1, seen + len(b.labels)
         epoch += 1
+    _sync(model)
     seconds = time.perf_counter() - start
     return dict(examples_per_s=seen / seconds, seconds=seconds, padded_per_real_token=sum(ratio) / len(ratio))
 
@@ -304,10 +310,19 @@ def eval_scheme(s: dict, cfg: dict, scheme: str) -> dict:
     model, pad = s["model"], s["tok"].pad_token_id
     start = time.perf_counter()
     bs = scheme_batches(s["dev"].rows, scheme, cfg["eval_batch"], pad, cfg["max_length"], 0, train=False)
+    device = next(model.parameters()).device
     for b in bs:
-        model(**b.model_inputs())
+        model(**b.to(device).model_inputs())
+    _sync(model)
     seconds = time.perf_counter() - start
     return dict(examples_per_s=len(s["dev"].rows) / seconds, seconds=seconds, padded_per_real_token=_padding(bs))
+
+
+def _sync(model) -> None:
+    """Wait for the model's queued GPU work (a no-op on the CPU), so a timer read next counts it."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # ---- main ---------------------------------------------------------------------------------------------
@@ -324,6 +339,8 @@ def main() -> None:
     )
     ap.add_argument("--sides", default=None, help=f"comma-separated subset of {','.join(SIDES)} (default: all)")
     ap.add_argument("--no-schemes", action="store_true", help="skip the batching-scheme comparison")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both sides run (default cpu)")
+    ap.add_argument("--shared", type=Path, default=SHARED, help="the folder with models/ and data/ (default ../shared)")
     a = ap.parse_args()
     if a.sides and not set(a.sides.split(",")) <= set(SIDES):
         ap.error(f"--sides: choose from {', '.join(SIDES)}")
@@ -331,7 +348,7 @@ def main() -> None:
     cfg.update({k: v for k, v in (("train", a.train), ("epochs", a.epochs)) if v is not None})
     threads = a.threads or int(os.environ.get("SUBNETS_THREADS", 0)) or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    s = setup(cfg, a.synthetic)
+    s = setup(cfg, a.synthetic, a.shared, a.device)
     log(
         f"{s['what']['model']} on {s['what']['task']}: {len(s['rows'])} training, {len(s['dev'].rows)} dev examples, "
         f"batch {cfg['batch']}, {cfg['epochs']} epoch(s), {threads} thread(s)"
@@ -373,6 +390,7 @@ def main() -> None:
                     **cfg,
                     **HYPER,
                     "threads": threads,
+                    **({"device": torch.cuda.get_device_name()} if a.device == "cuda" else {}),
                     "torch": torch.__version__,
                     "python": platform.python_version(),
                 },

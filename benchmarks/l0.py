@@ -30,8 +30,8 @@ same batches with the cached teacher:
   batched     one L0Stack step per batch: the batch repeated once per subnetwork, each copy under its
               subnetwork's sampled gates (per-example gates), one forward and one backward for all, each subnetwork
               its own Adam steps; on the CPU in as few passes as keep an activation within
-              l0.CPU_PASS_ELEMENTS (32 MiB: larger blocks are mapped afresh and page-faulted every step), reported
-              as members_per_pass.
+              l0.CPU_PASS_ELEMENTS (32 MiB: larger blocks are mapped afresh and page-faulted every step) and a
+              pass's saved activations within l0.CPU_PASS_BYTES, reported as rows_per_pass.
 
 Reported: median time per subnetwork-step of each (a step of all 8 / 8) and their ratio (target on the CPU:
 batched <= 1.0 x sequential, not slower; a GPU, with --device cuda, is where one wide batch pays), and whether
@@ -218,7 +218,7 @@ def kway(env: dict, table: torch.Tensor, n_steps: int, warmup: int) -> dict:
             c, w = _clock(model.device)
             stack.step(members, targets, inputs, rows)
             bat = _since((c, w), model.device)
-            per_pass.add(stack.per_pass(*inputs["input_ids"].shape, k))
+            per_pass.add(stack.rows_per_pass(*inputs["input_ids"].shape, k))
             if i >= warmup:
                 for name, (c, w) in (("sequential", seq), ("batched", bat)):
                     cpu[name].append(c * 1e3 / k)  # per subnetwork-step
@@ -234,7 +234,7 @@ def kway(env: dict, table: torch.Tensor, n_steps: int, warmup: int) -> dict:
     return {
         "k": k,
         "subnets": [list(x) for x in KWAY_SUBNETS],
-        "members_per_pass": sorted(per_pass),
+        "rows_per_pass": sorted(per_pass),
         "times_per_subnet_step": times,
         "ratio": times["batched"][timer] / times["sequential"][timer],
         "ratio_wall": times["batched"]["wall_ms"] / times["sequential"]["wall_ms"],

@@ -40,7 +40,7 @@ def l0_row(j: dict) -> dict:
         "kway_speedup": seq / bat,
         "kway_target_met": seq / bat >= KWAY_TARGET and j["kway"]["masks_equal"],
         "kway_masks_equal": j["kway"]["masks_equal"],
-        "members_per_pass": j["kway"]["members_per_pass"],
+        "rows_per_pass": j["kway"]["rows_per_pass"],
         "cached_over_live": j["ratio"],
         "l0_masks_equal": j["l0_step"]["masks_equal"],
     }

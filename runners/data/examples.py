@@ -92,14 +92,24 @@ def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[dict
     return [{**{k: enc[k][i] for k in keys}, "label": e.label, "subcase": e.subcase} for i, e in enumerate(examples)]
 
 
+# A no_grad forward on the CPU holds at most this many padded tokens (evaluation, the teacher table): its activations
+# then stay ~200 MB for a MiniLM-sized model, where 128 rows of 128 tokens held ~480 MB at a worker's peak (measured
+# by benchmarks/memory.py); the CPU computes as fast in the smaller batches (matrix products of 4,096 rows)
+CPU_FORWARD_TOKENS = 4096
+
+
 def batches(
-    encoded: Sequence[dict], batch_size: int, pad_id: int, order: Sequence[int] | None = None
+    encoded: Sequence[dict],
+    batch_size: int,
+    pad_id: int,
+    order: Sequence[int] | None = None,
+    max_tokens: int | None = None,
 ) -> Iterator[Batch]:
     """Yield batches padded to the longest sequence of each batch (not to the maximum length); each batch says
-    which rows of `encoded` it holds (`Batch.indices`)."""
+    which rows of `encoded` it holds (`Batch.indices`). With `max_tokens`, a batch also ends before its rows x its
+    longest row would pass it (one row at least)."""
     idx = list(order) if order is not None else list(range(len(encoded)))
-    for start in range(0, len(idx), batch_size):
-        picked = idx[start : start + batch_size]
+    for picked in _groups(encoded, idx, batch_size, max_tokens):
         rows = [encoded[i] for i in picked]
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -115,3 +125,29 @@ def batches(
         floats = isinstance(rows[0]["label"], float)  # a regression task's scores (MSE loss in transformers)
         labels = torch.tensor([r["label"] for r in rows], dtype=torch.float if floats else torch.long)
         yield Batch(ids, mask, tt, labels, [r["subcase"] for r in rows], torch.tensor(picked, dtype=torch.long))
+
+
+def batch_count(
+    encoded: Sequence[dict], batch_size: int, order: Sequence[int] | None = None, max_tokens: int | None = None
+) -> int:
+    """How many batches `batches` yields for these arguments."""
+    idx = list(order) if order is not None else list(range(len(encoded)))
+    return sum(1 for _ in _groups(encoded, idx, batch_size, max_tokens))
+
+
+def _groups(encoded: Sequence[dict], idx: list[int], batch_size: int, max_tokens: int | None) -> Iterator[list[int]]:
+    if max_tokens is None:
+        for start in range(0, len(idx), batch_size):
+            yield idx[start : start + batch_size]
+        return
+    group: list[int] = []
+    width = 0
+    for i in idx:
+        n = len(encoded[i]["input_ids"])
+        if group and (len(group) == batch_size or (len(group) + 1) * max(width, n) > max_tokens):
+            yield group
+            group, width = [], 0
+        group.append(i)
+        width = max(width, n)
+    if group:
+        yield group

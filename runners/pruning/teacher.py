@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from registry.files import locked, replacing
-from runners.data.examples import batches
+from runners.data.examples import CPU_FORWARD_TOKENS, batch_count, batches
 
 __all__ = ["TEACHER_BATCH", "cached_teacher", "compute_teacher", "rows_digest", "weights_digest"]
 
@@ -50,11 +50,12 @@ def compute_teacher(
     out: torch.Tensor | None = None
     was_training = model.training
     model.eval()
-    steps = -(-len(rows) // batch_size)
+    max_tokens = CPU_FORWARD_TOKENS if device.type == "cpu" else None  # the CPU's memory
+    steps = batch_count(rows, batch_size, order, max_tokens)
     task = progress.task("teacher predictions", total=steps) if progress is not None else nullcontext(None)
     try:
         with task as advance:
-            for batch in batches(rows, batch_size, pad_id, order):
+            for batch in batches(rows, batch_size, pad_id, order, max_tokens):
                 inputs = {k: v.to(device) for k, v in batch.model_inputs().items()}
                 log_probs = F.log_softmax(model(**inputs).logits.float(), dim=-1).cpu()
                 if out is None:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from runners.data.examples import Batch, EvalSet, batches, encode
+from runners.data.examples import CPU_FORWARD_TOKENS, Batch, EvalSet, batches, encode
 from runners.training.metrics import compute
 
 
@@ -30,8 +30,8 @@ class EncodedSet:
         n = len(rows) if lead is None else min(lead, len(rows))
         return cls(eval_set, rows, by_len(range(n)) + by_len(range(n, len(rows))))
 
-    def batches(self, batch_size: int, pad_id: int):
-        return batches(self.rows, batch_size, pad_id, self.order)
+    def batches(self, batch_size: int, pad_id: int, max_tokens: int | None = None):
+        return batches(self.rows, batch_size, pad_id, self.order, max_tokens)
 
 
 @dataclass
@@ -78,7 +78,8 @@ def evaluate(
     pred_map = torch.tensor(es.pred_map, device=device) if es.pred_map else None
     correct, n, sub = 0, 0, {}
     preds, golds = [], []
-    for i, batch in enumerate(data.batches(batch_size, pad_id)):
+    max_tokens = CPU_FORWARD_TOKENS if device.type == "cpu" else None  # the CPU's memory: see CPU_FORWARD_TOKENS
+    for i, batch in enumerate(data.batches(batch_size, pad_id, max_tokens)):
         batch = batch.to(device)
         out = model(**batch.model_inputs(), output_hidden_states=output_hidden_states)
         if es.regression:

@@ -172,6 +172,10 @@ class L0Trainer:
 # ceiling for heap blocks; a larger block is mapped afresh from the OS on every allocation and its pages faulted in
 # on every step, which costs more than the pass saves (measured: +14% CPU time for 8 MiniLM subnetworks in one pass)
 CPU_PASS_ELEMENTS = 2**23
+# On the CPU, the most bytes of activations one pass keeps for its backward (an estimate, see `_row_bytes`): a
+# worker's peak memory is then its imports, the model and this, not the batch times the subnetworks (MiniLM at batch
+# 16 x 128 tokens keeps ~20 MB a row: a worker grew past 3 GB with 2 subnetworks a pass, and glibc kept it)
+CPU_PASS_BYTES = 256 * 2**20
 
 
 class L0Stack:
@@ -185,8 +189,10 @@ class L0Stack:
     generator, log-alphas, multipliers and Adams) takes the step it would take alone, up to the order of float
     sums (the KL gradient of a gate is summed over one copy here, over the whole batch alone).
 
-    On the CPU a step runs the members in as few passes as keep each activation within CPU_PASS_ELEMENTS (all in
-    one for small models and batches); on a GPU always in one."""
+    On a GPU a step is one pass. On the CPU it runs in passes that keep each activation within CPU_PASS_ELEMENTS and
+    all of a pass's saved activations within CPU_PASS_BYTES: several members a pass for a small model, or one member
+    over a slice of the batch's rows at a time (gradients summed over the slices: the same step, as with gradient
+    accumulation) where one member's whole batch would hold more."""
 
     def __init__(self, model: torch.nn.Module, gates: Gates):
         self.geometry = geometry(model)
@@ -195,13 +201,30 @@ class L0Stack:
         self.ones_head = torch.ones(self.geometry.layers, self.geometry.heads, device=self.device)
         self.ones_mlp = torch.ones(self.geometry.layers, device=self.device)
 
-    def per_pass(self, batch: int, tokens: int, members: int) -> int:
-        """How many members one pass holds for a batch of (batch, tokens)."""
-        if self.device.type != "cpu":
-            return members
+    def _row_bytes(self, tokens: int) -> int:
+        """About the bytes a row's activations keep for the backward: per token and layer ~10 hidden-wide tensors
+        (projections, residuals, norms), 2 intermediate-wide (the MLP before and after its activation) and the
+        attention scores and probabilities (2 x heads x tokens), float32. Measured: ~2/3 of it for MiniLM."""
         g = self.geometry
-        largest = batch * tokens * max(g.intermediate, g.heads * tokens)  # a member's MLP, or attention, activation
-        return max(1, min(members, CPU_PASS_ELEMENTS // largest))
+        return tokens * g.layers * (10 * g.hidden + 2 * g.intermediate + 2 * g.heads * tokens) * 4
+
+    def rows_per_pass(self, batch: int, tokens: int, members: int) -> int:
+        """How many rows (member copies of batch rows) one pass holds for a batch of (batch, tokens)."""
+        if self.device.type != "cpu":
+            return batch * members
+        g = self.geometry
+        widest = tokens * max(g.intermediate, g.heads * tokens)  # a row's MLP, or attention, activation
+        return max(1, min(batch * members, CPU_PASS_ELEMENTS // widest, CPU_PASS_BYTES // self._row_bytes(tokens)))
+
+    def passes(self, members: int, batch: int, tokens: int) -> list[tuple[range, int, int]]:
+        """The passes of one step: (members, first row, end row), each member's rows covered once."""
+        rows = self.rows_per_pass(batch, tokens, members)
+        if rows >= batch:  # whole copies: several members a pass
+            size = rows // batch
+            return [(range(i, min(i + size, members)), 0, batch) for i in range(0, members, size)]
+        slices = -(-batch // rows)
+        width = -(-batch // slices)  # even slices: 16 rows at most 12 a pass is 8 + 8, not 12 + 4
+        return [(range(k, k + 1), a, min(a + width, batch)) for k in range(members) for a in range(0, batch, width)]
 
     def step(
         self,
@@ -216,28 +239,35 @@ class L0Stack:
             self.gates.head, self.gates.mlp = self.ones_head, self.ones_mlp
             with torch.no_grad():
                 teacher = F.log_softmax(self.model(**inputs).logits.float(), dim=-1)
-        size = self.per_pass(*inputs["input_ids"].shape, len(members))
-        figures = []
-        for i in range(0, len(members), size):
-            figures += self._pass(members[i : i + size], targets[i : i + size], inputs, teacher)
-        return figures
-
-    def _pass(self, members, targets, inputs, teacher) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        g = self.gates
-        n, k = inputs["input_ids"].shape[0], len(members)
-        z = torch.stack([m.sample() for m in members])  # (k, N): each member draws from its own generator
-        g.head, g.mlp = members[0].split(z.repeat_interleave(n, dim=0))  # (k n, L, H), (k n, L)
-        stacked = {name: v.repeat(k, *[1] * (v.dim() - 1)) for name, v in inputs.items()}
-        student = F.log_softmax(self.model(**stacked).logits.float(), dim=-1)
-        losses, figures = [], []
-        for member, target, rows in zip(members, targets, student.split(n)):
-            kl = F.kl_div(rows, teacher, reduction="batchmean", log_target=True)
-            loss, expected = member.objective(kl, target)
-            losses.append(loss)
-            figures.append((kl.detach(), expected.detach()))
+        z = [m.sample() for m in members]  # each member draws from its own generator, once a step
+        # the passes backpropagate into leaf copies of the gates; their summed gradients then go through the sampling
+        # once (a graph is freed by its first backward, and every pass shares the sampling's)
+        leaves = [zk.detach().requires_grad_() for zk in z]
         for member in members:
             member.zero_grad()
-        torch.stack(losses).sum().backward()
+        n, tokens = inputs["input_ids"].shape
+        kls = [torch.zeros((), device=self.device) for _ in members]
+        for group, a, b in self.passes(len(members), n, tokens):
+            part = {name: v[a:b] for name, v in inputs.items()}
+            k = len(group)
+            self.gates.head, self.gates.mlp = members[0].split(
+                torch.stack([leaves[i] for i in group]).repeat_interleave(b - a, dim=0)
+            )  # (k (b - a), L, H), (k (b - a), L)
+            stacked = {name: v.repeat(k, *[1] * (v.dim() - 1)) for name, v in part.items()}
+            student = F.log_softmax(self.model(**stacked).logits.float(), dim=-1)
+            # KL(batchmean) over the whole batch is the sum over its rows / n, so the slices' terms add up to it
+            terms = [
+                F.kl_div(rows, teacher[a:b], reduction="sum", log_target=True) / n for rows in student.split(b - a)
+            ]
+            torch.stack(terms).sum().backward()
+            for i, term in zip(group, terms):
+                kls[i] = kls[i] + term.detach()
+        figures, lagrangians = [], []
+        for member, target, kl in zip(members, targets, kls):
+            lagrangian_k, expected = member.objective(torch.zeros((), device=self.device), target)
+            lagrangians.append(lagrangian_k)
+            figures.append((kl, expected.detach()))
+        torch.autograd.backward([*z, torch.stack(lagrangians).sum()], [*(leaf.grad for leaf in leaves), None])
         for member in members:
             member.update()
         return figures

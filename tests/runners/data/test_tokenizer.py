@@ -76,3 +76,20 @@ def test_works_with_dynamic_padding(tok):
     assert batch.input_ids.tolist() == [[2, 5, 6, 9, 3, 5, 6, 3, 0, 0], [2, 5, 8, 7, 5, 6, 3, 5, 8, 3]]
     assert batch.token_type_ids.tolist() == [[0, 0, 0, 0, 0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0, 0, 1, 1, 1]]
     assert batch.attention_mask.tolist()[0] == [1] * 8 + [0, 0]
+
+
+def test_batches_under_a_token_budget_keep_every_row_once_and_their_order():
+    """max_tokens (the CPU's forward budget) ends a batch before rows x its longest row would pass the budget; every
+    row comes once, in order, and a row longer than the budget makes a batch of its own."""
+    from runners.data.examples import batch_count
+
+    lengths = [2, 3, 3, 4, 6, 6, 9, 12]
+    enc = [{"input_ids": [7] * n, "token_type_ids": [0] * n, "label": 0, "subcase": None} for n in lengths]
+    out = list(batches(enc, batch_size=4, pad_id=0, max_tokens=12))
+    assert [b.indices.tolist() for b in out] == [[0, 1, 2], [3, 4], [5], [6], [7]]
+    assert all(b.input_ids.numel() <= 12 for b in out)
+    assert [b.input_ids.shape for b in out][0] == (3, 3)
+    assert batch_count(enc, 4, max_tokens=12) == 5
+    assert [b.indices.tolist() for b in batches(enc, batch_size=4, pad_id=0)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert batch_count(enc, 4) == 2
+    assert [b.indices.tolist() for b in batches(enc, 8, 0, max_tokens=95)] == [[0, 1, 2, 3, 4, 5, 6], [7]]

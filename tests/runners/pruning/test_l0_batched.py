@@ -182,27 +182,43 @@ def test_run_trains_its_targets_in_one_pass_and_yields_the_sequential_steps(cach
 
 
 def test_on_the_cpu_a_step_runs_its_members_in_passes_that_keep_activations_small(monkeypatch):
-    """Members split into passes (CPU_PASS_ELEMENTS) train as they do in one: here one member a pass, so one
-    forward per member a step (as alone, with the cached teacher), and the same log-alphas and masks."""
+    """Members split into passes (CPU_PASS_ELEMENTS, CPU_PASS_BYTES) train as they do in one: whole copies a pass,
+    or one member over slices of the batch's rows (gradients summed), with the same log-alphas and masks."""
     model, rows = frozen(tiny_model(0)), varied_rows()
     table = compute_teacher(model, rows, pad_id=0)
     ctx = context(model, rows, seed=0, teacher=lambda: table)
     p = l0.Params(**dict(PARAMS, targets=TARGETS))
     stack = l0.L0Stack(model, Gates.ones(model))
-    # a member's largest activation on 16 rows of 24 tokens: the attention scores, 16 x 24 x (4 heads x 24) = 36864
-    assert stack.per_pass(16, 24, 8) == 8 and stack.per_pass(16, 24, 3) == 3
-    monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 2 * 36864)
-    assert stack.per_pass(16, 24, 8) == 2 and stack.per_pass(64, 24, 8) == 1
-    assert stack.per_pass(16, 12, 8) == 6  # 12 tokens: the MLP's 16 x 12 x 64 = 12288 is the larger
-    monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 1)
+    # a row's largest activation at 24 tokens: the attention scores, 24 x (4 heads x 24) = 2304 elements
+    assert stack.rows_per_pass(16, 24, 8) == 128 and stack.passes(8, 16, 24) == [(range(0, 8), 0, 16)]
+    monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 32 * 2304)
+    assert stack.rows_per_pass(16, 24, 8) == 32 and stack.rows_per_pass(16, 12, 8) == 96  # 12 tokens: 12 x 64 a row
+    assert stack.passes(3, 16, 24) == [(range(0, 2), 0, 16), (range(2, 3), 0, 16)]
+    monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 12 * 2304)  # 12 rows: slices of 8 + 8, not 12 + 4
+    assert stack.passes(2, 16, 24) == [
+        (range(0, 1), 0, 8),
+        (range(0, 1), 8, 16),
+        (range(1, 2), 0, 8),
+        (range(1, 2), 8, 16),
+    ]
+    monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 2**23)
+    monkeypatch.setattr(l0, "CPU_PASS_BYTES", stack._row_bytes(24) * 5)  # the bytes bound alone: 5 rows a pass
+    assert stack.rows_per_pass(16, 24, 8) == 5 and [b - a for _, a, b in stack.passes(1, 16, 24)] == [4, 4, 4, 4]
     means = ctx.unit_means()
-    with Forwards(model) as f:
-        finished = {k: trainer for k, trainer, _ in l0.train_together(ctx, p, SUBNETS, means, table)}
-    assert f.n == sum(l0.schedule(p, t)[1] for _, t in SUBNETS)
-    for k, (seed, target) in enumerate(SUBNETS):
-        alone, _ = l0.train_target(dataclasses.replace(ctx, seed=seed), p, target, means, table)
-        assert (finished[k].log_alpha - alone.log_alpha).abs().max() <= LOG_ALPHA_ATOL
-        assert torch.equal(finished[k].final_keep(target), alone.final_keep(target))
+    for bound in ("elements", "bytes"):  # one row a pass, and slices of 4 rows
+        if bound == "elements":
+            monkeypatch.setattr(l0, "CPU_PASS_BYTES", 2**40)
+            monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 1)
+        else:
+            monkeypatch.setattr(l0, "CPU_PASS_ELEMENTS", 2**23)
+            monkeypatch.setattr(l0, "CPU_PASS_BYTES", stack._row_bytes(24) * 5)
+        with Forwards(model) as f:
+            finished = {k: trainer for k, trainer, _ in l0.train_together(ctx, p, SUBNETS, means, table)}
+        assert f.n > sum(l0.schedule(p, t)[1] for _, t in SUBNETS)  # several slices of rows per member a step
+        for k, (seed, target) in enumerate(SUBNETS):
+            alone, _ = l0.train_target(dataclasses.replace(ctx, seed=seed), p, target, means, table)
+            assert (finished[k].log_alpha - alone.log_alpha).abs().max() <= LOG_ALPHA_ATOL, bound
+            assert torch.equal(finished[k].final_keep(target), alone.final_keep(target)), bound
 
 
 def test_finished_subnetworks_are_handed_on_in_index_order():

@@ -45,6 +45,7 @@ def test_eight_workers_drain_a_postgresql_queue(postgres, tmp_path):  # noqa: F8
     assert_drained_once(result, 8)
 
 
+@pytest.mark.slow  # 4 processes start, import and drain 200 trials: ~45 s of the fast set's 2 cores
 def test_four_workers_drain_a_sqlite_queue(tmp_path):
     url = f"sqlite:///{tmp_path / 'sqlite' / 'store' / 'optuna.db'}"
     result = _driver().drain(url, workers=4, trials=TRIALS, work_dir=tmp_path / "sqlite")

@@ -1,6 +1,7 @@
-"""The MLflow tracking server restarts (or is away for 30 s) while a run logs to it: the run rides through (its client retries for about
-a minute) or fails with one line, and the same command run again finishes it. Either way each fingerprint ends
-FINISHED once, no metric step is logged twice, and the warehouse counts each run and step once."""
+"""The MLflow tracking server restarts (or is away for 30 s: a network partition) while a run logs to it: the run rides
+through (its client retries for about a minute) or fails with one line, and the same command run again finishes it.
+Either way each fingerprint ends FINISHED once, no metric step is logged twice, and the warehouse counts each run and
+step once."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ DERIVED_VIEWS = ("primary_steps", "run_groups", "effective_size")
 
 
 # The findings view: one file per claim in reports/sql/findings/ (reports/sql/findings/_macros.sql holds the text
-# helpers they share), each yielding these columns in this order; the view is their union.
+# helpers and the table macros they share), each yielding these columns in this order; the view is their union.
 FINDINGS_COLUMNS = (
     "claim_no",
     "study",
@@ -147,9 +147,11 @@ def _connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnectio
         newer = loading.newer_than_contract([p for paths in sources.files.values() for p in paths], con)
         loading.create_tables(con, {v: [p for p in paths if p not in newer] for v, paths in sources.files.items()})
     con.execute(KEEP_LINE_SQL)  # the keep rule, as registry.keeprule declares it
-    con.execute(load_finding("_macros"))  # the findings' text helpers
     for view in DERIVED_VIEWS:  # materialised too (they are the same for every query), except in strict mode
         con.execute(f'CREATE {"VIEW" if strict else "TABLE"} "{view}" AS {load_sql(view)}')
+    # the findings' helpers: after the derived views, since DuckDB binds a table macro's body (over runs and
+    # primary_steps) when it is created
+    con.execute(load_finding("_macros"))
     # The findings: a view (computed when asked for). Strict mode builds views only over the tables some run logged,
     # so there it exists only when every contract table does (and then checks the findings' columns).
     if not strict or all(view in _relations(con) for view in TABLES):

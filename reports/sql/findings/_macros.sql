@@ -1,6 +1,8 @@
--- Text helpers the findings (reports/sql/findings/*.sql) use to write their `numbers` and `why` columns, defined
--- on every warehouse connection (as the keep rule's keep_line is), so each findings file also runs on its own
--- with `subnets query --file`.
+-- Helpers the findings (reports/sql/findings/*.sql) share, defined on every warehouse connection (as the keep rule's
+-- keep_line is), so each findings file also runs on its own with `subnets query --file`: text helpers for their
+-- `numbers` and `why` columns, and table macros for the scores several claims are judged by. (The warehouse runs
+-- this file after its derived views: DuckDB binds a table macro's body, over runs and primary_steps, when it is
+-- created.)
 CREATE OR REPLACE MACRO f3(x) AS coalesce(printf('%.3f', x), 'n/a');
 CREATE OR REPLACE MACRO pct(x) AS coalesce(printf('%.1f%%', 100 * x), 'n/a');
 -- a mean with its sample SD over seeds (none for one value)
@@ -12,3 +14,50 @@ CREATE OR REPLACE MACRO seeds_text(seeds, prune_seeds) AS
     || CASE WHEN list_sort(list_distinct(prune_seeds)) = list_sort(list_distinct(seeds)) THEN ''
             ELSE CASE WHEN len(list_distinct(prune_seeds)) = 1 THEN '; pruning seed ' ELSE '; pruning seeds ' END
                  || array_to_string(list_sort(list_distinct(prune_seeds)), ', ') END;
+-- the full model's scores over fine-tuned models (see full_id_scores): "full model 0.800 ± 0.020 (n=3 fine-tuned
+-- models)"
+CREATE OR REPLACE MACRO full_model_text(mean, sd, n) AS
+    'full model ' || pm(mean, sd) || ' (n=' || coalesce(n, 0) || ' fine-tuned model'
+    || CASE WHEN coalesce(n, 0) = 1 THEN '' ELSE 's' END || ')';
+
+-- The full model's ID score, per experiment: one score per fine-tuned model (step 0 of variant pruned, in domain, by
+-- each run's primary metric; the runs that prune one fine-tuned model logged the same step 0, so their mean), then
+-- over the fine-tuned models their count n_full, mean_full, sample SD sd_full and fine-tuning seeds full_seeds.
+CREATE OR REPLACE MACRO full_id_scores() AS TABLE
+    SELECT experiment, any_value(metric) AS metric, count(*) AS n_full, avg(value) AS mean_full,
+           stddev_samp(value) AS sd_full, list(seed) AS full_seeds
+    FROM (
+        SELECT r.experiment, r.finetune_fingerprint, min(r.seed) AS seed, any_value(s.metric) AS metric,
+               avg(s.value) AS value
+        FROM primary_steps AS s
+        JOIN runs AS r USING (run_id)
+        WHERE s.variant = 'pruned' AND s.step = 0 AND s.kind = 'id' AND s.subcase = 'all'
+        GROUP BY r.experiment, r.finetune_fingerprint
+    )
+    GROUP BY experiment;
+
+-- The kept subnetworks' ID scores, per experiment, for the given variants (e.g. ['retrained', 'random_retrained']):
+-- each run's score at its kept (selected) step, in domain, by its primary metric; then per experiment `scores`, a
+-- map from each variant logged to its {n: runs, mean, sd: sample SD} over runs (scores['retrained'].mean; NULL
+-- where a variant was not logged), and over all those runs their metric, mean sparsity, count n_runs and seeds.
+CREATE OR REPLACE MACRO kept_id_scores(variants) AS TABLE
+    WITH per_run AS (
+        SELECT r.experiment, s.variant, r.run_id, r.seed, r.prune_seed, any_value(s.metric) AS metric,
+               avg(s.value) AS value, avg(s.sparsity) AS sparsity
+        FROM primary_steps AS s
+        JOIN runs AS r USING (run_id)
+        WHERE list_contains(variants, s.variant) AND s.selected AND s.kind = 'id' AND s.subcase = 'all'
+        GROUP BY r.experiment, s.variant, r.run_id, r.seed, r.prune_seed
+    ), per_variant AS (
+        SELECT experiment, variant, count(*) AS n, avg(value) AS mean, stddev_samp(value) AS sd
+        FROM per_run
+        GROUP BY experiment, variant
+    )
+    SELECT experiment, any_value(metric) AS metric, avg(sparsity) AS sparsity, count(DISTINCT run_id) AS n_runs,
+           list(DISTINCT seed) AS seeds, list(DISTINCT prune_seed) AS prune_seeds,
+           any_value(v.scores) AS scores
+    FROM per_run
+    JOIN (SELECT experiment, map_from_entries(list((variant, {'n': n, 'mean': mean, 'sd': sd}))) AS scores
+          FROM per_variant
+          GROUP BY experiment) AS v USING (experiment)
+    GROUP BY experiment;

@@ -20,37 +20,16 @@ WITH params AS (
     HAVING bool_or(method IN ('magnitude', 'importance') AND coalesce(x_axis, 'step') = 'step' AND keep_threshold > 0)
         OR experiment IN (SELECT experiment FROM steps
                           WHERE variant IN ('random', 'bad', 'random_retrained', 'bad_retrained'))
-), per_run AS (
-    SELECT r.experiment, s.variant, r.run_id, r.seed, r.prune_seed, any_value(s.metric) AS metric,
-           avg(s.value) AS value, avg(s.sparsity) AS sparsity
-    FROM primary_steps AS s
-    JOIN runs AS r USING (run_id)
-    JOIN fits ON fits.experiment = r.experiment
-    WHERE s.variant IN ('random', 'bad', 'random_retrained', 'bad_retrained') AND s.selected AND s.kind = 'id'
-      AND s.subcase = 'all'
-    GROUP BY r.experiment, s.variant, r.run_id, r.seed, r.prune_seed
-), variants AS (
-    SELECT
-        experiment,
-        any_value(metric)                                              AS metric,
-        count(*) FILTER (WHERE variant = 'bad')                        AS n_bad,
-        avg(value) FILTER (WHERE variant = 'bad')                      AS bad,
-        stddev_samp(value) FILTER (WHERE variant = 'bad')              AS sd_bad,
-        count(*) FILTER (WHERE variant = 'random')                     AS n_random,
-        avg(value) FILTER (WHERE variant = 'random')                   AS random,
-        stddev_samp(value) FILTER (WHERE variant = 'random')           AS sd_random,
-        count(*) FILTER (WHERE variant = 'bad_retrained')              AS n_bad_rt,
-        avg(value) FILTER (WHERE variant = 'bad_retrained')            AS bad_rt,
-        stddev_samp(value) FILTER (WHERE variant = 'bad_retrained')    AS sd_bad_rt,
-        count(*) FILTER (WHERE variant = 'random_retrained')           AS n_random_rt,
-        avg(value) FILTER (WHERE variant = 'random_retrained')         AS random_rt,
-        stddev_samp(value) FILTER (WHERE variant = 'random_retrained') AS sd_random_rt,
-        avg(sparsity)                                                  AS sparsity,
-        count(DISTINCT run_id)                                         AS n_runs,
-        list(DISTINCT seed)                                            AS seeds,
-        list(DISTINCT prune_seed)                                      AS prune_seeds
-    FROM per_run
-    GROUP BY experiment
+), variants AS (  -- each control, pruned and re-fine-tuned: its mean and SD over runs
+    SELECT experiment, metric,
+           scores['bad'].n AS n_bad, scores['bad'].mean AS bad, scores['bad'].sd AS sd_bad,
+           scores['random'].n AS n_random, scores['random'].mean AS random, scores['random'].sd AS sd_random,
+           scores['bad_retrained'].n AS n_bad_rt, scores['bad_retrained'].mean AS bad_rt,
+           scores['bad_retrained'].sd AS sd_bad_rt,
+           scores['random_retrained'].n AS n_random_rt, scores['random_retrained'].mean AS random_rt,
+           scores['random_retrained'].sd AS sd_random_rt,
+           sparsity, n_runs, seeds, prune_seeds
+    FROM kept_id_scores(['random', 'bad', 'random_retrained', 'bad_retrained'])
 ), judged AS (
     SELECT
         f.experiment, v.*,

@@ -24,31 +24,10 @@ WITH params AS (
     GROUP BY experiment
     HAVING bool_or(coalesce(x_axis, 'step') = 'step' AND keep_threshold > 0)
         OR experiment IN (SELECT experiment FROM steps WHERE variant = 'retrained')
-), full_models AS (  -- one score per fine-tuned model: the runs that prune it logged the same step 0
-    SELECT r.experiment, r.finetune_fingerprint, min(r.seed) AS seed, any_value(s.metric) AS metric,
-           avg(s.value) AS value
-    FROM primary_steps AS s
-    JOIN runs AS r USING (run_id)
-    JOIN fits ON fits.experiment = r.experiment
-    WHERE s.variant = 'pruned' AND s.step = 0 AND s.kind = 'id' AND s.subcase = 'all'
-    GROUP BY r.experiment, r.finetune_fingerprint
-), full_stats AS (
-    SELECT experiment, any_value(metric) AS metric, count(*) AS n_full, avg(value) AS mean_full,
-           stddev_samp(value) AS sd_full, list(seed) AS full_seeds
-    FROM full_models
-    GROUP BY experiment
-), good AS (
-    SELECT r.experiment, r.run_id, r.seed, r.prune_seed, avg(s.value) AS value, avg(s.sparsity) AS sparsity
-    FROM primary_steps AS s
-    JOIN runs AS r USING (run_id)
-    JOIN fits ON fits.experiment = r.experiment
-    WHERE s.variant = 'retrained' AND s.selected AND s.kind = 'id' AND s.subcase = 'all'
-    GROUP BY r.experiment, r.run_id, r.seed, r.prune_seed
-), good_stats AS (
-    SELECT experiment, count(*) AS n_good, avg(value) AS mean_good, stddev_samp(value) AS sd_good,
-           avg(sparsity) AS sparsity, list(seed) AS seeds, list(prune_seed) AS prune_seeds
-    FROM good
-    GROUP BY experiment
+), good AS (  -- the good subnetworks re-fine-tuned: their mean and SD over runs
+    SELECT experiment, scores['retrained'].n AS n_good, scores['retrained'].mean AS mean_good,
+           scores['retrained'].sd AS sd_good, sparsity, seeds, prune_seeds
+    FROM kept_id_scores(['retrained'])
 ), judged AS (
     SELECT
         f.experiment, fs.metric, fs.n_full, fs.mean_full, fs.sd_full, fs.full_seeds,
@@ -60,8 +39,8 @@ WITH params AS (
              ELSE g.mean_good >= fs.mean_full - p.spread_sds * fs.sd_full END AS ok
     FROM fits AS f
     CROSS JOIN params AS p
-    LEFT JOIN full_stats AS fs USING (experiment)
-    LEFT JOIN good_stats AS g USING (experiment)
+    LEFT JOIN full_id_scores() AS fs USING (experiment)
+    LEFT JOIN good AS g USING (experiment)
 )
 SELECT
     p.claim_no, p.study, p.claim, j.experiment, NULL::VARCHAR AS scope,
@@ -69,8 +48,7 @@ SELECT
         || CASE WHEN j.n_good IS NULL THEN ''
                 ELSE 'good subnetworks re-fine-tuned ' || pm(j.mean_good, j.sd_good) || ' (n=' || j.n_good || ', '
                      || pct(j.sparsity) || ' sparse) vs ' END
-        || 'full model ' || pm(j.mean_full, j.sd_full) || ' (n=' || coalesce(j.n_full, 0) || ' fine-tuned model'
-        || CASE WHEN coalesce(j.n_full, 0) = 1 THEN '' ELSE 's' END || ')' AS numbers,
+        || full_model_text(j.mean_full, j.sd_full, j.n_full) AS numbers,
     coalesce(j.n_good, 0) AS n,
     seeds_text(coalesce(j.seeds, j.full_seeds), coalesce(j.prune_seeds, j.full_seeds)) AS seeds,
     CASE j.ok WHEN true THEN 'holds' WHEN false THEN 'does not hold' ELSE 'not enough data' END AS verdict,

@@ -22,41 +22,12 @@ WITH params AS (
     GROUP BY experiment
     HAVING bool_or(coalesce(x_axis, 'step') = 'step' AND keep_threshold > 0)
         OR experiment IN (SELECT experiment FROM steps WHERE variant IN ('retrained', 'random_retrained'))
-), full_models AS (
-    SELECT r.experiment, r.finetune_fingerprint, min(r.seed) AS seed, any_value(s.metric) AS metric,
-           avg(s.value) AS value
-    FROM primary_steps AS s
-    JOIN runs AS r USING (run_id)
-    JOIN fits ON fits.experiment = r.experiment
-    WHERE s.variant = 'pruned' AND s.step = 0 AND s.kind = 'id' AND s.subcase = 'all'
-    GROUP BY r.experiment, r.finetune_fingerprint
-), full_stats AS (
-    SELECT experiment, any_value(metric) AS metric, count(*) AS n_full, avg(value) AS mean_full,
-           stddev_samp(value) AS sd_full, list(seed) AS full_seeds
-    FROM full_models
-    GROUP BY experiment
-), per_run AS (
-    SELECT r.experiment, s.variant, r.run_id, r.seed, r.prune_seed, avg(s.value) AS value, avg(s.sparsity) AS sparsity
-    FROM primary_steps AS s
-    JOIN runs AS r USING (run_id)
-    JOIN fits ON fits.experiment = r.experiment
-    WHERE s.variant IN ('retrained', 'random_retrained') AND s.selected AND s.kind = 'id' AND s.subcase = 'all'
-    GROUP BY r.experiment, s.variant, r.run_id, r.seed, r.prune_seed
-), variants AS (
-    SELECT
-        experiment,
-        count(*) FILTER (WHERE variant = 'retrained')                  AS n_good,
-        avg(value) FILTER (WHERE variant = 'retrained')                AS mean_good,
-        stddev_samp(value) FILTER (WHERE variant = 'retrained')        AS sd_good,
-        count(*) FILTER (WHERE variant = 'random_retrained')           AS n_random,
-        avg(value) FILTER (WHERE variant = 'random_retrained')         AS mean_random,
-        stddev_samp(value) FILTER (WHERE variant = 'random_retrained') AS sd_random,
-        avg(sparsity)                                                  AS sparsity,
-        count(DISTINCT run_id)                                         AS n_runs,
-        list(DISTINCT seed)                                            AS seeds,
-        list(DISTINCT prune_seed)                                      AS prune_seeds
-    FROM per_run
-    GROUP BY experiment
+), variants AS (  -- the good and random subnetworks re-fine-tuned: their means and SDs over runs
+    SELECT experiment, scores['retrained'].n AS n_good, scores['retrained'].mean AS mean_good,
+           scores['retrained'].sd AS sd_good, scores['random_retrained'].n AS n_random,
+           scores['random_retrained'].mean AS mean_random, scores['random_retrained'].sd AS sd_random, sparsity,
+           n_runs, seeds, prune_seeds
+    FROM kept_id_scores(['retrained', 'random_retrained'])
 ), judged AS (
     SELECT
         f.experiment, fs.metric, fs.n_full, fs.mean_full, fs.sd_full, fs.full_seeds,
@@ -67,7 +38,7 @@ WITH params AS (
         CASE WHEN coalesce(v.n_random, 0) > 0 THEN v.mean_random >= p.close_ratio * fs.mean_full END AS random_ok
     FROM fits AS f
     CROSS JOIN params AS p
-    LEFT JOIN full_stats AS fs USING (experiment)
+    LEFT JOIN full_id_scores() AS fs USING (experiment)
     LEFT JOIN variants AS v USING (experiment)
 )
 SELECT
@@ -78,8 +49,7 @@ SELECT
         || CASE WHEN coalesce(j.n_random, 0) = 0 THEN ''
                 ELSE 'random re-fine-tuned ' || pm(j.mean_random, j.sd_random) || ' (n=' || j.n_random || '), ' END
         || CASE WHEN j.sparsity IS NULL THEN '' ELSE pct(j.sparsity) || ' sparse; ' END
-        || 'full model ' || pm(j.mean_full, j.sd_full) || ' (n=' || coalesce(j.n_full, 0) || ' fine-tuned model'
-        || CASE WHEN coalesce(j.n_full, 0) = 1 THEN '' ELSE 's' END || ')' AS numbers,
+        || full_model_text(j.mean_full, j.sd_full, j.n_full) AS numbers,
     coalesce(j.n_runs, 0) AS n,
     seeds_text(coalesce(j.seeds, j.full_seeds), coalesce(j.prune_seeds, j.full_seeds)) AS seeds,
     CASE WHEN j.n_full IS NULL THEN 'not enough data'

@@ -21,6 +21,7 @@ from registry.files import locked, replacing
 from registry.schema import RunSpec
 from runners.data.examples import TaskData, encode
 from runners.data.tasks import task_words
+from runners.run.memory import release_memory
 from runners.tracking.progress import Progress
 from runners.training.evaluate import EncodedSet, evaluate
 from runners.training.finetune import Checkpoint, finetune
@@ -81,20 +82,6 @@ def finetune_first(specs: list[RunSpec], cache_root: Path, progress: Progress) -
         trained += 1
     release_memory()
     return trained
-
-
-def release_memory() -> None:
-    """Give the memory a finished fine-tuning freed back to the OS. The process that fine-tunes first then waits for
-    its workers, and glibc keeps freed heap pages for reuse: it held 2.6 GB through a whole MiniLM study (1.1 GB in
-    benchmarks/memory.py), memory a GPU node's workers need."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps what it keeps
-        pass
 
 
 def _load_cached(target: Path, device, progress: Progress) -> Finetuned:

@@ -21,11 +21,11 @@ from registry.files import locked, replacing
 from registry.schema import RunSpec
 from runners.data.examples import TaskData, encode
 from runners.data.tasks import task_words
-from runners.run.memory import release_memory
 from runners.tracking.progress import Progress
 from runners.training.evaluate import EncodedSet, evaluate
 from runners.training.finetune import Checkpoint, finetune
 from runners.training.hub import resolved_revision
+from runners.training.memory import release_memory
 from runners.training.models import load_pretrained, load_tokenizer
 
 

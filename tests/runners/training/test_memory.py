@@ -1,5 +1,5 @@
-"""The allocator settings of a pruning worker (runners/run/memory.py): with a fixed 1 MiB mmap threshold, a block of
-activations freed at the end of a step goes back to the OS instead of staying on the heap."""
+"""The allocator settings of a pruning worker (runners/training/memory.py): with a fixed 1 MiB mmap threshold, a
+block of activations freed at the end of a step goes back to the OS instead of staying on the heap."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from runners.run.memory import _libc
+from runners.training.memory import _libc
 
 CODE = """
 import sys, torch
 sys.path.insert(0, {root!r})
-from runners.run.memory import limit_heap_retention
+from runners.training.memory import limit_heap_retention
 def rss():
     return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024
 if {limit}:

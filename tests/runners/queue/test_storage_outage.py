@@ -75,7 +75,8 @@ def wait_for_running(url: str, proc: subprocess.Popen, count: int = 2) -> None:
         ]
         if len(running) >= count:
             return
-    pytest.fail(f"{count} trials were not seen running: {proc.poll()}")
+    said = proc.communicate()[0] if proc.poll() is not None else "(still running)"
+    pytest.fail(f"{count} trials were not seen running; exit {proc.poll()}: {said}")
 
 
 def states(url: str) -> dict[str, int]:

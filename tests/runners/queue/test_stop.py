@@ -87,7 +87,8 @@ def test_a_stopped_coordinator_stops_its_workers_and_the_rerun_finishes(write_to
     assert failed and set(failed) <= set(waiting)  # each stopped trial is back in the queue
     client = Store.at(store).client
     killed = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "attributes.status = 'KILLED'")
-    assert len(killed) == len(failed)
+    # each KILLED run's trial is back in the queue; a trial claimed a moment before the stop may have no run yet
+    assert {r.data.tags["subnets.fingerprint"] for r in killed} <= set(failed) and 0 < len(killed) <= len(failed)
 
     again = subprocess.run([*args, "--quiet"], capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -62,18 +62,24 @@ class Server:
 def wait_for_running(url: str, proc: subprocess.Popen, count: int = 2) -> None:
     """Until `count` grid trials have been running for a moment (both workers inside a run)."""
     deadline = time.time() + 300
+    storage = None  # one storage (one pool of connections) for the whole wait: an open per poll leaks connections
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
         try:
-            study = optuna.load_study(study_name=grid_study("tiny"), storage=open_storage(url))
+            storage = storage or open_storage(url)
+            study = optuna.load_study(study_name=grid_study("tiny"), storage=storage)
         except Exception:  # noqa: BLE001 - the coordinator is still creating the tables or the study: a concurrent
-            continue  # open can even race it on PostgreSQL's catalogue (UniqueViolation on alembic_version)
+            if storage is not None:  # open can even race it on PostgreSQL's catalogue (UniqueViolation on
+                storage.engine.dispose()  # alembic_version)
+            storage = None
+            continue
         running = [
             t
             for t in study.get_trials(states=(TrialState.RUNNING,))
             if "worker" in t.user_attrs and time.time() - t.datetime_start.timestamp() > 0.5
         ]
         if len(running) >= count:
+            storage.engine.dispose()
             return
     said = proc.communicate()[0] if proc.poll() is not None else "(still running)"
     pytest.fail(f"{count} trials were not seen running; exit {proc.poll()}: {said}")

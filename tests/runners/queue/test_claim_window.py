@@ -36,11 +36,11 @@ def broken_after_claim(monkeypatch):
     return broken
 
 
-def _storage(tmp_path, cls, **kwargs) -> RDBStorage:
+def _storage(tmp_path, cls, grace_s: int = GRACE_S, **kwargs) -> RDBStorage:
     return cls(
         f"sqlite:///{tmp_path / 'q.db'}",
         heartbeat_interval=1,
-        grace_period=GRACE_S,
+        grace_period=grace_s,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
         **kwargs,
     )
@@ -92,13 +92,15 @@ def test_without_the_beat_the_same_claim_is_lost_for_good(tmp_path, broken_after
 
 def test_a_claim_another_worker_won_keeps_its_trial_alive(tmp_path, monkeypatch):
     """The beat a retried claim leaves is harmless when another worker did take the trial: that worker's own beats
-    keep it fresh, so it is never failed under it."""
-    storage = _storage(tmp_path, RDBStorage)
+    keep it fresh, so it is never failed under it. The grace period is wider than the beats' interval, and the check
+    comes right after a beat, so a slow machine cannot make the winner's trial look stale."""
+    grace_s = 2
+    storage = _storage(tmp_path, RDBStorage, grace_s=grace_s)
     study = optuna.create_study(study_name="grid", storage=storage)
     study.enqueue_trial({"rate": 0.2})
     winner = study.ask()
     outage = _outage()
-    loser = _storage(tmp_path, RetryingRDBStorage, outage=outage)
+    loser = _storage(tmp_path, RetryingRDBStorage, grace_s=grace_s, outage=outage)
     real, calls = RDBStorage.set_trial_state_values, []
 
     def break_before_commit(self, trial_id, state, values=None):  # the loser's first try fails before it writes
@@ -111,9 +113,9 @@ def test_a_claim_another_worker_won_keeps_its_trial_alive(tmp_path, monkeypatch)
     assert loser.set_trial_state_values(winner._trial_id, TrialState.RUNNING) is False
     assert calls == [winner._trial_id] * 2
     monkeypatch.setattr(RDBStorage, "set_trial_state_values", real)
-    for _ in range(GRACE_S + 2):  # the winner beats on, as its heartbeat thread does
-        storage.record_heartbeat(winner._trial_id)
+    for _ in range(2 * grace_s):  # the winner beats on, as its heartbeat thread does, past the loser's beat's grace
         time.sleep(1)
+        storage.record_heartbeat(winner._trial_id)
     fail_stale_trials(study)
     assert study.trials[0].state == TrialState.RUNNING
     assert not [t for t in study.trials if t.state == TrialState.WAITING]

@@ -136,6 +136,11 @@ class SearchSpec(_Strict):
         description="Bisection stops once the largest holding value is known to within this (default: the "
         "space's step, or 1/32 of its range).",
     )
+    warm_start: Literal["none", "siblings"] = Field(
+        default="none",
+        description="bisection: siblings starts each pruning seed's search at the answer of the other pruning "
+        "seeds of the same fine-tuned model and borrows the failure they found one step above it.",
+    )
     pruner: Literal["none", "median"] = Field(
         default="none",
         description="Stop hopeless trials early from the value reported after each pruning step (iterative methods).",
@@ -148,6 +153,8 @@ class SearchSpec(_Strict):
                 raise ValueError("the bisection sampler searches the effective size; use tpe or random for pareto")
             if len(self.space) != 1 or isinstance(next(iter(self.space.values())), Choices):
                 raise ValueError("the bisection sampler searches exactly one numeric dimension (the size knob)")
+        if self.warm_start != "none" and self.sampler != "bisection":
+            raise ValueError("warm_start needs the bisection sampler")
         if self.sampler == "grid":
             for key, dim in self.space.items():
                 if isinstance(dim, FloatRange) and dim.step is None:

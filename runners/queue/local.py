@@ -9,6 +9,12 @@ import sys
 import time
 
 STOP_GRACE_S = 10.0  # after Ctrl-C or SIGTERM, how long the workers get to mark their runs before they are killed
+GRACE_ENV = "SUBNETS_STOP_GRACE_S"  # overrides it: a busy machine or a slow tracking server needs longer
+
+
+def stop_grace_s() -> float:
+    """The grace period: SUBNETS_STOP_GRACE_S where set (seconds), else STOP_GRACE_S."""
+    return float(os.environ.get(GRACE_ENV) or STOP_GRACE_S)
 
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
@@ -20,8 +26,8 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 
 def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> list[int]:
     """Start `subnets work ...` N times and wait; forwards Ctrl-C/SIGTERM to them, and kills those still running
-    STOP_GRACE_S later, so a stop never hangs and leaves no process behind. Returns their exit codes (negative:
-    killed by that signal)."""
+    the grace period (stop_grace_s) later, so a stop never hangs and leaves no process behind. Returns their exit
+    codes (negative: killed by that signal)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -49,6 +55,7 @@ def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> lis
     echo(f"{workers} worker(s) started (pids {', '.join(str(p.pid) for p in procs)}), {threads} torch thread(s) each")
 
     stopping: list[float] = []  # when the first stop was asked for
+    grace_s = stop_grace_s()
 
     def forward(signum, _frame):
         stopping.append(time.monotonic())
@@ -59,11 +66,11 @@ def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> lis
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while any(p.poll() is None for p in procs):
-            if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
+            if stopping and time.monotonic() - stopping[0] > grace_s:
                 # a worker still busy marking its run (a tracking server gone, say) is not waited for: its trial's
                 # worker is then gone, and the next run retries the trial at once (Worker._fail_trials_of_dead_workers)
                 stuck = [p for p in procs if p.poll() is None]
-                echo(f"{len(stuck)} worker(s) did not stop within {STOP_GRACE_S:.0f} s: killed")
+                echo(f"{len(stuck)} worker(s) did not stop within {grace_s:.0f} s: killed")
                 for p in stuck:
                     p.kill()
                 for p in stuck:

@@ -9,11 +9,20 @@ It keeps the largest value known to hold (lo) and the smallest known to fail abo
 the middle of the widest gap between them, counting trials still running as split points, so parallel
 workers explore different values. A trial holds when its constraint (threshold - ID accuracy,
 `user_attrs["constraint"]`) is <= 0. `finished(study)` says when hi - lo is within the tolerance.
+
+With `warm_start = "siblings"` it also reads the searches of the same fine-tuned model under the other pruning
+seeds (they prune one model, so their curves are close). Once a sibling's search has closed its bracket on its own
+trials, a new search starts at the siblings' answer (the median) and walks one step from it before it bisects what
+is left. It stops after one trial when its value holds and a sibling that did at least as well there (its ID
+score as far or farther above the keep rule's threshold) failed one step up: that upper end is borrowed, so this
+seed's answer can be low by a step where its curve falls more slowly than its siblings'. Brackets are borrowed
+only from searches that closed them on their own trials.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import statistics
+from typing import Any, Callable
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
@@ -28,10 +37,44 @@ def holds(trial: FrozenTrial) -> bool | None:
     return None if c is None else all(v <= 0 for v in c)
 
 
+Evidence = list[tuple[float, float]]  # a search's measured trials: (value, worst constraint); <= 0 held
+EPS = 1e-9
+
+
+def evidence(study: optuna.Study, param: str) -> Evidence:
+    """The finished, measured trials of a study: (value of `param`, its worst constraint)."""
+    return [
+        (t.params[param], max(t.user_attrs["constraint"]))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if param in t.params and holds(t) is not None
+    ]
+
+
+def bracket_of(done: Evidence) -> tuple[float | None, float | None]:
+    """(largest value that held, smallest value above it that failed); None where unknown."""
+    lo = max((x for x, c in done if c <= 0), default=None)
+    hi = min((x for x, c in done if c > 0 and (lo is None or x > lo)), default=None)
+    return lo, hi
+
+
+def _at(done: Evidence, value: float) -> float | None:
+    """The constraint measured at `value`, if it was tried."""
+    return next((c for x, c in done if abs(x - value) < EPS), None)
+
+
 class BisectionSampler(BaseSampler):
-    def __init__(self, param: str, low: float, high: float, step: float | None = None, tolerance: float | None = None):
+    def __init__(
+        self,
+        param: str,
+        low: float,
+        high: float,
+        step: float | None = None,
+        tolerance: float | None = None,
+        siblings: Callable[[], list[Evidence]] | None = None,
+    ):
         self.param, self.low, self.high, self.step = param, low, high, step
         self.tolerance = tolerance if tolerance is not None else (step if step else (high - low) / 32)
+        self.siblings = siblings  # warm start: the evidence of the sibling searches, read when needed
 
     # one independent parameter: no relative search space
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
@@ -42,31 +85,68 @@ class BisectionSampler(BaseSampler):
 
     def bracket(self, study: optuna.Study) -> tuple[float | None, float | None]:
         """(largest value that held, smallest value above it that failed); None where unknown."""
-        done = [
-            (t.params[self.param], holds(t))
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if self.param in t.params and holds(t) is not None
-        ]
-        lo = max((x for x, ok in done if ok), default=None)
-        hi = min((x for x, ok in done if not ok and (lo is None or x > lo)), default=None)
-        return lo, hi
+        return bracket_of(evidence(study, self.param))
+
+    def closed(self, lo: float | None, hi: float | None) -> bool:
+        """Whether a bracket pins the answer down to the tolerance."""
+        if lo is None:  # nothing held yet: done only once the lowest value itself failed
+            return hi is not None and hi <= self.low + EPS
+        if hi is None:  # nothing failed above lo: done only once the highest value held
+            return lo >= self.high - EPS
+        return hi - lo <= self.tolerance + EPS
 
     def finished(self, study: optuna.Study) -> bool:
         lo, hi = self.bracket(study)
-        eps = 1e-12
-        if lo is None:  # nothing held yet: done only once the lowest value itself failed
-            return hi is not None and hi <= self.low + eps
-        if hi is None:  # nothing failed above lo: done only once the highest value held
-            return lo >= self.high - eps
-        return hi - lo <= self.tolerance + eps
+        return self.closed(lo, hi) or self._borrowed_top(study, lo, hi)
+
+    def _sibling_evidence(self) -> tuple[list[float], list[Evidence]]:
+        """The answers of the sibling searches that closed their brackets on their own trials, and each
+        sibling's evidence."""
+        if self.siblings is None:
+            return [], []
+        found = self.siblings()
+        answers = [lo for lo, hi in map(bracket_of, found) if lo is not None and self.closed(lo, hi)]
+        return answers, found
+
+    def _borrowed_top(self, study: optuna.Study, lo: float | None, hi: float | None) -> bool:
+        """lo held here and nothing above it was tried here, and a sibling that did at least as well at lo (its
+        constraint there no larger) failed one step above it: this seed's next step is taken to fail too."""
+        if lo is None or hi is not None or self.siblings is None:
+            return False
+        own = _at(evidence(study, self.param), lo)
+        _, siblings = self._sibling_evidence()
+        for done in siblings:
+            there, above = _at(done, lo), _at(done, lo + self.tolerance)
+            if there is not None and above is not None and there <= own and above > 0:
+                return True
+        return False
+
+    def _warm_value(self, lo: float | None, hi: float | None, tried: int) -> float | None:
+        """Where a warm-started search tries next: the siblings' answer first, then one step beyond it; None
+        (bisect) without a sibling answer, or after those two trials (this seed's curve is not its siblings')."""
+        answers, _ = self._sibling_evidence()
+        if not answers or tried >= 2:
+            return None
+        if lo is None and hi is None:
+            return statistics.median_low(answers)
+        if hi is None and lo + self.tolerance <= self.high + EPS:
+            return lo + self.tolerance
+        if lo is None and hi - self.tolerance >= self.low - EPS:
+            return hi - self.tolerance
+        return None
 
     def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution) -> Any:
         if param_name != self.param:
             raise ValueError(f"BisectionSampler searches {self.param!r} only, not {param_name!r}")
-        lo, hi = self.bracket(study)
+        done = evidence(study, self.param)
+        lo, hi = bracket_of(done)
         left = self.low if lo is None else lo
         right = self.high if hi is None else hi
         eps = 1e-12
+        warm = self._warm_value(lo, hi, len(done))
+        running = [t.params.get(self.param) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        if warm is not None and not any(v is not None and abs(v - warm) < EPS for v in running):
+            return self._snap(warm, param_distribution)
         # near an untested end of the range, test the end itself: its answer is the result
         if lo is None and right - self.low <= self.tolerance + eps:
             return self._snap(self.low, param_distribution)
@@ -93,13 +173,16 @@ class BisectionSampler(BaseSampler):
         return value
 
 
-def make_sampler(search: SearchSpec, worker_index: int = 0) -> BaseSampler:
+def make_sampler(
+    search: SearchSpec, worker_index: int = 0, siblings: Callable[[], list[Evidence]] | None = None
+) -> BaseSampler:
     """The declared sampler; parallel workers get distinct seeds (seed + worker index) so they do not
-    all propose the same values."""
+    all propose the same values. `siblings` reads the sibling searches' evidence (warm_start = "siblings")."""
     seed = search.seed + worker_index
     if search.sampler == "bisection":
         ((key, dim),) = search.space.items()
-        return BisectionSampler(key, dim.low, dim.high, getattr(dim, "step", None), search.tolerance)
+        warm = siblings if search.warm_start == "siblings" else None
+        return BisectionSampler(key, dim.low, dim.high, getattr(dim, "step", None), search.tolerance, warm)
     if search.sampler == "grid":
         grid = {k: _grid_values(d) for k, d in search.space.items()}
         return optuna.samplers.GridSampler(grid, seed=seed)

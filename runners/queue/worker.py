@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import optuna
 from mlflow.exceptions import MlflowException
@@ -27,7 +28,7 @@ from runners.pruning import UnsupportedArchitecture
 from runners.queue.coordinator import PENDING
 from runners.queue.measure import Reporter, measure_logged, measure_steps
 from runners.queue.outage import Outage, QueueUnreachable, unreachable
-from runners.queue.samplers import BisectionSampler, make_sampler, suggest
+from runners.queue.samplers import BisectionSampler, Evidence, evidence, make_sampler, suggest
 from runners.queue.storage import HEARTBEAT_S, open_storage
 from runners.queue.text import run_summary, run_title
 from runners.run.context import RunContext
@@ -129,7 +130,7 @@ class Worker:
     def _run(self, studies: list[StudyName], max_trials: int | None) -> WorkLog:
         done = 0
         while max_trials is None or done < max_trials:
-            name = next((s for s in studies if self._has_work(s)), None)
+            name = self._next_study(studies)
             if name is None:
                 if not self._others_running(studies):
                     break
@@ -168,6 +169,21 @@ class Worker:
                 )
             done += 1
         return self.log
+
+    def _next_study(self, studies: list[StudyName]) -> StudyName | None:
+        """The first study with work, a search that no other worker is running before one that another is: a
+        second trial of a running search speculates on a bracket still moving, another seed's search does not."""
+        busy = None
+        for name in studies:
+            if not self._has_work(name):
+                continue
+            if name.is_grid:
+                return name
+            study = optuna.load_study(study_name=name.format(), storage=self.storage)
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return name
+            busy = busy or name
+        return busy
 
     def _retry(self, study: optuna.Study, taken: list[int]) -> None:
         """Optuna marks the trial of a stopped worker FAIL; enqueue its retry now (as a dead worker's stale trial
@@ -210,8 +226,35 @@ class Worker:
         if name.is_grid:
             return None
         if name not in self._samplers:
-            self._samplers[name] = make_sampler(self._base(name).search, self.index)
+            search = self._base(name).search
+            siblings = self._siblings(name) if search.warm_start == "siblings" else None
+            self._samplers[name] = make_sampler(search, self.index, siblings)
         return self._samplers[name]
+
+    def _siblings(self, name: StudyName) -> Callable[[], list[Evidence]]:
+        """Reads the evidence of the searches of the same fine-tuned model and grid point under the other pruning
+        seeds (a warm start's prior)."""
+        base = self._base(name)
+        (param,) = base.search.space  # bisection: one dimension
+        model = (base.experiment, base.group, base.finetune_fingerprint)
+        names = [
+            StudyName.of_search(r)
+            for r in self.runs.values()
+            if r.fingerprint != base.fingerprint
+            and r.search is not None
+            and (r.experiment, r.group, r.finetune_fingerprint) == model
+        ]
+
+        def read() -> list[Evidence]:
+            found = []
+            for sibling in names:
+                try:
+                    found.append(evidence(optuna.load_study(study_name=sibling.format(), storage=self.storage), param))
+                except KeyError:  # not created yet
+                    continue
+            return found
+
+        return read
 
     def _load(self, name: StudyName) -> optuna.Study:
         pruner = None

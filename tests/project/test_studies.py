@@ -125,9 +125,13 @@ def test_offline_heuristic_core_study(shared_data, minilm, tmp_path):
     """One MiniLM fine-tuned on MNLI rows 0-8999 (dev: rows 9000-9999 of the same file), >= 3 targets x >= 6
     pruning seeds of L0, HANS per fine-grained subcase and label, and an effective-size search per pruning seed."""
     runs, output = _plan_offline("offline-heuristic-core", tmp_path)
-    assert "12 run(s) on 1 fine-tuned model(s): 0 done" in output and "6 search(es) declared" in output
+    assert "18 run(s) on 1 fine-tuned model(s): 0 done" in output and "6 search(es) declared" in output
     grid = [r for r in runs if r.search is None]
     assert len({p for r in grid for p in r.prune.params.targets}) >= 3 and len({r.prune_seed for r in grid}) >= 6
+    # the search's reference grid: every 10% from 20% to 70%, for every pruning seed
+    targets = {(r.prune_seed, t) for r in grid for t in r.prune.params.targets}
+    assert targets == {(s, t / 10) for s in range(6) for t in range(2, 8)}
+    assert {r.search.warm_start for r in runs if r.search is not None} == {"siblings"}
     assert {r.prune_seed for r in runs if r.search is not None} == {r.prune_seed for r in grid}
     task = grid[0].task
     assert (task.train.rows, task.eval.rows) == ([0, 9000], [9000, 10000])

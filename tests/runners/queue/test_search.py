@@ -84,6 +84,83 @@ def test_bisection_spreads_parallel_workers():
     assert a == pytest.approx(0.5) and b != pytest.approx(a) and 0.0 < b < 1.0
 
 
+def _search(boundary: float, siblings=None, *, slope: float = 1.0):
+    """One seed's warm-started search over 0.05..0.95 in steps of 0.05; its trials (value, constraint), in order."""
+    sampler = BisectionSampler("target", 0.05, 0.95, step=0.05, siblings=siblings)
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("target", 0.05, 0.95, step=0.05)
+        trial.set_user_attr("constraint", [slope * (x - boundary)])
+        return 1 - x
+
+    while not sampler.finished(study) and len(study.trials) < 8:
+        study.optimize(objective, n_trials=1)
+    return [(t.params["target"], t.user_attrs["constraint"][0]) for t in study.trials], sampler.bracket(study)
+
+
+def test_a_warm_search_starts_at_its_siblings_answer_and_borrows_their_failure_above_it():
+    cold, (lo, hi) = _search(0.33)
+    assert (lo, hi) == (pytest.approx(0.30), pytest.approx(0.35)) and len(cold) == 4
+    # a seed that holds at 0.30 with less room than its sibling had: one trial, the failure at 0.35 borrowed
+    tighter, (lo, hi) = _search(0.31, lambda: [cold])
+    assert [x for x, _ in tighter] == [pytest.approx(0.30)] and (lo, hi) == (pytest.approx(0.30), None)
+    # more room at 0.30 than the sibling had: it tries 0.35 itself, and finds it holds there too
+    looser, _ = _search(0.36, lambda: [cold])
+    assert [x for x, _ in looser][:2] == [pytest.approx(0.30), pytest.approx(0.35)]
+    # a seed that fails where its sibling held walks one step down, and its own two trials close the bracket
+    lower, (lo, hi) = _search(0.27, lambda: [cold])
+    assert [x for x, _ in lower] == [pytest.approx(0.30), pytest.approx(0.25)]
+    assert (lo, hi) == (pytest.approx(0.25), pytest.approx(0.30))
+
+
+@pytest.mark.parametrize("boundary", [0.05, 0.12, 0.5, 0.62, 0.95])
+def test_a_warm_search_far_from_its_siblings_still_finds_its_own_answer(boundary):
+    """Two walking steps, then bisection of what is left: never a wrong answer, at most a few more trials."""
+    cold, _ = _search(0.33)
+    trials, (lo, hi) = _search(boundary, lambda: [cold])
+    expected = round(max(0.05 * k for k in range(1, 20) if 0.05 * k <= boundary + 1e-9), 10)
+    assert lo == pytest.approx(expected) and len(trials) <= 7
+
+
+def test_without_a_closed_sibling_bracket_the_search_is_cold():
+    half, _ = _search(0.33)
+    trials, _ = _search(0.33, lambda: [half[:1]])  # the sibling has tried one value: nothing to start from
+    assert [x for x, _ in trials] == [x for x, _ in half]
+
+
+def test_warm_start_is_declared_for_bisection_only(write_toml):
+    search = 'space = { target = { low = 0.1, high = 0.9 } }\nsampler = "tpe"\nwarm_start = "siblings"'
+    msgs = problems(write_toml, l0_search(search))
+    assert len(msgs) == 1 and "warm_start needs the bisection sampler" in msgs[0]
+
+
+def test_a_sweep_over_pruning_seeds_starts_each_later_seed_at_its_siblings_answer(write_toml, tmp_path):
+    """One worker, three pruning seeds of one fine-tuned model: seed 0's search is cold, and the next seed's first
+    trial is seed 0's answer (a real sweep; the sibling searches are read from the queue's storage)."""
+    from registry.studyname import StudyName
+    from runners.queue.samplers import bracket_of, evidence
+    from runners.queue.storage import open_storage
+
+    text = l0_search('space = { target = { low = 0.1, high = 0.9, step = 0.2 } }\ntrials = 4\nwarm_start = "siblings"')
+    seeds = 'description = "x"\nprune_seeds = [0, 1, 2]'
+    toml = write_toml(text.replace('description = "tiny end-to-end check"', seeds))
+    store_dir = tmp_path / "s"
+    result = CliRunner().invoke(app, ["sweep", "tiny", "--file", str(toml), "--store", str(store_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    storage = open_storage(f"sqlite:///{store_dir / 'optuna.db'}")
+    runs = sorted(load_runs(toml), key=lambda r: r.prune_seed)
+    studies = [optuna.load_study(study_name=StudyName.of_search(r).format(), storage=storage) for r in runs]
+    tried = [[t.params["target"] for t in s.trials] for s in studies]
+    first = evidence(studies[0], "target")
+    answer, above = bracket_of(first)
+    if answer is not None and (above is not None or answer == pytest.approx(0.9)):
+        assert tried[1][0] == pytest.approx(answer)  # warm: it starts where seed 0 ended
+        assert len(tried[1]) <= 2 and len(tried[2]) <= 2
+    else:  # seed 0 found nothing that holds: nothing to start from, seed 1 searches cold
+        assert tried[1] == tried[0]
+
+
 def test_sweep_end_to_end(write_toml, tmp_path):
     """A bisection search of the L0 target: trial runs are child runs of one sweep run, the effective size
     lands in the warehouse, and a second sweep finds nothing left to do."""

@@ -18,15 +18,16 @@ ROWS = [
 ]
 
 
-def _write(tmp_path, fmt):
-    path = tmp_path / f"d.{fmt}"
+def _write(tmp_path, fmt, rows=ROWS, stem="d"):
+    """`rows` as a data file of format `fmt` (with a header row where the format has one)."""
+    path = tmp_path / f"{stem}.{fmt}"
     if fmt == "jsonl":
-        path.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     elif fmt == "parquet":
-        pq.write_table(pa.Table.from_pylist(ROWS), path)
+        pq.write_table(pa.Table.from_pylist(rows), path)
     else:
         sep = "\t" if fmt == "tsv" else ","
-        path.write_text(sep.join(ROWS[0]) + "\n" + "\n".join(sep.join(r.values()) for r in ROWS) + "\n")
+        path.write_text(sep.join(rows[0]) + "\n" + "\n".join(sep.join(r.values()) for r in rows) + "\n")
     return path
 
 
@@ -122,15 +123,7 @@ TEN = [
 
 
 def _write_ten(tmp_path, fmt):
-    path = tmp_path / f"ten.{fmt}"
-    if fmt == "jsonl":
-        path.write_text("\n".join(json.dumps(r) for r in TEN) + "\n")
-    elif fmt == "parquet":
-        pq.write_table(pa.Table.from_pylist(TEN), path)
-    else:
-        sep = "\t" if fmt == "tsv" else ","
-        path.write_text(sep.join(TEN[0]) + "\n" + "\n".join(sep.join(r.values()) for r in TEN) + "\n")
-    return path
+    return _write(tmp_path, fmt, TEN, "ten")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])

@@ -6,7 +6,10 @@ per seed) look for the same answer: the largest target whose ID accuracy holds (
 margin, the Heuristic Core's rule). The grid runs once with 1 worker and once with 2 workers, each on a
 fresh store (fine-tuning included in both), for the wall time of each.
 
-    python benchmarks/search.py [--quick]
+    python benchmarks/search.py [--quick] [--workers-only]
+
+--workers-only measures just the grid's wall time with 1 and with 2 workers (fine-tuning of the one shared model
+included), the figure for "workers never idle behind a shared fine-tuning".
 
 Prints one JSON object on its last line.
 """
@@ -132,6 +135,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smaller task and schedule (minutes, not tens)")
     ap.add_argument("--trials", type=int, default=4, help="trials per seed for each search")
+    ap.add_argument("--workers-only", action="store_true", help="only the grid's wall time, 1 vs 2 workers")
     args = ap.parse_args()
     # full: the demo's task and fine-tuning (ID ~0.8); a short L0 schedule per target
     cfg = dict(n_train=2000, epochs=1.0, scale=0.005) if args.quick else dict(n_train=16000, epochs=3.0, scale=0.005)
@@ -151,18 +155,20 @@ def main() -> None:
         one = root / "one-worker"
         wall["grid_1_worker_s"] = subnets("run", "grid", "--file", str(toml), "--store", str(one), "--quiet", cwd=root)
         print(f"grid, 1 worker: {wall['grid_1_worker_s']:.0f} s (fine-tuning included)", file=sys.stderr)
-        wall["bisection_s"] = subnets(
-            "sweep", "bisection", "--file", str(toml), "--store", str(one), "--quiet", cwd=root
-        )
-        wall["tpe_s"] = subnets("sweep", "tpe", "--file", str(toml), "--store", str(one), "--quiet", cwd=root)
-        print(f"searches: bisection {wall['bisection_s']:.0f} s, tpe {wall['tpe_s']:.0f} s", file=sys.stderr)
+        if not args.workers_only:
+            wall["bisection_s"] = subnets(
+                "sweep", "bisection", "--file", str(toml), "--store", str(one), "--quiet", cwd=root
+            )
+            wall["tpe_s"] = subnets("sweep", "tpe", "--file", str(toml), "--store", str(one), "--quiet", cwd=root)
+            print(f"searches: bisection {wall['bisection_s']:.0f} s, tpe {wall['tpe_s']:.0f} s", file=sys.stderr)
         two = root / "two-workers"
         wall["grid_2_workers_s"] = subnets(
             "run", "grid", "--file", str(toml), "--store", str(two), "--quiet", "--workers", "2", cwd=root
         )
         print(f"grid, 2 workers: {wall['grid_2_workers_s']:.0f} s (fine-tuning included)", file=sys.stderr)
         grid = grid_answers(one)
-        searches = {name: search_answers(one, name) for name in ("bisection", "tpe")}
+        samplers = () if args.workers_only else ("bisection", "tpe")
+        searches = {name: search_answers(one, name) for name in samplers}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n_grid = sum(g["subnetworks"] for g in grid.values())

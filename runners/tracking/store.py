@@ -86,6 +86,58 @@ def _mlflow_client(url: str):
     return MlflowClient(tracking_uri=url)
 
 
+def _mlflow_tables(url: str) -> None:
+    """MLflow's tables in a new SQLite database: MLflow's own migrations, the way it makes them."""
+    _mlflow_client(url).search_experiments(max_results=1)
+
+
+def template_path() -> Path:
+    """Where the empty MLflow database of this MLflow version is kept ($XDG_CACHE_HOME, else ~/.cache)."""
+    from importlib.metadata import version
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "subnets" / f"mlflow-{version('mlflow')}.db"
+
+
+def new_mlflow_db(url: str) -> None:
+    """A new MLflow SQLite database at `url`, copied from an empty one made once per MLflow version: MLflow's
+    migrations take 1-2 s of CPU for every fresh store (each test's, each demo's), a copy milliseconds. The copy
+    is what MLflow would have made here, its Default experiment's artifact location and times included (the only
+    row that depends on where and when). Made directly where the cache cannot be written."""
+    import shutil
+    import sqlite3
+
+    target = Path(url.removeprefix("sqlite:///"))
+    template = template_path()
+    try:
+        if sqlite_damage(template):  # a cache file someone broke: made again
+            template.unlink()
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            # made under a name of its own, then renamed: processes making it at once each rename a whole one, and
+            # MLflow's cache of stores by URL never hands this process an engine of an earlier template
+            fd, scratch = tempfile.mkstemp(dir=template.parent, prefix=f".{template.name}.", suffix=".creating")
+            os.close(fd)
+            try:
+                _mlflow_tables(f"sqlite:///{scratch}")
+                os.replace(scratch, template)
+            finally:
+                Path(scratch).unlink(missing_ok=True)
+        shutil.copyfile(template, target)
+    except OSError:
+        target.unlink(missing_ok=True)
+        _mlflow_tables(url)
+        return
+    now = int(time.time() * 1000)
+    location = os.path.join(os.path.abspath("mlruns"), "0")  # MLflow's default artifact root, as it resolves it
+    with contextlib.closing(sqlite3.connect(target)) as con, con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+            "WHERE experiment_id = 0",
+            (location, now, now),
+        )
+
+
 @dataclass
 class Store:
     root: Path
@@ -187,7 +239,7 @@ class Store:
             self.check_readable(db)
             with store_lock(self.root):
                 if not db.exists():
-                    create_sqlite_atomically(db, lambda url: _mlflow_client(url).search_experiments(max_results=1))
+                    create_sqlite_atomically(db, new_mlflow_db)
         self.client.search_experiments(max_results=1)  # migrates an older store
 
     def experiment_id(self, name: str, create: bool = True) -> str | None:

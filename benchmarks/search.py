@@ -8,8 +8,9 @@ fresh store (fine-tuning included in both), for the wall time of each.
 
     python benchmarks/search.py [--quick] [--workers-only]
 
---workers-only measures just the grid's wall time with 1 and with 2 workers (fine-tuning of the one shared model
-included), the figure for "workers never idle behind a shared fine-tuning".
+--workers-only measures just a grid's wall time with 1 and with 2 workers (fine-tuning of the one shared model
+included), the figure for "workers never idle behind a shared fine-tuning": 6 pruning seeds x 4 targets (0.2, 0.4,
+0.6, 0.8), 6 runs that 2 workers split 3 + 3 (the full grid's 3 runs split 2 + 1, which caps its ratio at 1.5x).
 
 Prints one JSON object on its last line.
 """
@@ -27,12 +28,13 @@ import time
 from pathlib import Path
 
 TARGETS = [round(0.05 * k, 2) for k in range(1, 20)]
+WORKER_TARGETS = [0.2, 0.4, 0.6, 0.8]
 MARGIN = 0.03
 
 EXPERIMENTS = """
 [defaults]
 seeds = [0]
-prune_seeds = [0, 1, 2]
+prune_seeds = {prune_seeds}
 
 [defaults.model]
 name = "tiny-bert"
@@ -142,8 +144,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="subnets-bench-search-"))
     print(f"working in {root} ({cfg})", file=sys.stderr)
     toml = root / "experiments.toml"
+    targets, prune_seeds = (WORKER_TARGETS, list(range(6))) if args.workers_only else (TARGETS, [0, 1, 2])
     toml.write_text(
-        EXPERIMENTS.format(targets=json.dumps(TARGETS), **cfg)
+        EXPERIMENTS.format(targets=json.dumps(targets), prune_seeds=json.dumps(prune_seeds), **cfg)
         + "".join(
             SEARCH.format(sampler=s, extra=extra, trials=args.trials, margin=MARGIN, scale=cfg["scale"])
             for s, extra in SAMPLERS.items()
@@ -176,7 +179,8 @@ def main() -> None:
         "benchmark": "search",
         "config": {
             **cfg,
-            "targets": TARGETS,
+            "targets": targets,
+            "prune_seeds_declared": prune_seeds,
             "keep": f"id >= full - {MARGIN}",
             "prune_seeds": sorted(grid),
             "trials_per_seed": args.trials,

@@ -141,6 +141,11 @@ class SearchSpec(_Strict):
         description="bisection: siblings starts each pruning seed's search at the answer of the other pruning "
         "seeds of the same fine-tuned model and borrows the failure they found one step above it.",
     )
+    speculate: bool = Field(
+        default=True,
+        description="bisection with several workers: a worker may try a second value of a search whose trial is "
+        "still running (sooner answers, some trials spent on guesses); false: it takes another search or waits.",
+    )
     pruner: Literal["none", "median"] = Field(
         default="none",
         description="Stop hopeless trials early from the value reported after each pruning step (iterative methods).",
@@ -155,6 +160,8 @@ class SearchSpec(_Strict):
                 raise ValueError("the bisection sampler searches exactly one numeric dimension (the size knob)")
         if self.warm_start != "none" and self.sampler != "bisection":
             raise ValueError("warm_start needs the bisection sampler")
+        if not self.speculate and self.sampler != "bisection":
+            raise ValueError("speculate = false needs the bisection sampler (the others draw values independently)")
         if self.sampler == "grid":
             for key, dim in self.space.items():
                 if isinstance(dim, FloatRange) and dim.step is None:

@@ -276,10 +276,14 @@ class Worker:
             return any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
         if name.fingerprint not in self.runs:
             return False
-        spent = len(study.get_trials(deepcopy=False, states=SPENT))
+        spent = study.get_trials(deepcopy=False, states=SPENT)
         sampler = self._sampler(name)
-        finished = isinstance(sampler, BisectionSampler) and sampler.finished(study)
-        return spent < study.user_attrs.get("trials", 0) and not finished
+        if isinstance(sampler, BisectionSampler):
+            if sampler.finished(study):
+                return False
+            if not self._base(name).search.speculate and any(t.state == TrialState.RUNNING for t in spent):
+                return False  # its next value waits for the running trial's answer
+        return len(spent) < study.user_attrs.get("trials", 0)
 
     # -- grid trials: the fingerprint rides on the enqueued trial
     def _grid_objective(self, trial: optuna.Trial) -> float:

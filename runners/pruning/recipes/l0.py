@@ -30,9 +30,9 @@ One pass for all targets: the subnetworks of a run share every weight and differ
 trains them side by side (L0Stack, `train_together`): each step's batch is repeated once per subnetwork, each
 copy gated by its own sampled gates (per-example gates), one forward and one backward for all (on the CPU in
 passes that keep each activation under 32 MiB and a pass's activations saved for the backward under 256 MiB,
-a slice of a member's rows where one member is more: CPU_PASS_ELEMENTS, CPU_PASS_BYTES). Each keeps its own log-alphas, multipliers, optimisers, noise
-generator and schedule (one whose steps are done leaves the stack), so it trains as it would alone
-(`train_target`, the reference) up to the order of float sums.
+a slice of a member's rows where one member is more: CPU_PASS_ELEMENTS, CPU_PASS_BYTES). Each keeps its own
+log-alphas, multipliers, optimisers, noise generator and schedule (one whose steps are done leaves the stack), so
+it trains as it would alone (`train_target`, the reference) up to the order of float sums.
 """
 
 from __future__ import annotations

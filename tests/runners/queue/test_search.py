@@ -161,6 +161,25 @@ def test_a_sweep_over_pruning_seeds_starts_each_later_seed_at_its_siblings_answe
         assert tried[1] == tried[0]
 
 
+def test_without_speculation_two_workers_never_run_two_trials_of_one_search(write_toml, tmp_path):
+    """speculate = false: the second worker waits for the running trial's answer instead of guessing a value."""
+    from registry.studyname import StudyName
+    from runners.queue.storage import open_storage
+
+    search = "space = { target = { low = 0.1, high = 0.9, step = 0.2 } }\ntrials = 3\nspeculate = false"
+    toml = write_toml(l0_search(search))
+    store_dir = tmp_path / "s"
+    args = ["sweep", "tiny", "--file", str(toml), "--store", str(store_dir), "--workers", "2", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (run,) = load_runs(toml)
+    storage = open_storage(f"sqlite:///{store_dir / 'optuna.db'}")
+    trials = optuna.load_study(study_name=StudyName.of_search(run).format(), storage=storage).trials
+    assert len(trials) >= 2
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # one after another
+
+
 def test_sweep_end_to_end(write_toml, tmp_path):
     """A bisection search of the L0 target: trial runs are child runs of one sweep run, the effective size
     lands in the warehouse, and a second sweep finds nothing left to do."""

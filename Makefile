@@ -39,8 +39,9 @@ system-deps:
 	else echo "note: PostgreSQL, Chromium or Slurm is not installed and this is not root: their tests will be skipped"; fi
 
 # Two test processes on the two cores, each with one torch thread (a process per core; torch threads beyond
-# the cores make every process many times slower). The suite's heavy tests are real processes and servers.
-PYTEST_FAST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest -q -m "not slow" -n 2
+# the cores make every process many times slower). The suite's heavy tests are real processes and servers; with
+# worksteal a process that runs out of tests takes some of the other's, so the last minutes are not one long tail.
+PYTEST_FAST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest -q -m "not slow" -n 2 --dist worksteal
 
 # The packages (pip/uv) and the system packages (apt) install side by side.
 test:

@@ -1,7 +1,8 @@
 """Effective size from a grid vs from a search, per pruning seed, read from a store where both ran: the answers,
 and the compute each used, counted in L0 training steps (every subnetwork's `method.train_steps`).
 
-    python benchmarks/effective_size.py --store STORE --grid EXP [EXP ...] --search EXP [--margin 0.03]
+    python benchmarks/effective_size.py --store STORE --grid EXP [EXP ...] --search EXP [--search-store STORE2]
+                                        [--margin 0.03]
 
 The Heuristic Core offline study is the case it was written for (studies/offline-heuristic-core.toml):
 
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--grid", nargs="+", required=True, help="the experiments whose runs make the grid")
     ap.add_argument("--search", required=True, help="the search experiment")
+    ap.add_argument("--search-store", type=Path, help="where the search ran, if not in --store (the same model)")
     ap.add_argument("--margin", type=float, default=0.03, help="the keep rule: ID >= full - margin")
     ap.add_argument("--low", type=float, default=0.1, help="the search space: low, high, step")
     ap.add_argument("--high", type=float, default=0.8)
@@ -134,7 +136,9 @@ def main() -> None:
     store = args.store.resolve()
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     curves = grid_curves(client, args.grid, args.margin)
-    found = searches(client, f"sqlite:///{store / 'optuna.db'}", args.search)
+    search_store = (args.search_store or store).resolve()
+    search_client = MlflowClient(f"sqlite:///{search_store / 'mlflow.db'}")
+    found = searches(search_client, f"sqlite:///{search_store / 'optuna.db'}", args.search)
     space = [round(args.low + k * args.step, 6) for k in range(round((args.high - args.low) / args.step) + 1)]
     params = schedule_params(client, args.grid[0], L0Params)
 
@@ -175,6 +179,7 @@ def main() -> None:
     fig = {
         "benchmark": "effective_size",
         "store": str(store),
+        "search_store": str(search_store),
         "grid_experiments": args.grid,
         "search_experiment": args.search,
         "keep": f"id >= full - {args.margin}",

@@ -138,9 +138,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller task and schedule (minutes, not tens)")
     ap.add_argument("--trials", type=int, default=4, help="trials per seed for each search")
     ap.add_argument("--workers-only", action="store_true", help="only the grid's wall time, 1 vs 2 workers")
+    ap.add_argument("--scale", type=float, help="the L0 schedule_scale (default 0.005): larger, longer pruning")
     args = ap.parse_args()
     # full: the demo's task and fine-tuning (ID ~0.8); a short L0 schedule per target
     cfg = dict(n_train=2000, epochs=1.0, scale=0.005) if args.quick else dict(n_train=16000, epochs=3.0, scale=0.005)
+    if args.scale:
+        cfg["scale"] = args.scale
     root = Path(tempfile.mkdtemp(prefix="subnets-bench-search-"))
     print(f"working in {root} ({cfg})", file=sys.stderr)
     toml = root / "experiments.toml"

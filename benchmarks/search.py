@@ -10,7 +10,8 @@ fresh store (fine-tuning included in both), for the wall time of each.
 
 --workers-only measures just a grid's wall time with 1 and with 2 workers (fine-tuning of the one shared model
 included), the figure for "workers never idle behind a shared fine-tuning": 6 pruning seeds x 4 targets (0.2, 0.4,
-0.6, 0.8), 6 runs that 2 workers split 3 + 3 (the full grid's 3 runs split 2 + 1, which caps its ratio at 1.5x).
+0.6, 0.8), 6 runs that 2 workers split 3 + 3 (the full grid's 3 runs split 2 + 1, which caps its ratio at 1.5x);
+and, as a control, 1 worker with 1 thread (one worker alone gets both cores as torch threads).
 
 Prints one JSON object on its last line.
 """
@@ -172,6 +173,12 @@ def main() -> None:
             "run", "grid", "--file", str(toml), "--store", str(two), "--quiet", "--workers", "2", cwd=root
         )
         print(f"grid, 2 workers: {wall['grid_2_workers_s']:.0f} s (fine-tuning included)", file=sys.stderr)
+        if args.workers_only:  # the control: is a second worker worth more than a second thread in one worker?
+            single = root / "one-worker-one-thread"
+            wall["grid_1_worker_1_thread_s"] = subnets(
+                "run", "grid", "--file", str(toml), "--store", str(single), "--quiet", "--threads", "1", cwd=root
+            )
+            print(f"grid, 1 worker x 1 thread: {wall['grid_1_worker_1_thread_s']:.0f} s", file=sys.stderr)
         grid = grid_answers(one)
         samplers = () if args.workers_only else ("bisection", "tpe")
         searches = {name: search_answers(one, name) for name in samplers}
@@ -213,6 +220,8 @@ def main() -> None:
             "all_within_and_at_most_25pct": all(within.values()) and used <= 0.25 * n_grid,
         }
     fig["grid_speedup_2_workers"] = wall["grid_1_worker_s"] / wall["grid_2_workers_s"]
+    if "grid_1_worker_1_thread_s" in wall:  # 2 workers x 1 thread against 1 worker x 1 thread: the workers alone
+        fig["grid_speedup_2_workers_vs_1_thread"] = wall["grid_1_worker_1_thread_s"] / wall["grid_2_workers_s"]
     print(json.dumps(fig))
 
 

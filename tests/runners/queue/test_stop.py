@@ -93,6 +93,13 @@ def test_a_stopped_coordinator_stops_its_workers_and_the_rerun_finishes(write_to
     # each KILLED run's trial is back in the queue; a trial claimed a moment before the stop may have no run yet
     assert {r.data.tags["subnets.fingerprint"] for r in killed} <= set(failed) and 0 < len(killed) <= len(failed)
 
+    # the stopped runs that had finished a step (one of the two seen under way may have finished before the stop
+    # reached it: it is FINISHED, not KILLED, on a busy machine)
+    had_steps = {
+        r.info.run_id for r in killed if list(store.glob(f"mlartifacts/tiny/{r.info.run_id}/artifacts/partial/*"))
+    }
+    assert had_steps
+
     again = subprocess.run([*args, "--quiet"], capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.`subnets.kind` = 'run'")
@@ -100,10 +107,6 @@ def test_a_stopped_coordinator_stops_its_workers_and_the_rerun_finishes(write_to
         r.fingerprint for r in load_runs(toml)
     )
     # a stopped run that had finished a step resumes under its own id (one stopped before any step starts over)
-    had_steps = {
-        r.info.run_id for r in killed if list(store.glob(f"mlartifacts/tiny/{r.info.run_id}/artifacts/partial/*"))
-    }
-    assert len(had_steps) >= 2
     resumed = {
         r.info.run_id for r in runs if "subnets.resumed_after_step" in r.data.tags and r.info.status == "FINISHED"
     }

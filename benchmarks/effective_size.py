@@ -23,6 +23,8 @@ import argparse
 import json
 from pathlib import Path
 
+from registry.tracking import PRUNE_SEED
+
 EPS = 1e-9
 METRICS = ("id.accuracy", "method.target_sparsity", "method.train_steps", "method.expected_sparsity_end")
 
@@ -40,14 +42,9 @@ def grid_curves(client, experiments: list[str], margin: float) -> dict[int, dict
         ):
             history = {
                 key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"step/{key}")}
-                for key in (
-                    "id.accuracy",
-                    "method.target_sparsity",
-                    "method.train_steps",
-                    "method.expected_sparsity_end",
-                )
+                for key in METRICS
             }
-            seed = seeds.setdefault(int(run.data.tags["subnets.prune_seed"]), {"full": None, "targets": {}})
+            seed = seeds.setdefault(int(run.data.tags[PRUNE_SEED]), {"full": None, "targets": {}})
             full = history["id.accuracy"][0]
             seed["full"] = full
             for step, target in history["method.target_sparsity"].items():
@@ -83,9 +80,10 @@ def searches(client, storage_url: str, experiment: str) -> dict[int, dict]:
         if not name.startswith(f"subnets/{experiment}/search/"):
             continue
         study = optuna.load_study(study_name=name, storage=storage)
-        trials = []
+        trials, seeds = [], set()
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             run = client.get_run(t.user_attrs["run_id"])
+            seeds.add(int(run.data.tags[PRUNE_SEED]))
             steps = client.get_metric_history(run.info.run_id, "step/method.train_steps")
             trials.append(
                 {
@@ -96,8 +94,8 @@ def searches(client, storage_url: str, experiment: str) -> dict[int, dict]:
                     "reused": bool(t.user_attrs.get("reused")),
                 }
             )
-        seed = int(run.data.tags["subnets.prune_seed"]) if trials else None
-        if seed is not None:
+        if trials:
+            (seed,) = seeds  # a search is one pruning seed's
             answer = max((t["target"] for t in trials if t["held"]), default=None)
             out[seed] = {"trials": trials, "answer": answer}
     return out

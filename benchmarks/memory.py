@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 
 MINILM = ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
@@ -116,17 +118,6 @@ def status(pid: int) -> dict[str, int]:
     return out
 
 
-def children(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    return kids.get(pid, [])
-
-
 def imports_mb() -> int:
     code = (
         "import torch, transformers, mlflow, optuna; from runners.queue import worker; "
@@ -171,7 +162,7 @@ def main() -> None:
         while proc.poll() is None:
             mine = status(proc.pid)
             coordinator_peak = max(coordinator_peak, mine.get("VmHWM", 0))
-            kids = children(proc.pid)
+            kids = [p.pid for p in psutil.Process(proc.pid).children()]
             for pid in kids:
                 peak = status(pid).get("VmHWM", 0)
                 workers[pid] = max(workers.get(pid, 0), peak)

@@ -101,3 +101,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class TrackingServer:
+    """A real `mlflow server` on 127.0.0.1 over a sqlite store and an artifact folder under `root`; it can be stopped
+    and started again on the same port and stores. MLflow's job runner (huey consumers for its GenAI jobs, about 3 s
+    of CPU each at start-up; subnets starts no MLflow job) is off."""
+
+    def __init__(self, root: Path):
+        self.root, self.port, self.proc = root, free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
+        cmd += ["--artifacts-destination", str(self.root / "server-artifacts"), "--workers", "1"]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+                return
+            except OSError:
+                assert self.proc.poll() is None, f"the MLflow tracking server exited ({self.proc.returncode})"
+                time.sleep(0.3)
+        self.stop()
+        raise AssertionError("the MLflow tracking server did not start")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)

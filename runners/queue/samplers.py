@@ -38,7 +38,7 @@ def holds(trial: FrozenTrial) -> bool | None:
 
 
 Evidence = list[tuple[float, float]]  # a search's measured trials: (value, worst constraint); <= 0 held
-EPS = 1e-9
+EPS = 1e-9  # two values of the searched knob within EPS are one value (steps are >= 1e-3 in practice)
 
 
 def evidence(study: optuna.Study, param: str) -> Evidence:
@@ -96,8 +96,9 @@ class BisectionSampler(BaseSampler):
         return hi - lo <= self.tolerance + EPS
 
     def finished(self, study: optuna.Study) -> bool:
-        lo, hi = self.bracket(study)
-        return self.closed(lo, hi) or self._borrowed_top(study, lo, hi)
+        done = evidence(study, self.param)
+        lo, hi = bracket_of(done)
+        return self.closed(lo, hi) or self._borrowed_top(done, lo, hi)
 
     def _sibling_evidence(self) -> tuple[list[float], list[Evidence]]:
         """The answers of the sibling searches that closed their brackets on their own trials, and each
@@ -108,12 +109,12 @@ class BisectionSampler(BaseSampler):
         answers = [lo for lo, hi in map(bracket_of, found) if lo is not None and self.closed(lo, hi)]
         return answers, found
 
-    def _borrowed_top(self, study: optuna.Study, lo: float | None, hi: float | None) -> bool:
+    def _borrowed_top(self, done: Evidence, lo: float | None, hi: float | None) -> bool:
         """lo held here and nothing above it was tried here, and a sibling that did at least as well at lo (its
         constraint there no larger) failed one step above it: this seed's next step is taken to fail too."""
         if lo is None or hi is not None or self.siblings is None:
             return False
-        own = _at(evidence(study, self.param), lo)
+        own = _at(done, lo)
         _, siblings = self._sibling_evidence()
         for done in siblings:
             there, above = _at(done, lo), _at(done, lo + self.tolerance)
@@ -142,21 +143,20 @@ class BisectionSampler(BaseSampler):
         lo, hi = bracket_of(done)
         left = self.low if lo is None else lo
         right = self.high if hi is None else hi
-        eps = 1e-12
-        warm = self._warm_value(lo, hi, len(done))
-        running = [t.params.get(self.param) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-        if warm is not None and not any(v is not None and abs(v - warm) < EPS for v in running):
-            return self._snap(warm, param_distribution)
-        # near an untested end of the range, test the end itself: its answer is the result
-        if lo is None and right - self.low <= self.tolerance + eps:
-            return self._snap(self.low, param_distribution)
-        if hi is None and self.high - left <= self.tolerance + eps:
-            return self._snap(self.high, param_distribution)
-        pending = sorted(
+        running = [
             t.params[self.param]
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.number != trial.number and self.param in t.params and left < t.params[self.param] < right
-        )
+            if t.number != trial.number and self.param in t.params
+        ]
+        warm = self._warm_value(lo, hi, len(done))
+        if warm is not None and not any(abs(v - warm) < EPS for v in running):
+            return self._snap(warm, param_distribution)
+        # near an untested end of the range, test the end itself: its answer is the result
+        if lo is None and right - self.low <= self.tolerance + EPS:
+            return self._snap(self.low, param_distribution)
+        if hi is None and self.high - left <= self.tolerance + EPS:
+            return self._snap(self.high, param_distribution)
+        pending = sorted(v for v in running if left < v < right)
         points = [left, *pending, right]
         for _, a, b in sorted(((b - a, a, b) for a, b in zip(points, points[1:])), reverse=True):
             value = self._snap((a + b) / 2, param_distribution)

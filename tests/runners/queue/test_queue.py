@@ -19,7 +19,7 @@ from reports.warehouse import open_warehouse
 from runners.queue import grid_study, open_storage
 from runners.tracking import Store
 from tests.conftest import tiny_toml
-from tests.helpers import free_port
+from tests.helpers import TrackingServer, free_port
 
 GRID = tiny_toml(max_steps=2).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4, 0.5]")
 
@@ -176,45 +176,10 @@ def postgres():
 
 @pytest.fixture
 def tracking_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                import urllib.request
-
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the MLflow tracking server did not start")
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    server = TrackingServer(tmp_path)
+    server.start(timeout=90)
+    yield server.url
+    server.stop()
 
 
 def test_two_machines_share_postgres_and_a_tracking_server(write_toml, tmp_path, postgres, tracking_server):

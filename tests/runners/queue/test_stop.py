@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 
 from registry.loader import load_runs
@@ -27,29 +28,16 @@ SLOW = (
 
 
 def _children(pid: int) -> set[int]:
-    """Every descendant of `pid`, from /proc (the process tree)."""
-    kids: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = set(), [pid]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
+    """Every descendant of `pid` (the process tree)."""
+    return {p.pid for p in psutil.Process(pid).children(recursive=True)}
 
 
 def _alive(pid: int) -> bool:
     """Running, or a zombie not reaped yet by its parent (which then counts as gone: it no longer runs)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 def _grid(store: Path) -> list[optuna.trial.FrozenTrial]:

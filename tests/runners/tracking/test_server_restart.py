@@ -5,13 +5,9 @@ step once."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -19,58 +15,14 @@ from registry.loader import load_runs
 from reports.warehouse import open_warehouse
 from runners.tracking import Store
 from tests.conftest import tiny_toml
-from tests.helpers import free_port
+from tests.helpers import TrackingServer
 
 GRID = tiny_toml(max_steps=6).replace("n_id_eval = 64", "n_id_eval = 600").replace("rate = 0.3", "rate = [0.2, 0.3]")
 
 
-class Server:
-    """An `mlflow server` on 127.0.0.1 that can be stopped and started again on the same port and stores."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.proc = root, free_port(), None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--backend-store-uri",
-                f"sqlite:///{self.root / 'server.db'}",
-                "--artifacts-destination",
-                str(self.root / "server-artifacts"),
-                "--workers",
-                "1",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError("the MLflow tracking server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture
 def server(tmp_path):
-    s = Server(tmp_path)
+    s = TrackingServer(tmp_path)
     s.start()
     yield s
     s.stop()

@@ -186,3 +186,12 @@ class SearchSpec(_Strict):
 
 
 __all__ = ["SearchSpec", "FloatRange", "IntRange", "Choices", "Dimension", "Objective", "Sampler"]
+
+
+def study_directions(search: SearchSpec, ood_sets: list[str]) -> list[str]:
+    """A search study's Optuna directions: the kept fraction alone (effective size), or the front over it, the ID
+    score and each OOD set's score, in `ood_sets` order (a trial's values are in that order)."""
+    if search.seeks_effective_size:
+        return ["minimize"]
+    return ["minimize", "maximize", *("maximize" for _ in ood_sets)]
+

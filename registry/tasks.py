@@ -395,6 +395,11 @@ def eval_set_names(task: TaskSpec) -> list[str]:
     return ["id", *own, *(o.name for o in task.ood)]
 
 
+def ood_set_names(task: TaskSpec) -> list[str]:
+    """The names of the task's OOD sets (`eval_set_names` without "id")."""
+    return [n for n in eval_set_names(task) if n != "id"]
+
+
 def label_names(task: TaskSpec) -> list[str]:
     """The model's label names in index order ([] for a regression task)."""
     return list(task.labels) if task.name == CUSTOM or task.labels else list(TASKS.get(task.name).labels)
@@ -410,6 +415,7 @@ __all__ = [
     "SyntheticNLIParams",
     "check_task",
     "eval_set_names",
+    "ood_set_names",
     "label_names",
     "task_metrics",
     "primary_metric",

@@ -2,4 +2,5 @@
 
 from registry.cli import app
 
-app()
+if __name__ == "__main__":  # not when a worker process imports the main module again (multiprocessing)
+    app()

@@ -70,12 +70,6 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
 def _finetune_first(runs, st, workers: int, quiet: bool) -> None:
     """With fewer models to fine-tune than workers, fine-tune them here first with every core: otherwise one worker
     trains a shared model on its share of the cores while the others wait on its lock, their cores idle."""
-    import torch
-
-    from runners.tracking import Progress
-    from runners.tracking.progress import install_stop_handlers, stop_finished
-    from runners.training.cache import finetune_first
-
     finished = {name: st.run_status(name) for name in dict.fromkeys(r.experiment for r in runs)}
     todo = [r for r in runs if finished[r.experiment].get(r.fingerprint) != "FINISHED" or r.search is not None]
     cache = st.root / ".subnets"
@@ -86,6 +80,12 @@ def _finetune_first(runs, st, workers: int, quiet: bool) -> None:
     }
     if not missing or len(missing) >= workers:
         return  # nothing to train, or enough models that the workers train them side by side
+    import torch  # only now: a coordinator with nothing to fine-tune imports neither torch nor transformers
+
+    from runners.tracking import Progress
+    from runners.tracking.progress import install_stop_handlers, stop_finished
+    from runners.training.cache import finetune_first
+
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
     out.print(f"fine-tuning {len(missing)} shared model(s) first, on all {cores} cores; the workers then load them")
@@ -114,11 +114,13 @@ def _work(
 ) -> None:
     """Run the queue's work: in this process for one worker, else in N worker processes."""
     from runners.queue import spawn, threads_per_worker
+    from runners.queue.local import start_forkserver
 
     threads = threads or threads_per_worker(workers)
     if workers == 1:
         _work_here(runs, st, url, studies, threads, quiet, file, 0)
         return
+    start_forkserver()  # the workers' imports, on another core while this process fine-tunes first
     args = [
         "--file",
         str(file),

@@ -3,33 +3,48 @@ number of workers, on one machine or many, share; grids are enqueued trials, sea
 
 `prepare_grid` / `prepare_search` (coordinator.py) run once before workers start; `Worker` (worker.py)
 pops trials; `summarise` / `finish_sweeps` (summaries.py) read the studies back. Study names are
-registry.studyname's; a trial is measured by measure.py, its sampler built by samplers.py."""
+registry.studyname's; a trial is measured by measure.py, its sampler built by samplers.py.
 
-from registry.studyname import StudyName, grid_study, search_study, study_names
-from runners.queue.coordinator import Prepared, prepare_grid, prepare_search
-from runners.queue.local import spawn, threads_per_worker
-from runners.queue.samplers import BisectionSampler
-from runners.queue.storage import default_url, open_storage, redact
-from runners.queue.summaries import StudySummary, finish_sweeps, summarise
-from runners.queue.worker import RunError, Worker
+Each name is imported from its module when first asked for (PEP 562): the coordinator of `subnets run --workers N`
+enqueues, starts the workers and waits, and needs neither torch nor transformers (several seconds of CPU to import);
+only the workers, which run the trials, load them."""
 
-__all__ = [
-    "spawn",
-    "threads_per_worker",
-    "BisectionSampler",
-    "default_url",
-    "open_storage",
-    "redact",
-    "Prepared",
-    "RunError",
-    "StudyName",
-    "StudySummary",
-    "Worker",
-    "finish_sweeps",
-    "grid_study",
-    "prepare_grid",
-    "prepare_search",
-    "search_study",
-    "study_names",
-    "summarise",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {
+    "StudyName": "registry.studyname",
+    "grid_study": "registry.studyname",
+    "search_study": "registry.studyname",
+    "study_names": "registry.studyname",
+    "Prepared": "runners.queue.coordinator",
+    "prepare_grid": "runners.queue.coordinator",
+    "prepare_search": "runners.queue.coordinator",
+    "spawn": "runners.queue.local",
+    "threads_per_worker": "runners.queue.local",
+    "BisectionSampler": "runners.queue.samplers",
+    "default_url": "runners.queue.storage",
+    "open_storage": "runners.queue.storage",
+    "redact": "runners.queue.storage",
+    "StudySummary": "runners.queue.summaries",
+    "finish_sweeps": "runners.queue.summaries",
+    "summarise": "runners.queue.summaries",
+    "RunError": "runners.queue.worker",
+    "Worker": "runners.queue.worker",
+}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'runners.queue' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # asked once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])

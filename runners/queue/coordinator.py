@@ -15,9 +15,10 @@ from optuna.trial import TrialState
 
 from registry import tracking as tracked
 from registry.schema import RunSpec
+from registry.search import study_directions
 from registry.studyname import StudyName
+from registry.tasks import ood_set_names
 from registry.tracking import EXPERIMENT, KIND, RunKind, RunStatus
-from runners.queue.measure import directions
 from runners.queue.storage import open_storage
 from runners.tracking.store import Store
 
@@ -69,7 +70,7 @@ def prepare_search(storage_url: str, store: Store, runs: list[RunSpec], trials: 
         search = base.search
         name = StudyName.of_search(base)
         study = optuna.create_study(
-            study_name=name.format(), storage=storage, load_if_exists=True, directions=directions(base)
+            study_name=name.format(), storage=storage, load_if_exists=True, directions=study_directions(search, ood_set_names(base.task))
         )
         attrs = study.user_attrs
         budget = trials or attrs.get("trials") or search.trials

@@ -14,20 +14,13 @@ from registry import tracking as tracked
 from registry.keeprule import kept_fraction
 from registry.schema import RunSpec
 from registry.search import SearchSpec
-from registry.tasks import eval_set_names
+from registry.tasks import ood_set_names
 from runners.pruning.recipe import PruneStep, StopPruning
 from runners.tracking.store import Store
 
 
 def ood_sets(base: RunSpec) -> list[str]:
-    return [n for n in eval_set_names(base.task) if n != "id"]
-
-
-def directions(base: RunSpec) -> list[str]:
-    """The study's directions: the kept fraction alone, or the front over it, the ID and each OOD score."""
-    if base.search.seeks_effective_size:
-        return ["minimize"]
-    return ["minimize", "maximize", *("maximize" for _ in ood_sets(base))]
+    return ood_set_names(base.task)
 
 
 @dataclass

@@ -70,7 +70,10 @@ def prepare_search(storage_url: str, store: Store, runs: list[RunSpec], trials: 
         search = base.search
         name = StudyName.of_search(base)
         study = optuna.create_study(
-            study_name=name.format(), storage=storage, load_if_exists=True, directions=study_directions(search, ood_set_names(base.task))
+            study_name=name.format(),
+            storage=storage,
+            load_if_exists=True,
+            directions=study_directions(search, ood_set_names(base.task)),
         )
         attrs = study.user_attrs
         budget = trials or attrs.get("trials") or search.trials

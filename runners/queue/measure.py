@@ -93,4 +93,4 @@ class Reporter:
             raise StopPruning
 
 
-__all__ = ["Measured", "Reporter", "directions", "measure_logged", "measure_steps", "ood_sets"]
+__all__ = ["Measured", "Reporter", "measure_logged", "measure_steps", "ood_sets"]

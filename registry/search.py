@@ -194,4 +194,3 @@ def study_directions(search: SearchSpec, ood_sets: list[str]) -> list[str]:
     if search.seeks_effective_size:
         return ["minimize"]
     return ["minimize", "maximize", *("maximize" for _ in ood_sets)]
-

@@ -72,6 +72,7 @@ bench: setup
 	$(BIN)/python benchmarks/trainer.py
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/queue_load.py
+	$(BIN)/python benchmarks/worker_start.py
 
 report: setup
 	$(BIN)/subnets report

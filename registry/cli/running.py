@@ -40,8 +40,14 @@ def check_hub_models(runs, file: Path) -> None:
 
 
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
+    from runners.queue.local import start_method
     from runners.tracking import Store
     from runners.tracking.store import StoreUnavailable
+
+    try:  # how local workers start (an environment variable): refused before anything is written
+        start_method()
+    except ValueError as e:
+        raise fail(str(e))
 
     try:  # a tracking server that does not answer is said first, before the queue's (heavy) imports
         Store.at(store, tracking_uri).check_reachable()

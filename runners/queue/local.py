@@ -27,6 +27,16 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
 # What every worker imports before its first trial: the forkserver imports it once (torch, transformers, MLflow and
 # Optuna: ~6 s of CPU) and forks each worker from there, instead of N interpreters importing it each.
 PRELOAD = ["registry.cli", "runners.queue.worker", "runners.training.cache"]
+START_ENV = "SUBNETS_WORKER_START"  # "forkserver" (the default), or "spawn": each worker a fresh interpreter
+START_METHODS = ("forkserver", "spawn")
+
+
+def start_method() -> str:
+    """How workers start: SUBNETS_WORKER_START where set, else forkserver."""
+    method = os.environ.get(START_ENV) or "forkserver"
+    if method not in START_METHODS:
+        raise ValueError(f"{START_ENV}={method!r}: expected one of {', '.join(START_METHODS)}")
+    return method
 
 
 def start_forkserver() -> None:
@@ -34,6 +44,8 @@ def start_forkserver() -> None:
     fine-tunes first), on another core. `spawn` starts it where this was not called."""
     from multiprocessing import forkserver
 
+    if start_method() != "forkserver":
+        return
     multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
     forkserver.ensure_running()
 
@@ -65,9 +77,10 @@ def _stop_forkserver() -> None:
 
 
 def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> list[int]:
-    """Start N workers (`subnets work ...`, each forked from a forkserver that imported their modules once) and
-    wait; forwards Ctrl-C/SIGTERM to them, and kills those still running the grace period (stop_grace_s) later, so a
-    stop never hangs and leaves no process behind. Returns their exit codes (negative: killed by that signal)."""
+    """Start N workers (`subnets work ...`, each forked from a forkserver that imported their modules once, or a
+    fresh interpreter with SUBNETS_WORKER_START=spawn) and wait; forwards Ctrl-C/SIGTERM to them, and kills those
+    still running the grace period (stop_grace_s) later, so a stop never hangs and leaves no process behind. Returns
+    their exit codes (negative: killed by that signal)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -75,7 +88,7 @@ def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> lis
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
     }
-    ctx = multiprocessing.get_context("forkserver")
+    ctx = multiprocessing.get_context(start_method())
     start_forkserver()
     procs = [
         ctx.Process(

@@ -118,6 +118,21 @@ def status(pid: int) -> dict[str, int]:
     return out
 
 
+def workers_of(pid: int) -> list[int]:
+    """The worker processes under a `subnets run`: its descendants but multiprocessing's helpers, its direct children
+    the forkserver (the workers are forked from it, and show its command line) and the resource tracker."""
+    try:
+        me = psutil.Process(pid)
+        helpers = {
+            c.pid
+            for c in me.children()
+            if any(f"{h} import main" in " ".join(c.cmdline()) for h in ("forkserver", "resource_tracker"))
+        }
+        return [c.pid for c in me.children(recursive=True) if c.pid not in helpers]
+    except psutil.NoSuchProcess:
+        return []
+
+
 def imports_mb() -> int:
     code = (
         "import torch, transformers, mlflow, optuna; from runners.queue import worker; "
@@ -162,7 +177,7 @@ def main() -> None:
         while proc.poll() is None:
             mine = status(proc.pid)
             coordinator_peak = max(coordinator_peak, mine.get("VmHWM", 0))
-            kids = [p.pid for p in psutil.Process(proc.pid).children()]
+            kids = workers_of(proc.pid)
             for pid in kids:
                 peak = status(pid).get("VmHWM", 0)
                 workers[pid] = max(workers.get(pid, 0), peak)

@@ -39,6 +39,15 @@ def check_hub_models(runs, file: Path) -> None:
         raise fail("\n".join(f"{file}: experiment {p.experiment!r}, key {p.key}: {p.message}" for p in problems))
 
 
+# What a local worker imports before its first trial: its forkserver imports them once (runners.queue.local)
+WORKER_MODULES = ["registry.cli", "runners.queue.worker", "runners.training.cache"]
+
+
+def work_process(argv: list[str]) -> None:
+    """A local worker process's body: `subnets work ...` (spawn's entry; exits with the command's code)."""
+    app(args=argv, prog_name="subnets")
+
+
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     from runners.queue.local import start_method
     from runners.tracking import Store
@@ -126,7 +135,7 @@ def _work(
     if workers == 1:
         _work_here(runs, st, url, studies, threads, quiet, file, 0)
         return
-    start_forkserver()  # the workers' imports, on another core while this process fine-tunes first
+    start_forkserver(WORKER_MODULES)  # the workers' imports, on another core while this process fine-tunes first
     args = [
         "--file",
         str(file),
@@ -142,7 +151,7 @@ def _work(
         *([experiment] if experiment else []),
     ]
     _finetune_first(runs, st, workers, quiet)
-    codes = spawn(workers, args, threads, echo=out.print)
+    codes = spawn(workers, work_process, args, threads, echo=out.print)
     from runners.queue import summarise
 
     failed = [c for c in codes if c > 0]

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from typing import Callable
 
 STOP_GRACE_S = 10.0  # after Ctrl-C or SIGTERM, how long the workers get to mark their runs before they are killed
 GRACE_ENV = "SUBNETS_STOP_GRACE_S"  # overrides it: a busy machine or a slow tracking server needs longer
@@ -24,9 +25,6 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, cores // workers)
 
 
-# What every worker imports before its first trial: the forkserver imports it once (torch, transformers, MLflow and
-# Optuna: ~6 s of CPU) and forks each worker from there, instead of N interpreters importing it each.
-PRELOAD = ["registry.cli", "runners.queue.worker", "runners.training.cache"]
 START_ENV = "SUBNETS_WORKER_START"  # "forkserver" (the default), or "spawn": each worker a fresh interpreter
 START_METHODS = ("forkserver", "spawn")
 
@@ -39,26 +37,25 @@ def start_method() -> str:
     return method
 
 
-def start_forkserver() -> None:
-    """Start the workers' forkserver now: it imports their modules while this process prepares the queue (or
-    fine-tunes first), on another core. `spawn` starts it where this was not called."""
+def start_forkserver(preload: list[str]) -> None:
+    """Start the workers' forkserver now, importing the `preload` modules (what every worker imports before its
+    first trial: torch, transformers, MLflow, Optuna, ~6 s of CPU) once, while this process prepares the queue (or
+    fine-tunes first) on another core; each worker is then forked from it. No-op with SUBNETS_WORKER_START=spawn."""
     from multiprocessing import forkserver
 
     if start_method() != "forkserver":
         return
-    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
     forkserver.ensure_running()
 
 
-def _worker(argv: list[str], env: dict[str, str]) -> None:
-    """A worker process, forked from the forkserver: `subnets work ...` with the workers' environment."""
+def _worker(entry: Callable[[list[str]], None], argv: list[str], env: dict[str, str]) -> None:
+    """A worker process: `entry(argv)` with the workers' environment."""
     os.environ.clear()
     os.environ.update(env)
     for stream in (sys.stdout, sys.stderr):  # each line as it is printed, as PYTHONUNBUFFERED gives a fresh process
         stream.reconfigure(line_buffering=True)
-    from registry.cli import app
-
-    app(args=argv, prog_name="subnets")  # exits (SystemExit) with the command's code
+    entry(argv)
 
 
 def _stop_forkserver() -> None:
@@ -76,11 +73,14 @@ def _stop_forkserver() -> None:
                 pass
 
 
-def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> list[int]:
-    """Start N workers (`subnets work ...`, each forked from a forkserver that imported their modules once, or a
-    fresh interpreter with SUBNETS_WORKER_START=spawn) and wait; forwards Ctrl-C/SIGTERM to them, and kills those
-    still running the grace period (stop_grace_s) later, so a stop never hangs and leaves no process behind. Returns
-    their exit codes (negative: killed by that signal)."""
+def spawn(
+    workers: int, entry: Callable[[list[str]], None], worker_args: list[str], threads: int, echo=print
+) -> list[int]:
+    """Start N workers, each `entry(["work", *worker_args, "--threads", T, "--worker-index", I])` (a module-level
+    function: the CLI's `subnets work`), forked from the forkserver (start_forkserver; started here without its
+    preload where it was not) or a fresh interpreter with SUBNETS_WORKER_START=spawn, and wait; forwards
+    Ctrl-C/SIGTERM to them, and kills those still running the grace period (stop_grace_s) later, so a stop never
+    hangs and leaves no process behind. Returns their exit codes (negative: killed by that signal)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -89,11 +89,10 @@ def spawn(workers: int, worker_args: list[str], threads: int, echo=print) -> lis
         "PYTHONUNBUFFERED": "1",
     }
     ctx = multiprocessing.get_context(start_method())
-    start_forkserver()
     procs = [
         ctx.Process(
             target=_worker,
-            args=(["work", *worker_args, "--threads", str(threads), "--worker-index", str(i)], env),
+            args=(entry, ["work", *worker_args, "--threads", str(threads), "--worker-index", str(i)], env),
             name=f"subnets-worker-{i}",
         )
         for i in range(workers)

@@ -31,6 +31,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from registry.search import Choices, FloatRange, IntRange, SearchSpec
 
+# a search trial that stepped aside before it sampled anything (speculate = false: another worker asked at the same
+# moment, and its trial started first); the queue, its budget and its summaries do not count it
+WITHDRAWN = "withdrawn"
+
+
+def withdrawn(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(WITHDRAWN))
+
 
 def holds(trial: FrozenTrial) -> bool | None:
     c = trial.user_attrs.get("constraint")

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from registry import tracking as tracked
 from registry.studyname import StudyName
 from registry.tracking import RunStatus
-from runners.queue.samplers import holds
+from runners.queue.samplers import holds, withdrawn
 from runners.queue.storage import open_storage
 from runners.tracking.store import RunLog, Store
 
@@ -73,7 +73,7 @@ def summarise(storage_url: str, names: list[StudyName]) -> list[StudySummary]:
             study = optuna.load_study(study_name=name.format(), storage=storage)
         except KeyError:
             continue
-        trials = study.get_trials(deepcopy=False)
+        trials = [t for t in study.get_trials(deepcopy=False) if not withdrawn(t)]
         states: dict[TrialState, int] = {}
         for t in trials:
             states[t.state] = states.get(t.state, 0) + 1

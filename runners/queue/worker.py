@@ -28,7 +28,7 @@ from runners.pruning import UnsupportedArchitecture
 from runners.queue.coordinator import PENDING
 from runners.queue.measure import Reporter, measure_logged, measure_steps
 from runners.queue.outage import Outage, QueueUnreachable, unreachable
-from runners.queue.samplers import BisectionSampler, Evidence, evidence, make_sampler, suggest
+from runners.queue.samplers import WITHDRAWN, BisectionSampler, Evidence, evidence, make_sampler, suggest, withdrawn
 from runners.queue.storage import HEARTBEAT_S, open_storage
 from runners.queue.text import run_summary, run_title
 from runners.run.context import RunContext
@@ -276,7 +276,7 @@ class Worker:
             return any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
         if name.fingerprint not in self.runs:
             return False
-        spent = study.get_trials(deepcopy=False, states=SPENT)
+        spent = [t for t in study.get_trials(deepcopy=False, states=SPENT) if not withdrawn(t)]
         sampler = self._sampler(name)
         if isinstance(sampler, BisectionSampler):
             if sampler.finished(study):
@@ -343,6 +343,17 @@ class Worker:
 
         def objective(trial: optuna.Trial):
             trial.set_user_attr("worker", worker_id())
+            if not search.speculate:
+                # two workers that looked at once (no trial running) each asked for one: the trial that started
+                # first goes on, this one steps aside before sampling a value (the second waits for its answer)
+                running = [
+                    t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if not withdrawn(t)
+                ]  # this trial among them
+                first = min(running, key=lambda t: (t.datetime_start, t.number))
+                if first.number != trial.number:
+                    trial.set_user_attr(WITHDRAWN, True)
+                    trial.set_user_attr("reason", f"trial {first.number} of this search is running (speculate = false)")
+                    raise optuna.TrialPruned()
             values = {k: suggest(trial, k, d) for k, d in search.space.items()}
             spec = base.model_copy(
                 update={

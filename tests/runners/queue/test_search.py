@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from registry.cli import app
 from registry.loader import ConfigError, load_runs
-from runners.queue.samplers import BisectionSampler
+from runners.queue.samplers import BisectionSampler, withdrawn
 from tests.conftest import tiny_toml
 
 L0 = (
@@ -175,9 +176,48 @@ def test_without_speculation_two_workers_never_run_two_trials_of_one_search(writ
     (run,) = load_runs(toml)
     storage = open_storage(f"sqlite:///{store_dir / 'optuna.db'}")
     trials = optuna.load_study(study_name=StudyName.of_search(run).format(), storage=storage).trials
-    assert len(trials) >= 2
-    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    # two workers that asked at the same moment: the later trial stepped aside before it sampled a value
+    stepped_aside = [t for t in trials if withdrawn(t)]
+    assert all(t.state == TrialState.PRUNED and not t.params for t in stepped_aside)
+    ran = [t for t in trials if not withdrawn(t)]
+    assert len(ran) >= 2
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in ran)
     assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:]))  # one after another
+
+
+def test_of_two_search_trials_asked_at_once_without_speculation_the_later_steps_aside(write_toml, tmp_path):
+    """The race the test above may or may not meet: two workers look (nothing running), each asks for a trial. With
+    speculate = false the trial that started first runs; the other is withdrawn before it samples a value, and the
+    budget, the summaries and the next look do not count it."""
+    from registry.studyname import StudyName
+    from runners.queue import Worker, summarise
+    from runners.queue.storage import open_storage
+    from runners.tracking import Progress, Store
+
+    search = "space = { target = { low = 0.1, high = 0.9, step = 0.2 } }\ntrials = 3\nspeculate = false"
+    toml = write_toml(l0_search(search))
+    store_dir = tmp_path / "s"
+    args = ["sweep", "tiny", "--file", str(toml), "--store", str(store_dir), "--quiet", "--trials", "1"]
+    result = CliRunner().invoke(app, args)  # one trial: the bracket is still open
+    assert result.exit_code == 0, result.output
+    (run,) = load_runs(toml)
+    url = f"sqlite:///{store_dir / 'optuna.db'}"
+    name = StudyName.of_search(run)
+    study = optuna.load_study(study_name=name.format(), storage=open_storage(url))
+    before = [t.number for t in study.trials]
+    study.set_user_attr("trials", len(before) + 1)  # room for one more trial
+    first, second = study.ask(), study.ask()  # two workers' claims, at once
+    worker = Worker(load_runs(toml), url, Store.at(store_dir), Progress(enabled=False))
+    with pytest.raises(optuna.TrialPruned):
+        worker._search_objective(name, study)(second)
+    frozen = study._storage.get_trial(second._trial_id)
+    assert frozen.user_attrs["withdrawn"] and "trial %d" % first.number in frozen.user_attrs["reason"]
+    study.tell(second, state=TrialState.PRUNED)
+    assert worker._has_work(name) is False  # the first is running: nothing to do but wait for its answer
+    (summary,) = summarise(url, [name])
+    assert summary.states.get(TrialState.PRUNED, 0) == 0 and summary.states[TrialState.RUNNING] == 1
+    study.tell(first, state=TrialState.FAIL)
+    assert worker._has_work(name) is True  # the withdrawn trial spent none of the budget
 
 
 def test_sweep_end_to_end(write_toml, tmp_path):

@@ -129,13 +129,14 @@ def _work(
 ) -> None:
     """Run the queue's work: in this process for one worker, else in N worker processes."""
     from runners.queue import spawn, threads_per_worker
-    from runners.queue.local import start_forkserver
+    from runners.queue.local import start_forkserver, start_method
 
     threads = threads or threads_per_worker(workers)
     if workers == 1:
         _work_here(runs, st, url, studies, threads, quiet, file, 0)
         return
-    start_forkserver(WORKER_MODULES)  # the workers' imports, on another core while this process fine-tunes first
+    method = start_method()  # checked in _queue_setup, before anything was written
+    start_forkserver(WORKER_MODULES, method)  # the workers' imports, on another core while this fine-tunes first
     args = [
         "--file",
         str(file),
@@ -151,7 +152,7 @@ def _work(
         *([experiment] if experiment else []),
     ]
     _finetune_first(runs, st, workers, quiet)
-    codes = spawn(workers, work_process, args, threads, echo=out.print)
+    codes = spawn(workers, work_process, args, threads, method, echo=out.print)
     from runners.queue import summarise
 
     failed = [c for c in codes if c > 0]

@@ -37,13 +37,13 @@ def start_method() -> str:
     return method
 
 
-def start_forkserver(preload: list[str]) -> None:
+def start_forkserver(preload: list[str], method: str) -> None:
     """Start the workers' forkserver now, importing the `preload` modules (what every worker imports before its
     first trial: torch, transformers, MLflow, Optuna, ~6 s of CPU) once, while this process prepares the queue (or
-    fine-tunes first) on another core; each worker is then forked from it. No-op with SUBNETS_WORKER_START=spawn."""
+    fine-tunes first) on another core; each worker is then forked from it. No-op for the "spawn" method."""
     from multiprocessing import forkserver
 
-    if start_method() != "forkserver":
+    if method != "forkserver":
         return
     multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
     forkserver.ensure_running()
@@ -74,11 +74,16 @@ def _stop_forkserver() -> None:
 
 
 def spawn(
-    workers: int, entry: Callable[[list[str]], None], worker_args: list[str], threads: int, echo=print
+    workers: int,
+    entry: Callable[[list[str]], None],
+    worker_args: list[str],
+    threads: int,
+    method: str = "forkserver",
+    echo=print,
 ) -> list[int]:
     """Start N workers, each `entry(["work", *worker_args, "--threads", T, "--worker-index", I])` (a module-level
     function: the CLI's `subnets work`), forked from the forkserver (start_forkserver; started here without its
-    preload where it was not) or a fresh interpreter with SUBNETS_WORKER_START=spawn, and wait; forwards
+    preload where it was not) or, for `method` "spawn", each a fresh interpreter, and wait; forwards
     Ctrl-C/SIGTERM to them, and kills those still running the grace period (stop_grace_s) later, so a stop never
     hangs and leaves no process behind. Returns their exit codes (negative: killed by that signal)."""
     env = {
@@ -88,7 +93,7 @@ def spawn(
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
     }
-    ctx = multiprocessing.get_context(start_method())
+    ctx = multiprocessing.get_context(method)
     procs = [
         ctx.Process(
             target=_worker,
@@ -97,8 +102,6 @@ def spawn(
         )
         for i in range(workers)
     ]
-    sys.stdout.flush()
-    sys.stderr.flush()
     for p in procs:
         p.start()
     echo(f"{workers} worker(s) started (pids {', '.join(str(p.pid) for p in procs)}), {threads} torch thread(s) each")

@@ -1,0 +1,299 @@
+"""`subnets` commands as real processes, forked from one that has already imported what they import.
+
+Each `python -m registry.cli run ...` a test starts spends ~6 s of CPU importing torch, transformers, MLflow and
+Optuna before it does anything: over the suite, more CPU than the tests themselves. A test that needs a real
+process (its own pid, signals, exit code, stdout, a kill) gets one here without paying for the imports again: a
+server process (one per test process, started on first use) imports those modules once, then forks a child for
+each command. The child sets the command's directory, environment and standard streams, and runs the CLI exactly
+as `python -m registry.cli` does (`runpy`), exiting through the interpreter's normal shutdown. The same idea as
+the workers' forkserver (runners/queue/local.py).
+
+What a forked child cannot give, so those tests start a fresh interpreter instead:
+- a process that has not imported torch (the coordinator's import checks);
+- settings read once at import time (`HF_HUB_OFFLINE` and `HF_HOME` by huggingface_hub, `PYTHONPATH`).
+
+`Popen` and `run` follow subprocess's signatures for what the tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+# What `subnets run` imports before its first trial (registry.cli.running.WORKER_MODULES and the CLI itself)
+PRELOAD = ["registry.cli", "runners.queue.worker", "runners.training.cache", "reports.build"]
+
+PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
+
+
+# --- the server (this module run as a script) ---
+
+
+def _serve(listener: socket.socket) -> dict | None:
+    """Fork a child for each request; report each child's pid, then its exit status, on the request's connection.
+    Returns (in a child only) the request to run; returns None in the server once its parent has gone."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that SIGCHLD writes to the wakeup fd
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(wake_r, selectors.EVENT_READ, "child")
+    sel.register(sys.stdin, selectors.EVENT_READ, "parent")  # EOF when the test process is gone
+    waiting: dict[int, socket.socket] = {}  # child pid -> its request's connection
+    while True:
+        for key, _ in sel.select():
+            if key.data == "parent" and not sys.stdin.buffer.read1(1):
+                return None
+            if key.data == "child":
+                os.read(wake_r, 4096)
+                while waiting:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                    if pid == 0:
+                        break
+                    conn = waiting.pop(pid, None)
+                    if conn is not None:
+                        _send(conn, {"returncode": os.waitstatus_to_exitcode(status)})
+                        conn.close()
+            if key.data == "accept":
+                conn, _ = listener.accept()
+                msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                request = json.loads(msg)
+                pid = os.fork()
+                if pid == 0:  # the child: leave the server's loop, keep only the command's streams
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    sel.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    listener.close()
+                    conn.close()
+                    for fd, target in zip(fds, (0, 1, 2)):
+                        os.dup2(fd, target)
+                    for fd in set(fds):
+                        os.close(fd)
+                    return request
+                for fd in fds:
+                    os.close(fd)
+                waiting[pid] = conn
+                _send(conn, {"pid": pid})
+
+
+def _send(conn: socket.socket, msg: dict) -> None:
+    try:
+        conn.sendall(json.dumps(msg).encode() + b"\n")
+    except OSError:  # the test that asked is gone
+        pass
+
+
+def _run_command(request: dict) -> None:
+    """In the child: the command, as `python -m registry.cli *argv` in `cwd` with `env` would run it."""
+    import runpy
+
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.stdin = open(0, closefd=False)
+    # stdout and stderr now are the command's files: buffered as a fresh interpreter's would be
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    sys.stdout = open(1, "w", closefd=False, buffering=1 if unbuffered else -1)
+    sys.stderr = open(2, "w", closefd=False, buffering=1)
+    sys.argv = ["-m", *request["argv"]]
+    runpy.run_module("registry.cli", run_name="__main__", alter_sys=True)
+
+
+def _main() -> None:
+    import importlib
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    # forking copies only the calling thread: nothing imported may have started another one
+    assert threading.active_count() == 1, threading.enumerate()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(sys.argv[1])
+    listener.listen(64)
+    print("ready", flush=True)
+    request = _serve(listener)
+    if request is not None:
+        _run_command(request)  # SystemExit from the CLI ends this child through the normal interpreter shutdown
+
+
+# --- the client (in the test process) ---
+
+
+class _Server:
+    """This test process's server: started on first use, ended when this process ends (its stdin closes)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="subnets-preloaded-")
+        self.address = str(Path(self.dir) / "s")
+        root = Path(__file__).resolve().parents[1]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.preloaded", self.address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=root,
+            env=env,
+        )
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the preloaded server did not start (exit {self.proc.wait()})")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+_server: _Server | None = None
+
+
+def _the_server() -> _Server:
+    global _server
+    if _server is None or _server.proc.poll() is not None:
+        _server = _Server()
+    return _server
+
+
+def close() -> None:
+    """End this test process's server (children still running go on)."""
+    global _server
+    if _server is not None:
+        _server.close()
+        _server = None
+
+
+class Popen:
+    """A `subnets` command (its arguments, without the program) forked from the preloaded server, with what the
+    tests use of subprocess.Popen: pid, returncode, stdout/stderr, poll, wait, communicate, send_signal,
+    terminate, kill."""
+
+    def __init__(self, args, *, env=None, cwd=None, stdout=None, stderr=None, text=False):
+        self.args = list(args)
+        self.returncode: int | None = None
+        theirs: list[int] = []  # the fds the child gets: closed here once sent
+        out_fd, self.stdout = self._stream(stdout, 1, text, theirs)
+        err_fd, self.stderr = (out_fd, None) if stderr == STDOUT else self._stream(stderr, 2, text, theirs)
+        null = os.open(os.devnull, os.O_RDONLY)
+        theirs.append(null)
+        request = {"argv": self.args, "env": dict(os.environ if env is None else env), "cwd": str(cwd or os.getcwd())}
+        self._conn = socket.socket(socket.AF_UNIX)
+        try:
+            self._conn.connect(_the_server().address)
+            socket.send_fds(self._conn, [json.dumps(request).encode()], [null, out_fd, err_fd])
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        self._received = b""  # the server's messages, one JSON object a line
+        self.pid = json.loads(self._line(None))["pid"]
+
+    @staticmethod
+    def _stream(how, ours_fd: int, text: bool, theirs: list):
+        if how == PIPE:
+            r, w = os.pipe()
+            theirs.append(w)
+            return w, open(r, "r" if text else "rb", encoding="utf-8" if text else None)
+        if how == DEVNULL:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            theirs.append(fd)
+            return fd, None
+        if how is None:  # inherit this process's stream (pytest's capture, where it captures)
+            fd = os.dup(ours_fd)
+            theirs.append(fd)
+            return fd, None
+        fd = os.dup(how.fileno())  # an open file
+        theirs.append(fd)
+        return fd, None
+
+    def poll(self) -> int | None:
+        return self._status(0.0)
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._status(timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return code
+
+    def _status(self, timeout: float | None) -> int | None:
+        """The exit status, once the server has sent it (waiting up to `timeout` seconds for it, None: forever)."""
+        if self.returncode is None:
+            line = self._line(timeout)
+            if line is not None:
+                self.returncode = json.loads(line)["returncode"]
+                self._conn.close()
+        return self.returncode
+
+    def _line(self, timeout: float | None) -> bytes | None:
+        """The server's next message, or None if none came within `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._received:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._conn], [], [], left)[0]:
+                return None
+            data = self._conn.recv(4096)
+            if not data:  # the server died before the child: should not happen, and must not pass silently
+                raise RuntimeError(f"the preloaded server lost the command {self.args}")
+            self._received += data
+        line, self._received = self._received.split(b"\n", 1)
+        return line
+
+    def communicate(self, timeout: float | None = None):
+        """Read stdout and stderr to their end (each on its own thread, so that neither pipe fills), then wait."""
+        results: dict[str, object] = {}
+        readers = [
+            threading.Thread(target=lambda n=name, f=f: results.__setitem__(n, f.read()), daemon=True)
+            for name, f in (("stdout", self.stdout), ("stderr", self.stderr))
+            if f is not None
+        ]
+        for t in readers:
+            t.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in readers:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for f in (self.stdout, self.stderr):
+            if f is not None:
+                f.close()
+        return results.get("stdout"), results.get("stderr")
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def run(args, *, env=None, cwd=None, capture_output=False, text=False, timeout=None, check=False):
+    """subprocess.run for a `subnets` command (its arguments, without the program), forked preloaded."""
+    how = PIPE if capture_output else None
+    proc = Popen(args, env=env, cwd=cwd, stdout=how, stderr=how, text=text)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    if check:
+        result.check_returncode()
+    return result
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,71 @@
+"""The tests' preloaded `subnets` processes behave as `python -m registry.cli` processes do, where tests look:
+exit codes, signals, streams, environment, directory, and their own pid and children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests import preloaded
+from tests.conftest import tiny_toml
+
+
+def test_a_command_gets_its_arguments_directory_environment_and_exit_code(tmp_path):
+    (tmp_path / "experiments.toml").write_text("[[experiment]]\nname = 1\n")  # an invalid file, found in `cwd`
+    env = {**os.environ, "COLUMNS": "300", "SUBNETS_TEST_MARK": "seen"}
+    ours = preloaded.run(["validate"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    real = subprocess.run(
+        [sys.executable, "-m", "registry.cli", "validate"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert ours.returncode == real.returncode == 2
+    assert (ours.stdout, ours.stderr) == (real.stdout, real.stderr)
+    assert "experiments.toml" in ours.stdout + ours.stderr and "Traceback" not in ours.stdout + ours.stderr
+
+
+def test_stderr_into_stdout_and_a_pipe_read_as_the_command_writes():
+    proc = preloaded.Popen(["--help"], stdout=preloaded.PIPE, stderr=preloaded.STDOUT, text=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and err is None and "validate" in out and "sweep" in out
+
+
+def test_a_signal_ends_the_command_with_that_signal_and_it_is_a_process_of_its_own(tmp_path):
+    """A command started here is a real process: its own pid, a child of the preloaded server (not of this one),
+    killed by a signal as any process is, which poll and wait then report as subprocess does (-signal)."""
+    silent = socket.socket()  # a tracking server that accepts connections and never answers: the command waits
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    (tmp_path / "experiments.toml").write_text(tiny_toml())
+    try:
+        proc = preloaded.Popen(
+            ["plan", "--store", str(tmp_path / "s"), "--tracking-uri", uri],
+            stdout=preloaded.DEVNULL,
+            stderr=preloaded.DEVNULL,
+            cwd=tmp_path,
+        )
+        assert psutil.Process(proc.pid).ppid() != os.getpid()
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        assert proc.poll() == -signal.SIGKILL
+    finally:
+        silent.close()
+
+
+def test_a_command_that_exits_at_once_is_reported_however_late_it_is_asked():
+    proc = preloaded.Popen(["--help"], stdout=preloaded.DEVNULL, stderr=preloaded.DEVNULL)
+    time.sleep(1.0)  # long exited: its pid and its status may arrive together
+    deadline = time.monotonic() + 60
+    while proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert proc.returncode == 0

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from reports.warehouse import open_warehouse
 from runners.tracking import Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 from tests.reports.test_report_cache import contents
 
@@ -31,9 +32,9 @@ GRID = (
 SMALL = tiny_toml(max_steps=2).replace("rate = 0.3", f"rate = {json.dumps(RATES)}")  # no worker beside these reads
 
 
-def subnets(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", *args],
+def subnets(*args: str, **kw) -> preloaded.Popen:
+    return preloaded.Popen(
+        list(args),
         env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -18,6 +18,7 @@ import pytest
 
 from registry.loader import load_runs
 from runners.tracking import Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 from tests.helpers import free_port
 
@@ -131,9 +132,7 @@ def slurm(tmp_path_factory):
 
 
 def _submit(args: list[str], env: dict) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "registry.cli", "slurm", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    proc = preloaded.run(["slurm", *args], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next(x for x in proc.stdout.splitlines() if x.startswith("submitted job "))
     return line.split()[2].rstrip(":")

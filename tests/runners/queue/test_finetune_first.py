@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 from runners.tracking import Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 
 GRID = tiny_toml(max_steps=2).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4]")  # three runs, one fine-tuned model
@@ -17,9 +16,6 @@ GRID = tiny_toml(max_steps=2).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4]")  #
 def test_a_model_the_workers_share_is_fine_tuned_first_with_every_core(write_toml, tmp_path):
     toml = write_toml(GRID)
     args = [
-        sys.executable,
-        "-m",
-        "registry.cli",
         "run",
         "--file",
         str(toml),
@@ -29,7 +25,7 @@ def test_a_model_the_workers_share_is_fine_tuned_first_with_every_core(write_tom
         "2",
         "--quiet",
     ]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    proc = preloaded.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cores = os.cpu_count() or 1
     assert f"fine-tuning 1 shared model(s) first, on all {cores} cores" in proc.stdout
@@ -40,5 +36,5 @@ def test_a_model_the_workers_share_is_fine_tuned_first_with_every_core(write_tom
     assert len(runs) == 3 and {r.data.tags["subnets.finetune_cache"] for r in runs} == {"hit"}
     assert {r.info.status for r in runs} == {"FINISHED"}
 
-    again = subprocess.run(args, capture_output=True, text=True, timeout=600)  # nothing left: nothing fine-tuned
+    again = preloaded.run(args, capture_output=True, text=True, timeout=600)  # nothing left: nothing fine-tuned
     assert again.returncode == 0 and "fine-tuning" not in again.stdout, again.stdout + again.stderr

@@ -18,20 +18,16 @@ from registry.loader import load_runs
 from reports.warehouse import open_warehouse
 from runners.queue import grid_study, open_storage
 from runners.tracking import Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 from tests.helpers import TrackingServer, free_port
 
 GRID = tiny_toml(max_steps=2).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4, 0.5]")
 
 
-def cli(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
+def cli(args: list[str], env: dict | None = None, **kw) -> preloaded.Popen:
+    return preloaded.Popen(
+        args, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from registry.loader import load_runs
 from runners.queue.local import GRACE_ENV
 from runners.tracking import Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 
 SLOW = (
@@ -50,12 +50,12 @@ def _grid(store: Path) -> list[optuna.trial.FrozenTrial]:
 def test_a_stopped_coordinator_stops_its_workers_and_the_rerun_finishes(write_toml, tmp_path, signum):
     toml = write_toml(SLOW)
     store = tmp_path / "s"
-    args = [sys.executable, "-m", "registry.cli", "run", "--file", str(toml), "--store", str(store), "--workers", "4"]
+    args = ["run", "--file", str(toml), "--store", str(store), "--workers", "4"]
     # 4 workers on 2 cores beside the other tests: a stop takes them ~3 s alone, over 10 s under load; the grace
     # period is widened so that only a worker that ignores the stop is killed, however busy the machine
     grace_s = 60
     env = {**os.environ, "OMP_NUM_THREADS": "1", GRACE_ENV: str(grace_s)}
-    proc = subprocess.Popen([*args, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = preloaded.Popen([*args, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 300
     while len(list(store.glob("mlartifacts/tiny/*/artifacts/partial/step_001.json"))) < 2:  # two runs under way
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
@@ -88,7 +88,7 @@ def test_a_stopped_coordinator_stops_its_workers_and_the_rerun_finishes(write_to
     }
     assert had_steps
 
-    again = subprocess.run([*args, "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    again = preloaded.run([*args, "--quiet"], capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.`subnets.kind` = 'run'")
     assert sorted(r.data.tags["subnets.fingerprint"] for r in runs if r.info.status == "FINISHED") == sorted(

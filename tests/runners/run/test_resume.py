@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from registry.cli import app
 from runners.tracking.store import KIND, Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 
 # Enough steps and evaluation examples that a step takes a noticeable fraction of a second, so the kill
@@ -68,8 +69,8 @@ def _kill_when(toml: Path, store_dir: Path, appeared: str, timeout: float = 240.
     """Start `subnets run` in its own process; SIGKILL it as soon as a file matching `appeared` (a glob
     under the store) exists. Returns the seconds it ran."""
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "run", "--file", str(toml), "--store", str(store_dir), "--quiet"],
+    proc = preloaded.Popen(
+        ["run", "--file", str(toml), "--store", str(store_dir), "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from runners.tracking import progress as progress_mod
 from runners.tracking.progress import Progress
 from runners.tracking.store import KIND, Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 
 
@@ -57,8 +57,8 @@ def test_a_second_sigterm_leaves_the_run_killed_and_the_exit_code_130(write_toml
     is the first stop's. Nothing here depends on how fast the machine is: each moment is reached by waiting
     for what the process writes, and both moments must give the same result."""
     toml = write_toml(tiny_toml(max_steps=8).replace("n_id_eval = 64", "n_id_eval = 1500"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.cli", "run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"],
+    proc = preloaded.Popen(
+        ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

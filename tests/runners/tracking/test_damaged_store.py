@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import preloaded
 from tests.conftest import tiny_toml
 
 GRID = tiny_toml(max_steps=1).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4]")
 
 
 def _cli(args: list[str], store: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "registry.cli", *args, "--store", str(store)],
+    return preloaded.run(
+        [*args, "--store", str(store)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -6,7 +6,6 @@ step once."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from registry.loader import load_runs
 from reports.warehouse import open_warehouse
 from runners.tracking import Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 from tests.helpers import TrackingServer
 
@@ -35,9 +35,6 @@ def server(tmp_path):
 def test_a_run_survives_a_tracking_server_restart_or_finishes_on_rerun(write_toml, tmp_path, server, away_s):
     toml = write_toml(GRID)
     args = [
-        sys.executable,
-        "-m",
-        "registry.cli",
         "run",
         "--file",
         str(toml),
@@ -47,7 +44,7 @@ def test_a_run_survives_a_tracking_server_restart_or_finishes_on_rerun(write_tom
         server.url,
         "--quiet",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = preloaded.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "server-artifacts").glob("*/*/artifacts/partial/step_001.json")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
@@ -59,7 +56,7 @@ def test_a_run_survives_a_tracking_server_restart_or_finishes_on_rerun(write_tom
     assert "Traceback" not in output, output
     if proc.returncode != 0:  # the client gave up while the server was away: one line, then the rerun finishes it
         assert proc.returncode == 2 and "the tracking store failed" in output, output
-        again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+        again = preloaded.run(args, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0 and "Traceback" not in again.stdout + again.stderr, again.stdout + again.stderr
     store = Store.at(tmp_path / "s", server.url)
     exp = store.client.get_experiment_by_name("tiny")

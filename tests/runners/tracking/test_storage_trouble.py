@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,15 +16,14 @@ from typer.testing import CliRunner
 
 from registry.cli import app
 from runners.tracking.store import KIND, Store
+from tests import preloaded
 from tests.conftest import tiny_toml
 from tests.helpers import free_port
 
 
 def _cli(args: list[str], env: dict | None = None, timeout: float = 120):
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "registry.cli", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
+    proc = preloaded.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started
 
 

@@ -404,11 +404,15 @@ def compare_latency(
 
 # ---- export inside a run: check the exported logits against the gated model, time both ---------------
 
-LATENCY_REPS = 20
+# A run's latency is a quick figure beside its export (measure_latency times a model with more repetitions): the
+# median of 10 forwards of the first batch, each model in turn, after 2 untimed ones. It costs ~24 forwards a run, not the
+# ~180 that 20 repetitions of 4 batches took (a minute of a MiniLM run on one CPU core).
+LATENCY_REPS = 10
+LATENCY_WARMUP = 2
 
 
 def export_and_measure(model, gates, tokenizer, out_dir: Path, batches: list) -> dict[str, float]:
-    """Export, check the exported logits against the gated model on real batches, time both on CPU."""
+    """Export, check the exported logits against the gated model on real batches, time both on CPU (on the first)."""
     info = export_subnetwork(model, gates, out_dir, tokenizer=tokenizer)
     with torch.no_grad():
         diffs = []
@@ -417,7 +421,7 @@ def export_and_measure(model, gates, tokenizer, out_dir: Path, batches: list) ->
             with attach(model, gates):
                 gated = model(**b.model_inputs()).logits
             diffs.append(float((exported - gated).abs().max()))
-    timing = compare_latency(model, info.model, batches, reps=LATENCY_REPS)
+    timing = compare_latency(model, info.model, batches[:1], reps=LATENCY_REPS, warmup=LATENCY_WARMUP)
     return {
         "export.params_full": info.params_full,
         "export.params_exported": info.params_exported,

@@ -44,7 +44,7 @@ from runners.training import EvalResult, finetune, get_finetuned, pad_id, precis
 from runners.training.device import describe
 from runners.training.models import check_architecture
 
-EXPORT_BATCHES = 4  # evaluation batches that check the exported logits and time both models
+EXPORT_BATCHES = 4  # evaluation batches that check the exported logits (the first also times both models)
 
 
 @dataclass

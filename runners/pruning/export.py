@@ -405,8 +405,8 @@ def compare_latency(
 # ---- export inside a run: check the exported logits against the gated model, time both ---------------
 
 # A run's latency is a quick figure beside its export (measure_latency times a model with more repetitions): the
-# median of 10 forwards of the first batch, each model in turn, after 2 untimed ones. It costs ~24 forwards a run, not the
-# ~180 that 20 repetitions of 4 batches took (a minute of a MiniLM run on one CPU core).
+# median of 10 forwards of the first batch, each model in turn, after 2 untimed ones. It costs ~24 forwards a run,
+# not the ~180 that 20 repetitions of 4 batches took (a minute of a MiniLM run on one CPU core).
 LATENCY_REPS = 10
 LATENCY_WARMUP = 2
 

@@ -11,17 +11,21 @@ TORCH_SPEC ?= torch==2.13.0
 setup: $(VENV)/.installed
 
 # uv where it can be installed (16 s here against pip's ~70 s), from the sources pip is configured with
-# (.ci/uv_env.py) and the same versions; pip otherwise.
+# (.ci/uv_env.py) and the same versions; pip otherwise. Both compile the packages to bytecode as they install
+# (uv only when asked): without it, every process where PYTHONDONTWRITEBYTECODE is set (as on the project's
+# machines) compiles torch, transformers and MLflow again as it imports them, 14.3 s of CPU instead of 5.9 s.
+# The project's own modules are compiled too (a module edited later is compiled again, in memory, when imported).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if $(BIN)/pip install -q --disable-pip-version-check uv 2>/dev/null; then \
 		eval "$$($(BIN)/python .ci/uv_env.py)" && \
-		$(BIN)/uv pip install -q --python $(BIN)/python $(TORCH_SPEC) && \
-		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'; \
+		$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SPEC) && \
+		$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[test]'; \
 	else \
 		$(BIN)/pip install -q --disable-pip-version-check $(TORCH_SPEC) && \
 		$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'; \
 	fi
+	$(BIN)/python -m compileall -q registry runners reports tests benchmarks >/dev/null
 	touch $@
 
 demo: setup

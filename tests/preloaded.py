@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-# What `subnets run` imports before its first trial (registry.cli.running.WORKER_MODULES and the CLI itself)
+# What the commands import: the CLI, a worker's modules (registry.cli.running.WORKER_MODULES) and the report's
 PRELOAD = ["registry.cli", "runners.queue.worker", "runners.training.cache", "reports.build"]
 
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
@@ -77,7 +77,8 @@ def _serve(listener: socket.socket) -> dict | None:
                     os.close(wake_r)
                     os.close(wake_w)
                     listener.close()
-                    conn.close()
+                    for other in (conn, *waiting.values()):  # this request's, and those of the running commands
+                        other.close()
                     for fd, target in zip(fds, (0, 1, 2)):
                         os.dup2(fd, target)
                     for fd in set(fds):

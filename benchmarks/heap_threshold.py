@@ -1,6 +1,6 @@
-"""What a worker's fixed 1 MiB mmap threshold (runners/training/memory.py: limit_heap_retention) costs a training
-step in CPU: every block from 1 MiB up is then mapped from the OS, faulted in and unmapped each time, where glibc's
-own rule would reuse heap memory.
+"""What the fixed 1 MiB mmap threshold (runners/training/memory.py: limit_heap_retention; a worker sets it only while
+L0 prunes, `bounded_heap`) would cost a training step in CPU: every block from 1 MiB up is then mapped from the OS,
+faulted in and unmapped each time, where glibc's own rule reuses heap memory.
 
     python benchmarks/heap_threshold.py [--steps 30] [--repeats 2]
 

@@ -37,7 +37,6 @@ from runners.tracking.progress import Progress
 from runners.tracking.status import owner, owner_gone
 from runners.tracking.store import Store
 from runners.training import DeviceError
-from runners.training.memory import limit_heap_retention
 
 SPENT = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -118,7 +117,6 @@ class Worker:
     def run(self, studies: list[StudyName], max_trials: int | None = None) -> WorkLog:
         """Take trials until no study has work. While other workers still run trials, wait: a trial whose
         worker died is failed once its heartbeat is stale and comes back to the queue for us to take."""
-        limit_heap_retention()  # a pruning worker's memory stays near what it uses (runners/training/memory.py)
         try:
             return self._run(studies, max_trials)
         except Exception as e:

@@ -9,6 +9,7 @@ KILLED, and `subnets run` redoes it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -42,6 +43,7 @@ from runners.tracking.store import Store, flatten
 from runners.tracking.tables import axis_rows, step_rows, write_table
 from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
 from runners.training.device import describe
+from runners.training.memory import bounded_heap
 from runners.training.models import check_architecture
 
 EXPORT_BATCHES = 4  # evaluation batches that check the exported logits (the first also times both models)
@@ -271,31 +273,36 @@ def _prune_and_log(
         )
 
     model = ft.model
-    data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
-    baseline = data.evaluate(model)  # also the CKA baseline's side, so a resumed run computes it again
-    ids = run_ids(spec, run.run_id)
-    logger = StepLogger(run, ids, tmp, spec.cka, sha, elapsed)
-    if resumed is None:
-        done = [PruneStep(0, 0.0, baseline, True)]
-        logger(done[0])
-    else:
-        done = list(resumed.steps)  # their records' rows, their metrics and masks are logged already
-        logger.units, logger.cka_rows = list(resumed.units), list(resumed.cka)
-        if data.cka is not None:
-            data.cka.calls = done[-1].step  # CKA compares every `every`-th step, counted from step 1
-    ctx = PruneContext(
-        model=model,
-        evaluate=lambda: data.evaluate(model),
-        baseline=baseline,
-        progress=progress,
-        seed=spec.prune_seed,
-        train_batches=data.train_batches,
-        unit_means=lambda: data.unit_means(model, cache / "means"),
-        teacher=lambda: data.teacher(model, cache / "teacher", progress),
-    )
-    for callback in callbacks:  # a search's callbacks see every step, the reused ones too
-        callback(done[0])
-    result = recipe.execute(ctx, spec.prune.params, done=done, callbacks=[logger, *callbacks])
+    # L0's passes change shape every step: with glibc's own rule their freed activations pile up on the heap, so from
+    # the fine-tuned model on, blocks of 1 MiB and up are mapped while L0 prunes; fine-tuning and other methods keep
+    # the (cheaper) heap (runners/training/memory.py)
+    heap = bounded_heap() if spec.prune.method == "l0" else contextlib.nullcontext()
+    with heap:
+        data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
+        baseline = data.evaluate(model)  # also the CKA baseline's side, so a resumed run computes it again
+        ids = run_ids(spec, run.run_id)
+        logger = StepLogger(run, ids, tmp, spec.cka, sha, elapsed)
+        if resumed is None:
+            done = [PruneStep(0, 0.0, baseline, True)]
+            logger(done[0])
+        else:
+            done = list(resumed.steps)  # their records' rows, their metrics and masks are logged already
+            logger.units, logger.cka_rows = list(resumed.units), list(resumed.cka)
+            if data.cka is not None:
+                data.cka.calls = done[-1].step  # CKA compares every `every`-th step, counted from step 1
+        ctx = PruneContext(
+            model=model,
+            evaluate=lambda: data.evaluate(model),
+            baseline=baseline,
+            progress=progress,
+            seed=spec.prune_seed,
+            train_batches=data.train_batches,
+            unit_means=lambda: data.unit_means(model, cache / "means"),
+            teacher=lambda: data.teacher(model, cache / "teacher", progress),
+        )
+        for callback in callbacks:  # a search's callbacks see every step, the reused ones too
+            callback(done[0])
+        result = recipe.execute(ctx, spec.prune.params, done=done, callbacks=[logger, *callbacks])
     selected = result.kept
     if resumed is not None:
         selected = fetch_state(store, resumed, selected)  # a reused kept step: its mask from its file

@@ -1,5 +1,6 @@
 """The allocator settings of a pruning worker (runners/training/memory.py): with a fixed 1 MiB mmap threshold, a
-block of activations freed at the end of a step goes back to the OS instead of staying on the heap."""
+block of activations freed at the end of a step goes back to the OS instead of staying on the heap; the threshold
+holds only inside `bounded_heap` (while L0 prunes), since it makes every training step dearer."""
 
 from __future__ import annotations
 
@@ -57,3 +58,42 @@ def test_freed_blocks_go_back_to_the_os_with_a_fixed_threshold():
     # heap then shrinks depends on what else the process allocated, so the mapping is what is checked
     base, held, after, mapped = run(limit=False)
     assert held - base > 150 and mapped < 30
+
+
+BOUNDED = """
+import ctypes, sys, torch
+sys.path.insert(0, {root!r})
+from runners.training.memory import _libc, bounded_heap
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+libc = _libc()
+libc.mallinfo2.restype = Mallinfo2
+def mmapped():
+    return libc.mallinfo2().hblkhd >> 20
+def blocks():
+    return [torch.empty(3_000_000 + 4096 * k, dtype=torch.uint8).fill_(1) for k in range(60)]
+base = mmapped()
+with bounded_heap() as took:
+    assert took
+    big = blocks()
+    inside = mmapped() - base
+    del big
+big = blocks()
+print(inside, mmapped() - base)
+"""
+
+
+@pytest.mark.skipif(
+    _libc() is None or not hasattr(_libc(), "mallinfo2"),
+    reason="glibc's mallopt, malloc_trim and mallinfo2 (glibc >= 2.33): not this platform's C library",
+)
+def test_the_bound_holds_only_inside_bounded_heap():
+    """A worker maps its blocks only while L0 prunes: afterwards fine-tuning's blocks come from the heap again."""
+    from tests.helpers import PROJECT_ROOT
+
+    code = BOUNDED.format(root=str(PROJECT_ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    inside, after = (int(x) for x in out.stdout.split())
+    assert inside > 150 and after < 30

@@ -11,20 +11,26 @@ import pytest
 
 from runners.training.memory import _libc
 
-CODE = """
+# What both child processes start with: the project on the path, and glibc's mallinfo2 (glibc >= 2.33)
+PRELUDE = """
 import ctypes, sys, torch
 sys.path.insert(0, {root!r})
-from runners.training.memory import _libc, limit_heap_retention
-class Mallinfo2(ctypes.Structure):  # glibc >= 2.33
+from runners.training.memory import _libc, bounded_heap, limit_heap_retention
+class Mallinfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
                  "keepcost")]
 libc = _libc()
 libc.mallinfo2.restype = Mallinfo2
-def rss():
-    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024
 def mmapped():  # MB held in blocks of their own (mmap), which free gives back to the OS
     return libc.mallinfo2().hblkhd >> 20
+"""
+
+CODE = (
+    PRELUDE
+    + """
+def rss():
+    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024
 if {limit}:
     assert limit_heap_retention()
 torch.empty(8 << 20, dtype=torch.uint8).fill_(1)  # a large block come and gone: glibc raises its threshold
@@ -37,6 +43,7 @@ held, held_mapped = rss(), mmapped()
 del big
 print(base, held, rss(), held_mapped - base_mapped)
 """
+)
 
 
 @pytest.mark.skipif(
@@ -60,18 +67,9 @@ def test_freed_blocks_go_back_to_the_os_with_a_fixed_threshold():
     assert held - base > 150 and mapped < 30
 
 
-BOUNDED = """
-import ctypes, sys, torch
-sys.path.insert(0, {root!r})
-from runners.training.memory import _libc, bounded_heap
-class Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-libc = _libc()
-libc.mallinfo2.restype = Mallinfo2
-def mmapped():
-    return libc.mallinfo2().hblkhd >> 20
+BOUNDED = (
+    PRELUDE
+    + """
 def blocks():
     return [torch.empty(3_000_000 + 4096 * k, dtype=torch.uint8).fill_(1) for k in range(60)]
 base = mmapped()
@@ -83,6 +81,7 @@ with bounded_heap() as took:
 big = blocks()
 print(inside, mmapped() - base)
 """
+)
 
 
 @pytest.mark.skipif(

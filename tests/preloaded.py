@@ -30,8 +30,10 @@ import threading
 import time
 from pathlib import Path
 
-# What the commands import: the CLI, a worker's modules (registry.cli.running.WORKER_MODULES) and the report's
-PRELOAD = ["registry.cli", "runners.queue.worker", "runners.training.cache", "reports.build"]
+from registry.cli.running import WORKER_MODULES
+
+# What the commands import: the CLI and a worker's modules (WORKER_MODULES, as the workers' forkserver), the report's
+PRELOAD = [*WORKER_MODULES, "reports.build"]
 
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 

@@ -96,6 +96,9 @@ class Recipe:
     params: type[MethodParams]
     run: Callable[..., Iterator[PruneStep]]  # run(ctx, params, start=None)
     kept: Callable[[Sequence[PruneStep]], PruneStep] = kept_step
+    # whether a run of it maps its large blocks from the OS while it prunes (runners.training.memory.bounded_heap):
+    # a recipe that trains many steps of changing shapes, whose freed activations would pile up on glibc's heap
+    bounded_heap: bool = False
 
     def execute(
         self, ctx: PruneContext, params: MethodParams, done: Sequence[PruneStep], callbacks: Sequence[StepCallback] = ()

@@ -273,11 +273,9 @@ def _prune_and_log(
         )
 
     model = ft.model
-    # L0's passes change shape every step: with glibc's own rule their freed activations pile up on the heap, so from
-    # the fine-tuned model on, blocks of 1 MiB and up are mapped while L0 prunes; fine-tuning and other methods keep
-    # the (cheaper) heap (runners/training/memory.py)
-    heap = bounded_heap() if spec.prune.method == "l0" else contextlib.nullcontext()
-    with heap:
+    # a recipe that declares it (L0) maps its large blocks from the fine-tuned model's evaluation to its last step;
+    # fine-tuning, the variants and the other methods keep glibc's (cheaper) heap (runners/training/memory.py)
+    with bounded_heap() if recipe.bounded_heap else contextlib.nullcontext():
         data = RunData(spec, task, ft.tokenizer, pad_id(ft.tokenizer))
         baseline = data.evaluate(model)  # also the CKA baseline's side, so a resumed run computes it again
         ids = run_ids(spec, run.run_id)

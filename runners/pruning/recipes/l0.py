@@ -48,6 +48,9 @@ from runners.pruning.gates import Gates, attach, geometry, sparsity
 from runners.pruning.recipe import PruneContext, PruneStep, keeps_id
 
 EPS = 1e-6  # u is drawn from [EPS, 1 - EPS] so log(u) and log(1 - u) stay finite
+# L0's passes change shape every step (rows x lengths x subnetworks): with glibc's own rule their freed activations
+# pile up on the heap, so a run of it maps its blocks of 1 MiB and up while it prunes (runners.training.memory)
+BOUNDED_HEAP = True
 
 
 # ---- the hard-concrete distribution --------------------------------------------------------------

@@ -96,3 +96,10 @@ def test_the_bound_holds_only_inside_bounded_heap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     inside, after = (int(x) for x in out.stdout.split())
     assert inside > 150 and after < 30
+
+
+def test_only_l0_bounds_its_heap_while_it_prunes():
+    """The recipe whose passes change shape every step declares the bound; the others keep glibc's heap."""
+    from runners.pruning.recipes import RECIPES
+
+    assert [name for name in RECIPES.names() if RECIPES.get(name).bounded_heap] == ["l0"]

@@ -230,8 +230,12 @@ def test_a_job_array_drains_a_grid_each_run_once(slurm, write_toml, tmp_path):
     assert len(logs) == 2 and not any("Traceback" in log.read_text() for log in logs)
 
 
+# 16 pruning steps a run, each evaluating 1,500 examples: a few seconds per run past its first step, for the test to
+# see and cancel
 SLOW = (
-    tiny_toml(max_steps=8).replace("n_id_eval = 64", "n_id_eval = 1500").replace("rate = 0.3", "rate = [0.2, 0.3, 0.4]")
+    tiny_toml(max_steps=16)
+    .replace("n_id_eval = 64", "n_id_eval = 1500")
+    .replace("rate = 0.3", "rate = [0.2, 0.3, 0.4]")
 )
 
 
@@ -244,23 +248,36 @@ def _array_task_of(pid: int) -> str | None:
     return found[0] if found else None
 
 
+def _queued(job: str, env: dict) -> bool:
+    return bool(subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True, text=True).stdout.strip())
+
+
 def test_scancel_of_a_running_element_leaves_its_trial_retried(slurm, write_toml, tmp_path):
     toml = write_toml(SLOW)
     store = tmp_path / "s"
     job = _submit(["--file", str(toml), "--store", str(store), "-n", "2"], slurm)
-    deadline = time.monotonic() + 300
+    # `slurm` made the queue before it submitted: one storage, opened once, keeps each look cheap (a look that opens
+    # the database again costs ~1 s of CPU, and on two busy cores could miss a run's few seconds)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{store / 'optuna.db'}")
+    (grid,) = [
+        storage.get_study_id_from_name(s.study_name)
+        for s in storage.get_all_studies()
+        if s.study_name.endswith("/grid")
+    ]
+    running_now = (optuna.trial.TrialState.RUNNING,)
     while True:  # a trial is running, its run past its first pruning step: cancel the element that runs it
-        assert time.monotonic() < deadline, "no trial started"
-        running = (
-            [t for t in _grid_trials(store) if t.state.name == "RUNNING"] if (store / "optuna.db").exists() else []
-        )
+        running = storage.get_all_trials(grid, deepcopy=False, states=running_now)
         started = list(store.glob("mlartifacts/tiny/*/artifacts/partial/step_001.json"))
         if running and started:
             pid = int(running[0].user_attrs["worker"].rsplit(":", 1)[1])
             task = _array_task_of(pid)
             if task is not None:
                 break
-        time.sleep(0.2)
+        # the array ended before a look saw a run past its first step: say so now, not at a deadline
+        assert _queued(job, slurm) or storage.get_all_trials(grid, deepcopy=False, states=running_now), (
+            "the job array finished before any run was seen past its first pruning step"
+        )
+        time.sleep(0.1)
     element = running[0].user_attrs["worker"]
     subprocess.run(["scancel", f"{job}_{task}"], env=slurm, check=True)
     _wait_for(job, slurm)

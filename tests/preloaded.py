@@ -12,6 +12,11 @@ What a forked child cannot give, so those tests start a fresh interpreter instea
 - a process that has not imported torch (the coordinator's import checks);
 - settings read once at import time (`HF_HUB_OFFLINE` and `HF_HOME` by huggingface_hub, `PYTHONPATH`).
 
+A command that may start local workers (`--workers`) gets their forkserver the same way: a child forked before the
+command runs (as clean as the server: imports done, nothing opened, one thread) waits to become the forkserver
+multiprocessing would otherwise start as a fresh interpreter, importing the same modules again (~6 s of CPU each
+time). The process tree is the real one: the forkserver is the command's child, each worker the forkserver's.
+
 `Popen` and `run` follow subprocess's signatures for what the tests use.
 """
 
@@ -112,7 +117,66 @@ def _run_command(request: dict) -> None:
     sys.stdout = open(1, "w", closefd=False, buffering=1 if unbuffered else -1)
     sys.stderr = open(2, "w", closefd=False, buffering=1)
     sys.argv = ["-m", *request["argv"]]
+    if {"--workers", "-w"} & set(request["argv"]):
+        _keep_a_forkserver()
     runpy.run_module("registry.cli", run_name="__main__", alter_sys=True)
+
+
+FORKSERVER_CODE = "from multiprocessing.forkserver import main"  # how multiprocessing starts its forkserver
+
+
+def _keep_a_forkserver() -> None:
+    """Fork, now, the child that becomes this command's forkserver when the command starts one: multiprocessing
+    starts it through `util.spawnv_passfds(python, [python, "-c", code], fds)`, which this replaces, for that one
+    call, by handing the code, the fds, the environment and the directory to the waiting child. Anything else
+    (the resource tracker, a second forkserver, spawned workers) still starts a fresh interpreter."""
+    from multiprocessing import util
+
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        code = 1
+        try:
+            code = _become_forkserver(theirs)
+        except SystemExit as e:  # the forkserver's loop ends so once the command has let go of it
+            code = e.code if isinstance(e.code, int) else 0
+        finally:
+            os._exit(code)  # nothing of the command's (atexit, buffered streams) runs here
+    theirs.close()
+    start_fresh = util.spawnv_passfds
+
+    def spawnv_passfds(path, args, passfds):
+        if ours.fileno() < 0 or not (len(args) >= 2 and args[-2] == "-c" and args[-1].startswith(FORKSERVER_CODE)):
+            return start_fresh(path, args, passfds)
+        request = {"code": args[-1], "fds": list(passfds), "env": dict(os.environ), "cwd": os.getcwd()}
+        socket.send_fds(ours, [json.dumps(request).encode()], list(passfds))
+        ours.close()
+        return pid
+
+    util.spawnv_passfds = spawnv_passfds
+
+
+def _become_forkserver(conn: socket.socket) -> int:
+    """In the waiting child: once the command starts its forkserver, run multiprocessing's code for it with the fds
+    it passed under the same numbers and nothing else open, as the fresh interpreter would have them; return at
+    once if the command ends first."""
+    import fcntl
+
+    msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 16)
+    if not msg:
+        return 0
+    request = json.loads(msg)
+    lifted = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1024) for fd in fds]  # above every number they are to take
+    os.closerange(3, 1024)
+    for fd, target in zip(lifted, request["fds"]):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    exec(request["code"], {"__name__": "__main__"})
+    return 0
 
 
 def _main() -> None:

@@ -69,3 +69,47 @@ def test_a_command_that_exits_at_once_is_reported_however_late_it_is_asked():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert proc.returncode == 0
+
+
+def _forked_from_the_server(pid: int) -> bool:
+    return f"tests.preloaded {preloaded._the_server().address}" in " ".join(psutil.Process(pid).cmdline())
+
+
+def test_workers_fork_from_a_forkserver_that_is_the_commands_child_and_forked_from_the_server(write_toml, tmp_path):
+    """`--workers 2`: the forkserver is the command's child (as multiprocessing's own would be), forked from the
+    server's state rather than a fresh `python -c "from multiprocessing.forkserver import main ..."`, and each worker
+    is the forkserver's child; none of them outlives the command, nor does the child kept for a command that
+    started no forkserver."""
+    toml = write_toml(tiny_toml(max_steps=30).replace("rate = 0.3", "rate = [0.2, 0.3]"))
+    args = ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--workers", "2", "--quiet"]
+    proc = preloaded.Popen(args, stdout=preloaded.PIPE, stderr=preloaded.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "no workers seen"
+        try:
+            servers = [c for c in psutil.Process(proc.pid).children() if len(c.children()) == 2]
+        except psutil.NoSuchProcess:
+            servers = []
+        if servers:
+            break
+        time.sleep(0.05)
+    (forkserver,) = servers
+    workers = forkserver.children()
+    assert _forked_from_the_server(forkserver.pid)
+    assert all(w.name() == forkserver.name() for w in workers)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    again = preloaded.run(args, capture_output=True, text=True, timeout=300)  # nothing left: no forkserver starts
+    assert again.returncode == 0 and "0 to run" in again.stdout, again.stdout + again.stderr
+    deadline = time.monotonic() + 30
+    server = preloaded._the_server().proc.pid
+    while left := [p.pid for p in psutil.process_iter() if p.pid != server and _alive_and_ours(p)]:
+        assert time.monotonic() < deadline, f"left behind: {left}"
+        time.sleep(0.1)
+
+
+def _alive_and_ours(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE and _forked_from_the_server(p.pid)
+    except psutil.NoSuchProcess:
+        return False

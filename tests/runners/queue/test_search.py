@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from registry.cli import app
 from registry.loader import ConfigError, load_runs
 from runners.queue.samplers import BisectionSampler, withdrawn
+from tests import preloaded
 from tests.conftest import tiny_toml
 
 L0 = (
@@ -171,8 +172,8 @@ def test_without_speculation_two_workers_never_run_two_trials_of_one_search(writ
     toml = write_toml(l0_search(search))
     store_dir = tmp_path / "s"
     args = ["sweep", "tiny", "--file", str(toml), "--store", str(store_dir), "--workers", "2", "--quiet"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    result = preloaded.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
     (run,) = load_runs(toml)
     storage = open_storage(f"sqlite:///{store_dir / 'optuna.db'}")
     trials = optuna.load_study(study_name=StudyName.of_search(run).format(), storage=storage).trials

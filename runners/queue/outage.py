@@ -2,11 +2,12 @@
 
 Every call a worker makes to a server storage (PostgreSQL, MySQL) that fails on a lost or refused connection is
 retried with a bounded backoff: the first failure prints one line, the first success after it another, and a
-server still unreachable RETRY_S after the outage began raises QueueUnreachable, which the worker turns into one
-line and exit code 2. The heartbeat thread never raises on a lost connection (a beat is skipped, not the worker
-killed). After an outage a worker fails no stale trial for GRACE_S: every heartbeat is old once the server is
-back, and the other workers' threads need a beat to refresh theirs (else a live worker's trial would be failed
-and run twice). SQLite is not wrapped: its lock waits are its own (storage.SQLITE_TIMEOUT_S).
+server still unreachable storage_retry_s() seconds after the outage began raises QueueUnreachable, which the
+worker turns into one line and exit code 2. The heartbeat thread never raises on a lost connection (a beat is
+skipped, not the worker killed). After an outage a worker fails no stale trial for the grace period
+(storage.grace_s()): every heartbeat is old once the server is back, and the other workers' threads need a beat
+to refresh theirs (else a live worker's trial would be failed and run twice). SQLite is not wrapped: its lock
+waits are its own (storage.SQLITE_TIMEOUT_S).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from sqlalchemy import exc as sa_exc
 
-RETRY_S = float(os.environ.get("SUBNETS_STORAGE_RETRY_S", "60"))  # how long a worker waits for the database
+
+def storage_retry_s() -> float:
+    """How long a worker waits for an unreachable database (seconds): SUBNETS_STORAGE_RETRY_S where set, else 60;
+    read when an Outage is made, not at import (a forked worker reads its own environment)."""
+    return float(os.environ.get("SUBNETS_STORAGE_RETRY_S") or 60)
 
 
 class QueueUnreachable(Exception):
-    """The queue's database did not answer for RETRY_S."""
+    """The queue's database did not answer for storage_retry_s() seconds."""
 
 
 def disconnect(e: BaseException | None) -> BaseException | None:
@@ -60,8 +65,9 @@ class Outage:
     """One process's view of the database: down since when, back since when; thread-safe (the heartbeat thread
     and the main thread share it), so one outage prints one line and one recovery another."""
 
-    def __init__(self, echo=print, prefix: str = "", retry_s: float = RETRY_S, grace_s: float = 20.0):
-        self.echo, self.prefix, self.retry_s, self.grace_s = echo, prefix, retry_s, grace_s
+    def __init__(self, echo=print, prefix: str = "", retry_s: float | None = None, grace_s: float = 20.0):
+        self.echo, self.prefix, self.grace_s = echo, prefix, grace_s
+        self.retry_s = retry_s if retry_s is not None else storage_retry_s()
         self.backoff_cap_s = 2.0
         self._lock = threading.Lock()
         self.since: float | None = None  # monotonic time of the first failure of the current outage
@@ -204,4 +210,4 @@ for _name in RETRIED:
     setattr(RetryingRDBStorage, _name, _retried(_name))
 
 
-__all__ = ["RETRY_S", "Outage", "QueueUnreachable", "RetryingRDBStorage", "disconnect", "unreachable"]
+__all__ = ["Outage", "QueueUnreachable", "RetryingRDBStorage", "disconnect", "unreachable"]

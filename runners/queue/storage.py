@@ -23,10 +23,19 @@ from registry.tracking import redact  # noqa: F401 - re-exported: runners.queue.
 from runners.queue.outage import Outage, RetryingRDBStorage
 from runners.tracking.store import create_sqlite_atomically, store_lock
 
-# a running trial records a heartbeat this often; one whose last heartbeat is older than GRACE_S belongs to a
-# dead worker (tests shorten both through the environment)
-HEARTBEAT_S = int(os.environ.get("SUBNETS_HEARTBEAT_S", "5"))
-GRACE_S = int(os.environ.get("SUBNETS_GRACE_S", "20"))
+
+def heartbeat_s() -> int:
+    """How often a running trial records a heartbeat (seconds): SUBNETS_HEARTBEAT_S where set, else 5. Read when
+    used, not at import: a worker forked from a process that imported this module reads its own environment."""
+    return int(os.environ.get("SUBNETS_HEARTBEAT_S") or 5)
+
+
+def grace_s() -> int:
+    """A trial whose last heartbeat is older than this (seconds) belongs to a dead worker: SUBNETS_GRACE_S where
+    set, else 20 (tests shorten both through the environment)."""
+    return int(os.environ.get("SUBNETS_GRACE_S") or 20)
+
+
 MAX_RETRY = 3  # a trial killed with its worker is retried at most this often
 CREATE_ATTEMPTS = 4
 SQLITE_TIMEOUT_S = 60  # writers wait for SQLite's lock instead of failing
@@ -84,9 +93,10 @@ def open_storage(url: str, create: bool = False, outage: Outage | None = None) -
             if not db.exists():
                 create_sqlite_atomically(db, lambda tmp_url: RDBStorage(tmp_url).engine.dispose())
     retrying = outage is not None and not url.startswith("sqlite")
+    beat_s, stale_s = heartbeat_s(), grace_s()
     if retrying:
-        outage.grace_s = GRACE_S  # no stale trial is failed this long after an outage: heartbeats are refreshing
-        outage.backoff_cap_s = max(0.25, min(2.0, HEARTBEAT_S / 2))  # back well within a heartbeat of the server
+        outage.grace_s = stale_s  # no stale trial is failed this long after an outage: heartbeats are refreshing
+        outage.backoff_cap_s = max(0.25, min(2.0, beat_s / 2))  # back well within a heartbeat of the server
     for attempt in range(CREATE_ATTEMPTS):
         try:
             with warnings.catch_warnings():
@@ -96,8 +106,8 @@ def open_storage(url: str, create: bool = False, outage: Outage | None = None) -
                     make,
                     url,
                     engine_kwargs=engine_kwargs,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
+                    heartbeat_interval=beat_s,
+                    grace_period=stale_s,
                     skip_table_creation=not create,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                 )

@@ -29,7 +29,7 @@ from runners.queue.coordinator import PENDING
 from runners.queue.measure import Reporter, measure_logged, measure_steps
 from runners.queue.outage import Outage, QueueUnreachable, unreachable
 from runners.queue.samplers import WITHDRAWN, BisectionSampler, Evidence, evidence, make_sampler, suggest, withdrawn
-from runners.queue.storage import HEARTBEAT_S, open_storage
+from runners.queue.storage import heartbeat_s, open_storage
 from runners.queue.text import run_summary, run_title
 from runners.run.context import RunContext
 from runners.run.execute import execute
@@ -133,7 +133,7 @@ class Worker:
                 if not self._others_running(studies):
                     break
                 if not any(self._has_work(s) for s in studies):  # a retry just enqueued is taken at once
-                    time.sleep(HEARTBEAT_S)
+                    time.sleep(heartbeat_s())
                 continue
             study = self._load(name)
             objective = self._grid_objective if name.is_grid else self._search_objective(name, study)
@@ -206,7 +206,7 @@ class Worker:
 
     def _fail_trials_of_dead_workers(self, study: optuna.Study) -> None:
         """Running trials whose worker was a process of this host that no longer exists (a SIGKILL, a crash):
-        failed and retried now, as a stale heartbeat would have them GRACE_S later. A rerun after a kill then
+        failed and retried now, as a stale heartbeat would have them grace_s() later. A rerun after a kill then
         starts at once (measured: the wait for the grace period made a resumed rerun slower than a fresh run)."""
         retry = self.storage.get_heartbeat_stale_trial_callback()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

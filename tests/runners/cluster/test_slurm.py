@@ -214,22 +214,6 @@ def test_the_sbatch_script_runs_one_worker_per_element_and_holds_no_secret(write
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
 
 
-GRID = tiny_toml(max_steps=2).replace("rate = 0.3", "rate = [0.2, 0.3, 0.4, 0.5]")
-
-
-def test_a_job_array_drains_a_grid_each_run_once(slurm, write_toml, tmp_path):
-    toml = write_toml(GRID)
-    store = tmp_path / "s"
-    job = _submit(["--file", str(toml), "--store", str(store), "-n", "2"], slurm)
-    _wait_for(job, slurm)
-    expected = sorted(r.fingerprint for r in load_runs(toml))
-    assert _finished_fingerprints(store) == expected
-    complete = sorted(t.user_attrs["fingerprint"] for t in _grid_trials(store) if t.state.name == "COMPLETE")
-    assert complete == expected
-    logs = sorted((store / ".subnets" / "slurm").glob(f"*-{job}_*.out"))
-    assert len(logs) == 2 and not any("Traceback" in log.read_text() for log in logs)
-
-
 # 16 pruning steps a run, each evaluating 1,500 examples: a few seconds per run past its first step, for the test to
 # see and cancel
 SLOW = (
@@ -252,7 +236,11 @@ def _queued(job: str, env: dict) -> bool:
     return bool(subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True, text=True).stdout.strip())
 
 
-def test_scancel_of_a_running_element_leaves_its_trial_retried(slurm, write_toml, tmp_path):
+def test_a_job_array_drains_a_grid_each_run_once_and_a_scancelled_elements_trial_is_retried(
+    slurm, write_toml, tmp_path
+):
+    """One array of two elements (each a fresh `subnets work`, ~6 s of imports): one is cancelled while it runs a
+    trial; the other finishes the grid, the cancelled trial included, each run once."""
     toml = write_toml(SLOW)
     store = tmp_path / "s"
     job = _submit(["--file", str(toml), "--store", str(store), "-n", "2"], slurm)
@@ -292,5 +280,7 @@ def test_scancel_of_a_running_element_leaves_its_trial_retried(slurm, write_toml
         of_cancelled = sorted(t.state.name for t in trials if t.user_attrs.get("fingerprint") == cancelled)
         assert of_cancelled == ["COMPLETE", "FAIL"], of_cancelled
     assert sorted(t.user_attrs["fingerprint"] for t in trials if t.state.name == "COMPLETE") == expected
-    log = next((store / ".subnets" / "slurm").glob(f"*-{job}_{task}.out")).read_text()
-    assert "interrupted: the current run is marked KILLED" in log and "Traceback" not in log, log
+    logs = {path.name: path.read_text() for path in (store / ".subnets" / "slurm").glob(f"*-{job}_*.out")}
+    assert len(logs) == 2 and not any("Traceback" in log for log in logs.values()), logs
+    cancelled = logs[next(name for name in logs if name.endswith(f"_{task}.out"))]
+    assert "interrupted: the current run is marked KILLED" in cancelled, cancelled

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -45,6 +46,17 @@ def install_stop_handlers() -> None:
     _STOP.clear()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, request_stop)
+    sys.unraisablehook = quiet_lost_stop
+
+
+def quiet_lost_stop(unraisable) -> None:
+    """sys.unraisablehook while the stop handlers are installed: the stop's KeyboardInterrupt that Python dropped
+    because it was raised inside a destructor or a weakref callback (seen: SQLAlchemy's class registry, during a
+    collection) prints nothing, where Python would print a traceback for it: the flag stops the work at the next
+    point of progress. Anything else dropped there is printed as Python prints it."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _STOP.is_set():
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def stop_finished() -> None:

@@ -71,7 +71,7 @@ def test_a_stopped_coordinator_stops_its_workers_and_the_rerun_finishes(write_to
     assert proc.returncode == 130, output
     assert took < grace_s + 5, took  # the grace period, then whatever is left is killed
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], "a worker outlived its coordinator"
-    assert "Traceback" not in output
+    assert "Traceback" not in output, output
     trials = _grid(store)
     failed = [t.user_attrs["fingerprint"] for t in trials if t.state.name == "FAIL"]
     waiting = [t.user_attrs["fingerprint"] for t in trials if t.state.name == "WAITING"]

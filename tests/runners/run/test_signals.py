@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -23,6 +24,26 @@ def stop_state(monkeypatch):
     progress_mod._STOP.clear()
     yield
     progress_mod._STOP.clear()
+
+
+def test_a_lost_stop_prints_no_traceback_and_other_lost_errors_still_do(stop_state, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", progress_mod.quiet_lost_stop)  # as install_stop_handlers sets it
+
+    class Finaliser:
+        def __del__(self):
+            progress_mod.request_stop(signal.SIGTERM)  # as if the signal arrived while this ran
+
+    class Broken:
+        def __del__(self):
+            raise ValueError("not a stop")
+
+    Finaliser()
+    gc.collect()
+    assert capsys.readouterr().err == "" and progress_mod._STOP.is_set()
+    Broken()
+    gc.collect()
+    err = capsys.readouterr().err
+    assert "Exception ignored in" in err and "ValueError: not a stop" in err
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, on purpose

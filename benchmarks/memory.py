@@ -13,6 +13,10 @@ resident set (VmRSS):
 
   worker_peak_mb       the largest VmHWM of a worker process (issue 17's target: <= 1024 MB for MiniLM while pruning)
   coordinator_*        the coordinating process: its peak, and its resident set while the workers prune
+  worker_private_*     the most memory a worker held alone (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup):
+                       what it did not share with the forkserver it was forked from, nor with the other worker
+  workers_pss_peak_mb  the workers' proportional set sizes added up (each shared page split between its sharers),
+                       at its peak: what the two workers cost the machine together
   imports_mb           what a worker's imports alone hold (python -c 'import torch, transformers, mlflow, ...')
 
 A user reruns it as is; `--quick` trains and prunes less (the peaks depend on the model and batch shapes, not on
@@ -118,6 +122,22 @@ def status(pid: int) -> dict[str, int]:
     return out
 
 
+def shared_split(pid: int) -> dict[str, int]:
+    """Pss and private (unshared) memory of a process in MB, from /proc/PID/smaps_rollup ({} once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {}
+    kb = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Pss", "Private_Clean", "Private_Dirty"):
+            kb[key] = int(value.split()[0])
+    if "Pss" not in kb:
+        return {}
+    return {"pss": kb["Pss"] // 1024, "private": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) // 1024}
+
+
 def workers_of(pid: int) -> list[int]:
     """The worker processes under a `subnets run`: its descendants but multiprocessing's helpers, its direct children
     the forkserver (the workers are forked from it, and show its command line) and the resource tracker."""
@@ -142,6 +162,13 @@ def imports_mb() -> int:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, env=_env()
     ).stdout
     return int(out.strip().splitlines()[-1]) // 1024
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _env() -> dict:
@@ -170,22 +197,32 @@ def main() -> None:
         cmd += ["--threads", "1", "--quiet"]
         log(" ".join(cmd[1:]))
         started = time.monotonic()
+        cpu_before = _children_cpu()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         coordinator_peak = 0
         coordinator_while_pruning: list[int] = []
         workers: dict[int, int] = {}
+        private: dict[int, int] = {}
+        pss_peak = 0
         while proc.poll() is None:
             mine = status(proc.pid)
             coordinator_peak = max(coordinator_peak, mine.get("VmHWM", 0))
             kids = workers_of(proc.pid)
+            pss_now = 0
             for pid in kids:
-                peak = status(pid).get("VmHWM", 0)
+                peak, split = status(pid).get("VmHWM", 0), shared_split(pid)
+                if not peak or not split:  # gone before it was read (a short-lived child, not a worker)
+                    continue
                 workers[pid] = max(workers.get(pid, 0), peak)
+                private[pid] = max(private.get(pid, 0), split["private"])
+                pss_now += split["pss"]
+            pss_peak = max(pss_peak, pss_now)
             if kids and mine:
                 coordinator_while_pruning.append(mine.get("VmRSS", 0))
             time.sleep(0.2)
         output = proc.stdout.read()
         wall = time.monotonic() - started
+        cpu = _children_cpu() - cpu_before  # the command and every process under it, each waited for by its parent
         if proc.returncode != 0:
             print(output)
             raise SystemExit(f"subnets run failed ({proc.returncode})")
@@ -197,11 +234,14 @@ def main() -> None:
         "quick": args.quick,
         "worker_peak_mb": max(workers.values()) if workers else None,
         "worker_peaks_mb": sorted(workers.values()),
+        "worker_private_peaks_mb": sorted(private.values()),
+        "workers_pss_peak_mb": pss_peak,
         "coordinator_peak_mb": coordinator_peak,
         "coordinator_while_pruning_mb": max(coordinator_while_pruning) if coordinator_while_pruning else None,
         "imports_mb": imports_mb(),
         "target_worker_peak_mb": 1024,
         "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
         "threads": 1,
         "cpu_count": os.cpu_count(),
     }

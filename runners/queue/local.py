@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -51,6 +52,10 @@ def start_forkserver(preload: list[str], method: str) -> None:
 
 def _worker(entry: Callable[[list[str]], None], argv: list[str], env: dict[str, str]) -> None:
     """A worker process: `entry(argv)` with the workers' environment."""
+    # what the forkserver imported (torch, transformers, MLflow: ~1M objects) is this worker's only through shared
+    # pages; out of its collections, which would otherwise walk those objects and write to each (a private copy of
+    # every page), as Python's documentation advises for forked processes
+    gc.freeze()
     os.environ.clear()
     os.environ.update(env)
     for stream in (sys.stdout, sys.stderr):  # each line as it is printed, as PYTHONUNBUFFERED gives a fresh process

@@ -87,3 +87,30 @@ def test_an_unknown_start_method_is_refused_before_anything_is_written(write_tom
     assert "SUBNETS_WORKER_START='threads': expected one of forkserver, spawn" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "s").exists()
+
+
+FREEZE_PROBE = """
+import gc, multiprocessing, sys
+from runners.queue.local import _worker
+
+def probe(argv):  # a worker's entry: how many objects its collections leave alone
+    open(argv[0], "w").write(str(gc.get_freeze_count()))
+
+if __name__ == "__main__":
+    inherited = [[i] for i in range(50_000)]  # what a forkserver holds after its imports, in small
+    gc.unfreeze()
+    p = multiprocessing.get_context("fork").Process(target=_worker, args=(probe, [sys.argv[1]], {}))
+    p.start()
+    p.join(60)
+    sys.exit(p.exitcode)
+"""
+
+
+def test_a_worker_keeps_what_it_inherited_out_of_its_collections(tmp_path):
+    """A worker freezes what it was forked with (gc.freeze): its collections then never write to those objects,
+    which would copy their pages out of the memory it shares with the forkserver."""
+    (tmp_path / "probe.py").write_text(FREEZE_PROBE)
+    count = tmp_path / "count"
+    proc = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(count)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert int(count.read_text()) >= 50_000

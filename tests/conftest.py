@@ -8,12 +8,19 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
-# Tests use tiny models: one thread is as fast, and it avoids pathological slowdowns when the
-# machine's cores are oversubscribed (measured: a tiny forward went from 3 ms to 0.44 s at 2 threads).
-torch.set_num_threads(1)
-os.environ["SUBNETS_THREADS"] = "1"  # and so does every `subnets run` a test starts (in-process or not)
+os.environ["SUBNETS_THREADS"] = "1"  # every `subnets run` a test starts (in-process or not) uses one torch thread
+
+
+def pytest_configure(config):
+    # Tests use tiny models: one thread is as fast, and it avoids pathological slowdowns when the machine's cores
+    # are oversubscribed (measured: a tiny forward went from 3 ms to 0.44 s at 2 threads). Where the tests run:
+    # xdist's controller (`-n N`) runs none, and need not import torch (~4 s of CPU) for them.
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        import torch
+
+        torch.set_num_threads(1)
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

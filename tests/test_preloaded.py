@@ -80,7 +80,7 @@ def test_workers_fork_from_a_forkserver_that_is_the_commands_child_and_forked_fr
     server's state rather than a fresh `python -c "from multiprocessing.forkserver import main ..."`, and each worker
     is the forkserver's child; none of them outlives the command, nor does the child kept for a command that
     started no forkserver."""
-    toml = write_toml(tiny_toml(max_steps=30).replace("rate = 0.3", "rate = [0.2, 0.3]"))
+    toml = write_toml(tiny_toml(max_steps=10).replace("rate = 0.3", "rate = [0.2, 0.3]"))
     args = ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--workers", "2", "--quiet"]
     proc = preloaded.Popen(args, stdout=preloaded.PIPE, stderr=preloaded.STDOUT, text=True)
     deadline = time.monotonic() + 300

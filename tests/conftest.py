@@ -58,24 +58,6 @@ def tiny_toml(name: str = "tiny", rate: float = 0.3, keep_ratio: float = 0.0, ma
     return TINY.format(name=name, rate=rate, keep_ratio=keep_ratio, max_steps=max_steps)
 
 
-# Files whose tests take 10-35 s each (real processes, servers, Slurm, a real model) run first: the two test
-# processes then end on short tests, not one waiting on the other's last long one. Order is all this changes.
-LONG_FIRST = (
-    "tests/project/test_real_model.py",
-    "tests/runners/cluster/",
-    "tests/runners/queue/",
-    "tests/runners/tracking/",
-    "tests/runners/run/test_resume.py",
-    "tests/runners/training/test_hub_offline.py",
-    "tests/reports/test_readers_beside_writers.py",
-    "tests/test_preloaded.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: each group keeps its order
-
-
 def pytest_collection_finish(session):
     # what collecting imported (torch, transformers, MLflow) stays for the session: out of the collector's sight,
     # a full collection no longer walks its ~1M objects (~9% of the CPU of the tests that run in this process)

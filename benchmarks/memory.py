@@ -108,31 +108,24 @@ def log(msg: str) -> None:
     print(f"[memory-bench] {msg}", flush=True)
 
 
-def status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process in MB ({} once it is gone)."""
+def _fields_kb(path: str, keys: tuple[str, ...]) -> dict[str, int]:
+    """The `key: N kB` lines of a /proc file that `keys` names ({} once the process is gone)."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text()
+        text = Path(path).read_text()
     except OSError:
         return {}
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) // 1024
-    return out
+    fields = (line.partition(":") for line in text.splitlines())
+    return {key: int(value.split()[0]) for key, _, value in fields if key in keys}
+
+
+def status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process in MB ({} once it is gone)."""
+    return {key: kb // 1024 for key, kb in _fields_kb(f"/proc/{pid}/status", ("VmRSS", "VmHWM")).items()}
 
 
 def shared_split(pid: int) -> dict[str, int]:
     """Pss and private (unshared) memory of a process in MB, from /proc/PID/smaps_rollup ({} once it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return {}
-    kb = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("Pss", "Private_Clean", "Private_Dirty"):
-            kb[key] = int(value.split()[0])
+    kb = _fields_kb(f"/proc/{pid}/smaps_rollup", ("Pss", "Private_Clean", "Private_Dirty"))
     if "Pss" not in kb:
         return {}
     return {"pss": kb["Pss"] // 1024, "private": (kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)) // 1024}

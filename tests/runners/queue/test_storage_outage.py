@@ -205,3 +205,19 @@ def test_no_trial_is_failed_as_stale_for_a_grace_period_after_an_outage(postgres
         time.sleep(3.0)  # the grace period after the outage is over: a heartbeat still stale is a dead worker's
         optuna.storages.fail_stale_trials(study)
         assert storage.get_trial(trial._trial_id).state == TrialState.FAIL
+
+
+def test_the_queue_timings_are_read_when_used_not_at_import(monkeypatch):
+    """A worker forked from a process that imported the queue long before (a forkserver) gets its own environment's
+    timings, not those of the process it was forked from."""
+    from runners.queue.outage import Outage
+    from runners.queue.storage import grace_s, heartbeat_s
+
+    monkeypatch.setenv("SUBNETS_STORAGE_RETRY_S", "7")
+    monkeypatch.setenv("SUBNETS_HEARTBEAT_S", "2")
+    monkeypatch.setenv("SUBNETS_GRACE_S", "9")
+    assert (Outage().retry_s, heartbeat_s(), grace_s()) == (7.0, 2, 9)
+    monkeypatch.delenv("SUBNETS_STORAGE_RETRY_S")
+    monkeypatch.delenv("SUBNETS_HEARTBEAT_S")
+    monkeypatch.delenv("SUBNETS_GRACE_S")
+    assert (Outage().retry_s, heartbeat_s(), grace_s()) == (60.0, 5, 20)

@@ -11,6 +11,11 @@ import pytest
 
 from runners.training.memory import _libc
 
+GLIBC = pytest.mark.skipif(
+    _libc() is None or not hasattr(_libc(), "mallinfo2"),
+    reason="glibc's mallopt, malloc_trim and mallinfo2 (glibc >= 2.33): not this platform's C library",
+)
+
 # What both child processes start with: the project on the path, and glibc's mallinfo2 (glibc >= 2.33)
 PRELUDE = """
 import ctypes, sys, torch
@@ -46,10 +51,7 @@ print(base, held, rss(), held_mapped - base_mapped)
 )
 
 
-@pytest.mark.skipif(
-    _libc() is None or not hasattr(_libc(), "mallinfo2"),
-    reason="glibc's mallopt, malloc_trim and mallinfo2 (glibc >= 2.33): not this platform's C library",
-)
+@GLIBC
 def test_freed_blocks_go_back_to_the_os_with_a_fixed_threshold():
     from tests.helpers import PROJECT_ROOT
 
@@ -84,10 +86,7 @@ print(inside, mmapped() - base)
 )
 
 
-@pytest.mark.skipif(
-    _libc() is None or not hasattr(_libc(), "mallinfo2"),
-    reason="glibc's mallopt, malloc_trim and mallinfo2 (glibc >= 2.33): not this platform's C library",
-)
+@GLIBC
 def test_the_bound_holds_only_inside_bounded_heap():
     """A worker maps its blocks only while L0 prunes: afterwards fine-tuning's blocks come from the heap again."""
     from tests.helpers import PROJECT_ROOT

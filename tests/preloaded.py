@@ -17,6 +17,9 @@ command runs (as clean as the server: imports done, nothing opened, one thread) 
 multiprocessing would otherwise start as a fresh interpreter, importing the same modules again (~6 s of CPU each
 time). The process tree is the real one: the forkserver is the command's child, each worker the forkserver's.
 
+A test's own Python code run as a process of its own (`python -c CODE args`: a process killed while it writes, one
+of several racing for the same row) is forked the same way (`code=`).
+
 `Popen` and `run` follow subprocess's signatures for what the tests use.
 """
 
@@ -105,7 +108,8 @@ def _send(conn: socket.socket, msg: dict) -> None:
 
 
 def _run_command(request: dict) -> None:
-    """In the child: the command, as `python -m registry.cli *argv` in `cwd` with `env` would run it."""
+    """In the child: the command, as `python -m registry.cli *argv` (or, with `code`, `python -c code *argv`) in `cwd`
+    with `env` would run it."""
     import runpy
 
     os.chdir(request["cwd"])
@@ -116,6 +120,13 @@ def _run_command(request: dict) -> None:
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     sys.stdout = open(1, "w", closefd=False, buffering=1 if unbuffered else -1)
     sys.stderr = open(2, "w", closefd=False, buffering=1)
+    if request.get("code") is not None:  # as `python -c`: the code runs as __main__, its arguments after "-c"
+        import types
+
+        sys.argv = ["-c", *request["argv"]]
+        sys.modules["__main__"] = main = types.ModuleType("__main__")
+        exec(compile(request["code"], "<string>", "exec"), main.__dict__)
+        return
     sys.argv = ["-m", *request["argv"]]
     if {"--workers", "-w"} & set(request["argv"]):
         _keep_a_forkserver()
@@ -248,9 +259,9 @@ def close() -> None:
 class Popen:
     """A `subnets` command (its arguments, without the program) forked from the preloaded server, with what the
     tests use of subprocess.Popen: pid, returncode, stdout/stderr, poll, wait, communicate, send_signal,
-    terminate, kill."""
+    terminate, kill. With `code`, instead Python code run as `python -c code *args` runs it."""
 
-    def __init__(self, args, *, env=None, cwd=None, stdout=None, stderr=None, text=False):
+    def __init__(self, args, *, env=None, cwd=None, stdout=None, stderr=None, text=False, code: str | None = None):
         self.args = list(args)
         self.returncode: int | None = None
         theirs: list[int] = []  # the fds the child gets: closed here once sent
@@ -258,7 +269,12 @@ class Popen:
         err_fd, self.stderr = (out_fd, None) if stderr == STDOUT else self._stream(stderr, 2, text, theirs)
         null = os.open(os.devnull, os.O_RDONLY)
         theirs.append(null)
-        request = {"argv": self.args, "env": dict(os.environ if env is None else env), "cwd": str(cwd or os.getcwd())}
+        request = {
+            "argv": self.args,
+            "code": code,
+            "env": dict(os.environ if env is None else env),
+            "cwd": str(cwd or os.getcwd()),
+        }
         self._conn = socket.socket(socket.AF_UNIX)
         try:
             self._conn.connect(_the_server().address)
@@ -351,10 +367,11 @@ class Popen:
         self.send_signal(signal.SIGKILL)
 
 
-def run(args, *, env=None, cwd=None, capture_output=False, text=False, timeout=None, check=False):
-    """subprocess.run for a `subnets` command (its arguments, without the program), forked preloaded."""
+def run(args, *, env=None, cwd=None, capture_output=False, text=False, timeout=None, check=False, code=None):
+    """subprocess.run for a `subnets` command (its arguments, without the program), or for `code` as `python -c`
+    runs it, forked preloaded."""
     how = PIPE if capture_output else None
-    proc = Popen(args, env=env, cwd=cwd, stdout=how, stderr=how, text=text)
+    proc = Popen(args, env=env, cwd=cwd, stdout=how, stderr=how, text=text, code=code)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

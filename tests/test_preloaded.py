@@ -29,6 +29,31 @@ def test_a_command_gets_its_arguments_directory_environment_and_exit_code(tmp_pa
     assert "experiments.toml" in ours.stdout + ours.stderr and "Traceback" not in ours.stdout + ours.stderr
 
 
+CODE = """
+import os, sys
+print(__name__, sys.argv, os.getcwd(), os.environ.get("SUBNETS_TEST_MARK"))
+if sys.argv[1] == "fail":
+    raise ValueError("as asked")
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("arg", ["3", "fail"])
+def test_code_runs_as_python_c_runs_it(tmp_path, arg):
+    """With `code`, the process runs it as `python -c code args` does: as __main__, with its arguments after "-c",
+    in its directory and environment, and an exception's traceback and exit code 1."""
+    env = {**os.environ, "SUBNETS_TEST_MARK": "seen"}
+    ours = preloaded.run([arg], code=CODE, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    real = subprocess.run([sys.executable, "-c", CODE, arg], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ours.returncode == real.returncode == (3 if arg == "3" else 1)
+    assert ours.stdout == real.stdout == f"__main__ ['-c', '{arg}'] {tmp_path} seen\n"
+    if arg == "fail":
+        assert ours.stderr.startswith("Traceback") and real.stderr.startswith("Traceback")
+        assert ours.stderr.splitlines()[-1] == real.stderr.splitlines()[-1] == "ValueError: as asked"
+    else:
+        assert ours.stderr == real.stderr == ""
+
+
 def test_stderr_into_stdout_and_a_pipe_read_as_the_command_writes():
     proc = preloaded.Popen(["--help"], stdout=preloaded.PIPE, stderr=preloaded.STDOUT, text=True)
     out, err = proc.communicate(timeout=120)

@@ -149,11 +149,12 @@ def print_studies(summaries) -> None:
 
 
 def queue_summaries(url: str, studies) -> list:
-    """The queue's summaries of these studies; a damaged queue database is one line (exit 2), not a traceback."""
+    """The queue's summaries of these studies; a damaged or incompatible queue database is one line (exit 2), not a
+    traceback."""
     from runners.queue import summarise
-    from runners.queue.storage import StorageDamaged
+    from runners.queue.storage import StorageUnusable
 
     try:
         return summarise(url, studies)
-    except StorageDamaged as e:
+    except StorageUnusable as e:
         raise fail(str(e))

@@ -63,7 +63,7 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     except StoreUnavailable as e:
         raise fail(f"store: {e}")
     from runners.queue import default_url, open_storage, redact
-    from runners.queue.storage import StorageDamaged, check_reachable
+    from runners.queue.storage import StorageUnusable, check_reachable
 
     if storage:  # a server that does not answer is refused before the store is created
         try:
@@ -75,7 +75,7 @@ def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):
     url = storage or default_url(st.root)
     try:
         open_storage(url, create=True)  # likewise the queue's tables
-    except StorageDamaged as e:
+    except StorageUnusable as e:
         raise fail(str(e))
     except Exception as e:  # a wrong URL, an unreachable server, a missing driver: say so, no traceback
         raise fail(f"cannot open the queue storage {redact(url)}: {type(e).__name__}: {str(e).splitlines()[0]}")

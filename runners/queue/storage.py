@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from sqlalchemy import event
+from sqlalchemy import create_engine, event, text
 
 from registry.files import sqlite_damage
-from registry.tracking import redact  # noqa: F401 - re-exported: runners.queue.redact
+from registry.tracking import redact  # also re-exported: runners.queue.redact
 from runners.queue.outage import Outage, RetryingRDBStorage
 from runners.tracking.store import create_sqlite_atomically, store_lock
+from runners.tracking.templates import copy_template, template
 
 
 def heartbeat_s() -> int:
@@ -46,8 +48,16 @@ def default_url(store_root: Path) -> str:
     return f"sqlite:///{Path(store_root).resolve() / 'optuna.db'}"
 
 
-class StorageDamaged(RuntimeError):
+class StorageUnusable(RuntimeError):
+    """A queue database that cannot be used as it is: said in one line, and left as it was."""
+
+
+class StorageDamaged(StorageUnusable):
     """A local queue database that does not read as SQLite."""
+
+
+class StorageIncompatible(StorageUnusable):
+    """A queue database whose tables another version of Optuna made."""
 
 
 def check_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -56,8 +66,6 @@ def check_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     (the coordinator creates it)."""
     if url.startswith("sqlite"):
         return
-    from sqlalchemy import create_engine, text
-
     engine = create_engine(url, connect_args=_connect_args(url, timeout_s), poolclass=None)
     try:
         with engine.connect() as con:
@@ -91,7 +99,7 @@ def open_storage(url: str, create: bool = False, outage: Outage | None = None) -
         db = Path(url.removeprefix("sqlite:///"))
         with store_lock(db.parent):  # processes started at once on a fresh store: one creates it
             if not db.exists():
-                create_sqlite_atomically(db, lambda tmp_url: RDBStorage(tmp_url).engine.dispose())
+                create_sqlite_atomically(db, _new_optuna_db)
     retrying = outage is not None and not url.startswith("sqlite")
     beat_s, stale_s = heartbeat_s(), grace_s()
     if retrying:
@@ -109,8 +117,10 @@ def open_storage(url: str, create: bool = False, outage: Outage | None = None) -
                     heartbeat_interval=beat_s,
                     grace_period=stale_s,
                     skip_table_creation=not create,
+                    skip_compatibility_check=True,  # checked below, without loading Optuna's migration scripts
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                 )
+            (outage.call if retrying else _direct)(_check_schema, storage, url)
             if url.startswith("sqlite"):
                 _serialise_sqlite(storage.engine)
             return storage
@@ -121,6 +131,52 @@ def open_storage(url: str, create: bool = False, outage: Outage | None = None) -
                 raise
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
+
+
+def _optuna_tables(url: str) -> None:
+    """Optuna's tables in a new SQLite database, the way Optuna makes them (its alembic stamp included)."""
+    RDBStorage(url).engine.dispose()
+
+
+def _new_optuna_db(url: str) -> None:
+    """A new queue database at `url`: a copy of the empty one of this Optuna version (runners/tracking/templates)."""
+    copy_template(Path(url.removeprefix("sqlite:///")), "optuna", _optuna_tables)
+
+
+def _revision(url_or_engine) -> str | None:
+    """The revision of Optuna's tables (alembic's version) in a database."""
+    engine = create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    try:
+        with engine.connect() as con:
+            return con.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        if engine is not url_or_engine:
+            engine.dispose()
+
+
+@functools.cache
+def schema_head() -> str:
+    """The revision of the tables this Optuna makes, read from its template database (made once per version).
+    Optuna's own check loads its ~130 migration scripts for every storage it opens (~0.03-0.15 s each time)."""
+    try:
+        return _revision(f"sqlite:///{template('optuna', _optuna_tables)}")
+    except OSError:  # no writable cache: a scratch database, once per process
+        with tempfile.TemporaryDirectory() as scratch:
+            _optuna_tables(f"sqlite:///{scratch}/optuna.db")
+            return _revision(f"sqlite:///{scratch}/optuna.db")
+
+
+def _check_schema(storage: RDBStorage, url: str) -> None:
+    """The check Optuna makes on opening a storage (skip_compatibility_check=False), as one line: tables another
+    Optuna made are refused before anything is read or written."""
+    current = _revision(storage.engine)
+    if current != schema_head():
+        storage.engine.dispose()
+        raise StorageIncompatible(
+            f"the queue database {redact(url)} was made by another version of Optuna (its tables are at revision "
+            f"{current}, Optuna {optuna.__version__} makes {schema_head()}): if it is older, upgrade it with "
+            f"`optuna storage upgrade --storage {redact(url)}`; if it is newer, install the Optuna that made it"
+        )
 
 
 def _direct(fn, *args, **kwargs):

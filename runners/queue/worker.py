@@ -29,7 +29,7 @@ from runners.queue.coordinator import PENDING
 from runners.queue.measure import Reporter, measure_logged, measure_steps
 from runners.queue.outage import Outage, QueueUnreachable, unreachable
 from runners.queue.samplers import WITHDRAWN, BisectionSampler, Evidence, evidence, make_sampler, suggest, withdrawn
-from runners.queue.storage import heartbeat_s, open_storage
+from runners.queue.storage import StorageUnusable, heartbeat_s, open_storage
 from runners.queue.text import run_summary, run_title
 from runners.run.context import RunContext
 from runners.run.execute import execute
@@ -105,6 +105,9 @@ class Worker:
             self.storage = open_storage(storage_url, outage=self.outage)
         except QueueUnreachable as e:
             self._give_up(e)
+        except StorageUnusable as e:  # damaged, or made by another Optuna: one line, exit code 2, no traceback
+            self.echo(str(e))
+            raise SystemExit(2) from None
         self.log = WorkLog()
         self._samplers: dict[StudyName, optuna.samplers.BaseSampler] = {}
 

@@ -91,43 +91,17 @@ def _mlflow_tables(url: str) -> None:
     _mlflow_client(url).search_experiments(max_results=1)
 
 
-def template_path() -> Path:
-    """Where the empty MLflow database of this MLflow version is kept ($XDG_CACHE_HOME, else ~/.cache)."""
-    from importlib.metadata import version
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "subnets" / f"mlflow-{version('mlflow')}.db"
-
-
 def new_mlflow_db(url: str) -> None:
-    """A new MLflow SQLite database at `url`, copied from an empty one made once per MLflow version: MLflow's
-    migrations take 1-2 s of CPU for every fresh store (each test's, each demo's), a copy milliseconds. The copy
+    """A new MLflow SQLite database at `url`, copied from the empty one of this MLflow version (templates.py). The copy
     is what MLflow would have made here, its Default experiment's artifact location and times included (the only
-    row that depends on where and when). Made directly where the cache cannot be written."""
-    import shutil
+    row that depends on where and when)."""
     import sqlite3
 
+    from runners.tracking.templates import copy_template
+
     target = Path(url.removeprefix("sqlite:///"))
-    template = template_path()
-    try:
-        if sqlite_damage(template):  # a cache file someone broke: made again
-            template.unlink()
-        if not template.exists():
-            template.parent.mkdir(parents=True, exist_ok=True)
-            # made under a name of its own, then renamed: processes making it at once each rename a whole one, and
-            # MLflow's cache of stores by URL never hands this process an engine of an earlier template
-            fd, scratch = tempfile.mkstemp(dir=template.parent, prefix=f".{template.name}.", suffix=".creating")
-            os.close(fd)
-            try:
-                _mlflow_tables(f"sqlite:///{scratch}")
-                os.replace(scratch, template)
-            finally:
-                Path(scratch).unlink(missing_ok=True)
-        shutil.copyfile(template, target)
-    except OSError:
-        target.unlink(missing_ok=True)
-        _mlflow_tables(url)
-        return
+    if not copy_template(target, "mlflow", _mlflow_tables):
+        return  # made here by MLflow itself
     now = int(time.time() * 1000)
     location = os.path.join(os.path.abspath("mlruns"), "0")  # MLflow's default artifact root, as it resolves it
     with contextlib.closing(sqlite3.connect(target)) as con, con:

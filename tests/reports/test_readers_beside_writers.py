@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def subnets(*args: str, **kw) -> preloaded.Popen:
     )
 
 
-def finish(proc: subprocess.Popen, what: str, timeout: float = 300) -> str:
+def finish(proc: preloaded.Popen, what: str, timeout: float = 300) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"{what}: exit {proc.returncode}\n{out}\n{err}"
     assert "Traceback" not in out + err, f"{what}:\n{out}\n{err}"
@@ -147,8 +146,9 @@ def test_reports_published_at_once_share_one_report_run(tmp_path):
     exp = client.create_experiment("tiny", artifact_location=(tmp_path / "artifacts").as_uri())
     readies = [tmp_path / f"ready{i}" for i in range(3)]
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", PUBLISH, uri, str(html), str(go), str(ready)],
+        preloaded.Popen(
+            [uri, str(html), str(go), str(ready)],
+            code=PUBLISH,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -293,7 +293,7 @@ def test_a_kill_while_the_store_is_created_leaves_a_usable_store(tmp_path):
         "def slow(url):\n    Path(url.removeprefix('sqlite:///')).write_bytes(b'half')\n    time.sleep(60)\n"
         f"create_sqlite_atomically(Path({str(db)!r}), slow)\n"
     )
-    victim = subprocess.Popen([sys.executable, "-c", code])
+    victim = preloaded.Popen([], code=code)
     deadline = time.time() + 60
     while not list(tmp_path.glob(".mlflow.db.creating-*")) and time.time() < deadline:
         time.sleep(0.1)
@@ -311,8 +311,9 @@ import json, sys, time
 from pathlib import Path
 import optuna
 from runners.queue import open_storage
-url, out, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+url, out, go, ready = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 study = optuna.load_study(study_name="q", storage=open_storage(url))
+ready.touch()
 while not go.exists():
     time.sleep(0.01)
 taken = []
@@ -333,12 +334,15 @@ def test_a_sqlite_queue_hands_each_trial_to_one_worker(tmp_path):
     study = optuna.create_study(study_name="q", storage=open_storage(url, create=True))
     for i in range(items):
         study.enqueue_trial({}, user_attrs={"item": i})
-    outs = [tmp_path / f"w{k}.json" for k in range(4)]
+    outs, readies = [tmp_path / f"w{k}.json" for k in range(4)], [tmp_path / f"ready{k}" for k in range(4)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", POP, url, str(o), str(go)], stderr=subprocess.PIPE, text=True)
-        for o in outs
+        preloaded.Popen([url, str(o), str(go), str(r)], code=POP, stderr=subprocess.PIPE, text=True)
+        for o, r in zip(outs, readies)
     ]
-    time.sleep(3)  # all four have loaded the study and wait on the same start line
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r in readies):  # all four have loaded the study and wait on the same start line
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a process did not load the study"
+        time.sleep(0.05)
     go.touch()
     for p in procs:
         _, err = p.communicate(timeout=300)

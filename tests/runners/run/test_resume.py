@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -107,8 +106,8 @@ def test_a_run_killed_mid_pruning_resumes_and_equals_an_uninterrupted_run(
     _rerun_equals_uninterrupted(toml, tmp_path / "s", uninterrupted, reused_steps, reused_variants)
 
 
-# A real `subnets run` process that SIGKILLs itself right after writing its units table: the steps and units
-# Parquet files exist in its scratch folder, the cka, runs and axes tables do not, nothing is logged yet.
+# A real `subnets run` process (forked preloaded) that SIGKILLs itself right after writing its units table: the steps
+# and units Parquet files exist in its scratch folder, the cka, runs and axes tables do not, nothing is logged yet.
 KILL_WHILE_WRITING_TABLES = """
 import importlib, os, signal, sys
 execute = importlib.import_module("runners.run.execute")  # the module (the package exports a function of that name)
@@ -126,20 +125,10 @@ app(sys.argv[1:], prog_name="subnets")
 def test_a_run_killed_while_its_tables_are_written_resumes_and_equals_an_uninterrupted_run(uninterrupted, tmp_path):
     toml = tmp_path / "experiments.toml"
     toml.write_text(TOML)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILL_WHILE_WRITING_TABLES,
-            "run",
-            "--file",
-            str(toml),
-            "--store",
-            str(tmp_path / "s"),
-            "--quiet",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    proc = preloaded.run(
+        ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"],
+        code=KILL_WHILE_WRITING_TABLES,
+        capture_output=True,
         text=True,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -184,10 +173,11 @@ def _rerun_equals_uninterrupted(toml: Path, store_dir: Path, uninterrupted, reus
         )
 
 
-def test_a_run_killed_while_fine_tuning_resumes_from_its_epoch_checkpoint(uninterrupted, tmp_path):
+def test_a_run_killed_while_fine_tuning_resumes_from_its_epoch_checkpoint(tmp_path):
     """SIGKILL after the first of two epochs' checkpoint: the rerun trains the second epoch only and the
     fine-tuned model, hence every later figure, equals an uninterrupted run's."""
-    two_epochs = TOML.replace("epochs = 1.0", "epochs = 2.0").replace("max_steps = 8", "max_steps = 2")
+    # what comes after fine-tuning is the plain tiny run: it only has to be equal
+    two_epochs = tiny_toml(rate=0.25, max_steps=2).replace("epochs = 1.0", "epochs = 2.0")
     whole_dir, toml = tmp_path / "whole", tmp_path / "experiments.toml"
     toml.write_text(two_epochs)
     _run_in_process(toml, whole_dir)

@@ -99,3 +99,36 @@ def test_a_damaged_database_is_one_line_and_left_as_it_was(finished, tmp_path, d
         assert "Traceback" not in proc.stdout + proc.stderr
         assert f"{path} is damaged" in proc.stderr and "restore it from a backup" in proc.stderr, proc.stderr
     assert _digest(path) == before  # nothing was written to it
+
+
+def test_a_queue_database_another_optuna_made_is_one_line_and_left_as_it_was(finished, tmp_path):
+    """Tables at another revision of Optuna's schema (here an older one): refused in one line that says how to
+    upgrade, by the commands that open the queue and by a worker, and the file is not written."""
+    import sqlite3
+
+    toml, store = _copy(finished, tmp_path)
+    path = store / "optuna.db"
+    with sqlite3.connect(path) as con:
+        (head,) = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        con.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+    con.close()
+    before = _digest(path)
+    url = f"sqlite:///{path}"
+    worker = ["work", "--storage", url, "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}"]
+    for args in (["status"], ["run"], worker):
+        proc = _cli([*args, "--file", str(toml)], store)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 2, (args, output)
+        assert "Traceback" not in output and len(output.strip().splitlines()) == 1, (args, output)
+        assert (
+            f"the queue database {url} was made by another version of Optuna (its tables are at revision v3.0.0.a, "
+            f"Optuna {optuna_version()} makes {head})" in output
+        ), output
+        assert f"`optuna storage upgrade --storage {url}`" in output
+    assert _digest(path) == before
+
+
+def optuna_version() -> str:
+    from importlib.metadata import version
+
+    return version("optuna")

@@ -1,5 +1,5 @@
-"""A fresh store's MLflow database is copied from an empty one made once per MLflow version, and is the database
-MLflow itself would have made there."""
+"""A fresh store's MLflow and Optuna databases are copied from empty ones made once per version of each library,
+and are the databases the library itself would have made there."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import sqlite3
 
 import pytest
 
+from runners.queue import storage as queue_storage
+from runners.queue.storage import _optuna_tables, open_storage, schema_head
 from runners.tracking import store as store_module
-from runners.tracking.store import Store, _mlflow_tables, template_path
+from runners.tracking.store import Store, _mlflow_tables
+from runners.tracking.templates import template_path
 
 
 def _lines(sql: str | None) -> list[str]:
@@ -41,7 +44,7 @@ def test_a_store_from_the_template_is_the_database_mlflow_makes(tmp_path, cache)
     direct = tmp_path / "direct.db"
     _mlflow_tables(f"sqlite:///{direct}")
     Store.at(tmp_path / "a").ensure()
-    assert template_path().is_relative_to(cache) and template_path().exists()
+    assert template_path("mlflow").is_relative_to(cache) and template_path("mlflow").exists()
     assert _dump(tmp_path / "a" / "mlflow.db") == _dump(direct)
     # the store works: an experiment, a run, a metric
     store = Store.at(tmp_path / "a")
@@ -76,6 +79,47 @@ def test_an_unwritable_cache_makes_the_database_directly(tmp_path, monkeypatch):
 
 def test_a_damaged_template_is_made_again(tmp_path, cache):
     Store.at(tmp_path / "a").ensure()
-    template_path().write_bytes(b"not a database" * 100)
+    template_path("mlflow").write_bytes(b"not a database" * 100)
     Store.at(tmp_path / "b").ensure()
     assert _dump(tmp_path / "b" / "mlflow.db") == _dump(tmp_path / "a" / "mlflow.db")
+
+
+def _optuna_dump(db) -> tuple[list, list, list]:
+    """Schema, alembic version and Optuna's version row."""
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        schema = sorted((kind, name, _lines(sql)) for kind, name, sql in rows)
+        version = con.execute("SELECT * FROM alembic_version").fetchall()
+        return schema, version, con.execute("SELECT * FROM version_info").fetchall()
+    finally:
+        con.close()
+
+
+def test_a_queue_from_the_template_is_the_database_optuna_makes_and_is_made_once(tmp_path, cache, monkeypatch):
+    calls = []
+
+    def counted(url):
+        calls.append(url)
+        _optuna_tables(url)
+
+    monkeypatch.setattr(queue_storage, "_optuna_tables", counted)
+    direct = tmp_path / "direct.db"
+    _optuna_tables(f"sqlite:///{direct}")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        storage = open_storage(f"sqlite:///{tmp_path / name / 'optuna.db'}", create=True)
+        storage.engine.dispose()
+    assert len(calls) == 1 and template_path("optuna").is_relative_to(cache)  # the template's, then copies
+    assert (
+        _optuna_dump(tmp_path / "a" / "optuna.db") == _optuna_dump(direct) == _optuna_dump(tmp_path / "b" / "optuna.db")
+    )
+    # the queue works: a study, a trial, its value
+    import optuna
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'a' / 'optuna.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert len(study.trials) == 1 and study.trials[0].value is not None
+    # the revision a storage is checked against is the one Optuna makes
+    assert schema_head() == _optuna_dump(direct)[1][0][0]

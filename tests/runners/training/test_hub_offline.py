@@ -172,9 +172,10 @@ def test_a_run_on_hub_ids_loads_model_and_glue_preset_from_the_cache(tmp_path, s
     cache_dataset(hf_home, "fancyzhx/yelp_polarity", "plain_text", {"test": _sentiment(shared_data, "yelp", 16)})
     toml = tmp_path / "experiments.toml"
     toml.write_text(HUB_RUN.format(model=MINILM_HUB_ID))
-    env = {**offline_env(hf_home), "OMP_NUM_THREADS": "2"}
+    env = {**offline_env(hf_home), "OMP_NUM_THREADS": "1"}  # one core: the other runs the next test
+    run = ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--threads", "1", "--quiet"]
     proc = subprocess.run(
-        [sys.executable, "-m", "registry.cli", "run", "--file", str(toml), "--store", str(tmp_path / "s"), "--quiet"],
+        [sys.executable, "-m", "registry.cli", *run],
         capture_output=True,
         text=True,
         env=env,

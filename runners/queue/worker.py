@@ -38,6 +38,7 @@ from runners.tracking.status import owner, owner_gone
 from runners.tracking.store import Store
 from runners.training import DeviceError
 
+WAIT_POLL_S = 0.5  # how often a worker with nothing to do looks whether the others' trials have ended
 SPENT = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 worker_id = owner  # host:pid, as runs are tagged
@@ -136,7 +137,7 @@ class Worker:
                 if not self._others_running(studies):
                     break
                 if not any(self._has_work(s) for s in studies):  # a retry just enqueued is taken at once
-                    time.sleep(heartbeat_s())
+                    self._wait_for_a_change(studies)
                 continue
             study = self._load(name)
             objective = self._grid_objective if name.is_grid else self._search_objective(name, study)
@@ -206,6 +207,27 @@ class Worker:
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAILED, and a retry enqueued
             running |= bool(study.get_trials(deepcopy=False, states=PENDING))  # incl. a retry just enqueued
         return running
+
+    def _pending(self, studies: list[StudyName]) -> set[tuple[str, int]]:
+        """The trials of these studies waiting or running now: one query a study."""
+        found = set()
+        for name in studies:
+            study_id = self.storage.get_study_id_from_name(name.format())
+            trials = self.storage.get_all_trials(study_id, deepcopy=False, states=PENDING)
+            found |= {(name.format(), t.number) for t in trials}
+        return found
+
+    def _wait_for_a_change(self, studies: list[StudyName]) -> None:
+        """Wait while the trials other workers run go on: until one ends or another is enqueued (looked at every
+        WAIT_POLL_S), at most a heartbeat interval, after which the caller looks for a dead worker's stale trial
+        again. Sleeping a whole interval kept a worker with nothing left to do up to 5 s after the last trial."""
+        before = self._pending(studies)
+        watched = [n for n in studies if any(study == n.format() for study, _ in before)]  # a retry joins its study
+        deadline = time.monotonic() + heartbeat_s()
+        while time.monotonic() < deadline:
+            time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))
+            if self._pending(watched) != before:
+                return
 
     def _fail_trials_of_dead_workers(self, study: optuna.Study) -> None:
         """Running trials whose worker was a process of this host that no longer exists (a SIGKILL, a crash):

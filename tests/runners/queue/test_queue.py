@@ -470,3 +470,31 @@ def test_of_two_running_copies_of_a_fingerprint_the_one_started_first_goes_on(wr
     with pytest.raises(optuna.TrialPruned):
         worker._grid_objective(second)
     assert study.get_trials()[1].user_attrs["reason"] == f"trial {first.number} is running this fingerprint"
+
+
+def test_a_worker_with_nothing_left_stops_waiting_when_the_others_trial_ends(tmp_path, monkeypatch):
+    """A worker whose queue is empty while another worker's trial runs waits for that trial, not a whole
+    heartbeat interval: it looks again as soon as the trial ends, or as soon as a retry is enqueued."""
+    import threading
+
+    from runners.queue import StudyName, Worker
+
+    monkeypatch.setenv("SUBNETS_HEARTBEAT_S", "600")  # a wait that ended only with the interval would hang here
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="subnets/tiny/grid", storage=open_storage(url, create=True))
+    study.enqueue_trial({})
+    running = study.ask()  # another worker's trial
+    worker = Worker([], url, store=None, progress=None)
+    grid = [StudyName.grid("tiny")]
+    for change in ("ends", "a retry is enqueued"):
+        waiting = threading.Thread(target=worker._wait_for_a_change, args=(grid,), daemon=True)
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive()  # nothing changed yet: it waits
+        if change == "ends":
+            study.tell(running, 0.0)
+            running = study.ask()  # the next trial runs on; the wait below sees a retry of it enqueued
+        else:
+            study.enqueue_trial({})
+        waiting.join(60)
+        assert not waiting.is_alive(), f"the wait went on after the other worker's trial {change}"

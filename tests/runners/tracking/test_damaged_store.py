@@ -51,28 +51,29 @@ def _tables(store: Path, name: str) -> list[Path]:
     return sorted(store.glob(f"mlartifacts/tiny/*/artifacts/tables/{name}"))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "deleted"])
-def test_a_damaged_table_file_leaves_its_run_out_and_names_it(tmp_path, damage):
+def test_a_damaged_table_file_leaves_its_run_out_and_names_it(tmp_path):
+    """One run's steps table truncated, another's deleted: each run is named with its file and left out of every
+    table, and the third run's rows all load."""
     toml, store = (
         tmp_path / "experiments.toml",
         tmp_path / "s",
     )  # its own store: a copy's runs point at the original's files
     toml.write_text(GRID)
     assert _cli(["run", "--file", str(toml), "--quiet"], store).returncode == 0
-    steps = _tables(store, "steps.parquet")[0]
-    run_id = steps.parts[-4]
-    if damage == "truncated":
-        steps.write_bytes(steps.read_bytes()[:100])
-    else:
-        steps.unlink()
+    truncated, deleted, _ = _tables(store, "steps.parquet")
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    deleted.unlink()
+    damaged = [path.parts[-4] for path in (truncated, deleted)]  # their run ids
     query = _cli(["query", "select count(*) AS n, count(DISTINCT run_id) AS r from steps", "--format", "csv"], store)
     assert query.returncode == 0, query.stdout + query.stderr
-    assert f"run {run_id}" in query.stderr and "steps.parquet" in query.stderr and "left out" in query.stderr
-    assert query.stdout.splitlines()[1].endswith(",2")  # the two other runs' steps, all there
+    for run_id in damaged:
+        assert f"run {run_id}" in query.stderr, query.stderr
+    assert query.stderr.count("steps.parquet") >= 2 and "left out" in query.stderr
+    assert query.stdout.splitlines()[1].endswith(",1")  # the third run's steps, all there
     runs = _cli(["query", "select count(*) from runs", "--format", "csv"], store)
-    assert runs.stdout.splitlines()[1] == "2"  # left out of every table, not only the damaged one
+    assert runs.stdout.splitlines()[1] == "1"  # left out of every table, not only the damaged one
     report = _cli(["report", "-o", str(tmp_path / "report.html"), "--no-mlflow"], store)
-    assert report.returncode == 0 and f"run {run_id}" in report.stderr, report.stdout + report.stderr
+    assert report.returncode == 0 and all(f"run {r}" in report.stderr for r in damaged), report.stdout + report.stderr
     assert "Traceback" not in query.stderr + report.stderr and (tmp_path / "report.html").exists()
 
 

@@ -77,6 +77,7 @@ bench: setup
 	$(BIN)/python benchmarks/report.py
 	$(BIN)/python benchmarks/queue_load.py
 	$(BIN)/python benchmarks/worker_start.py
+	$(BIN)/python benchmarks/queue_open.py
 	$(BIN)/python benchmarks/heap_threshold.py
 
 report: setup

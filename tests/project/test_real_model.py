@@ -19,15 +19,15 @@ seeds = [0]
 name = "custom"
 labels = ["negative", "positive"]
 max_length = 48
-train = {{ path = "{shared_data}/sst2/train.tsv", text_a = "sentence", limit = 64 }}
-eval = {{ path = "{shared_data}/sst2/dev.tsv", text_a = "sentence", limit = 64 }}
-ood = [{{ name = "yelp", path = "{shared_data}/sentiment_ood/yelp_textfooler1k.tsv", text_a = "sentence", limit = 64 }}]
+train = {{ path = "{shared_data}/sst2/train.tsv", text_a = "sentence", limit = 32 }}
+eval = {{ path = "{shared_data}/sst2/dev.tsv", text_a = "sentence", limit = 32 }}
+ood = [{{ name = "yelp", path = "{shared_data}/sentiment_ood/yelp_textfooler1k.tsv", text_a = "sentence", limit = 32 }}]
 
 [experiment.finetune]
 epochs = 1.0
 lr = 5e-5
 batch_size = 16
-eval_batch_size = 16  # the export latency times forwards of the first evaluation batch: 16 rows, not 64
+eval_batch_size = 16  # the export latency times forwards of the first evaluation batch: 16 rows, not 32
 
 [experiment.prune]
 method = "importance"
@@ -41,7 +41,7 @@ examples = 32
 """)
     store, run, art = run_cli(toml, tmp_path / "s", "minilm")
     steps = pq.read_table(art / "tables" / "steps.parquet").to_pylist()
-    assert {r["eval_set"] for r in steps} == {"id", "yelp"} and {r["n"] for r in steps} == {64}
+    assert {r["eval_set"] for r in steps} == {"id", "yelp"} and {r["n"] for r in steps} == {32}
     units = pq.read_table(art / "tables" / "units.parquet").to_pylist()
     heads = [r for r in units if r["unit_kind"] == "head" and r["step"] == 1]
     assert len(heads) == 6 * 12 and sum(not r["kept"] for r in heads) == 7  # 10% of 72 heads, rounded

@@ -54,6 +54,32 @@ def test_code_runs_as_python_c_runs_it(tmp_path, arg):
         assert ours.stderr == real.stderr == ""
 
 
+EXIT = """
+import atexit, sys, threading, time
+atexit.register(lambda: print("atexit ran"))
+def late():
+    time.sleep(0.3)
+    print("thread finished")
+threading.Thread(target=late).start()
+sys.stdout.write("no newline; ")
+arg = sys.argv[1]
+sys.exit(int(arg) if arg.isdigit() else arg)
+"""
+
+
+@pytest.mark.parametrize("arg", ["0", "7", "a message"])
+def test_a_process_ends_as_the_interpreter_ends_one(tmp_path, arg):
+    """The end of a forked process (os._exit without the module teardown) does what the interpreter's shutdown does
+    first, in its order: non-daemon threads joined, atexit handlers run, buffered output flushed, and the exit code
+    read from sys.exit's argument (a message goes to stderr, code 1)."""
+    ours = preloaded.run([arg], code=EXIT, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    real = subprocess.run([sys.executable, "-c", EXIT, arg], cwd=tmp_path, capture_output=True, text=True)
+    assert (ours.returncode, ours.stdout, ours.stderr) == (real.returncode, real.stdout, real.stderr)
+    assert real.stdout == "no newline; thread finished\natexit ran\n"
+    assert real.returncode == {"0": 0, "7": 7, "a message": 1}[arg]
+    assert real.stderr == ("a message\n" if arg == "a message" else "")
+
+
 def test_stderr_into_stdout_and_a_pipe_read_as_the_command_writes():
     proc = preloaded.Popen(["--help"], stdout=preloaded.PIPE, stderr=preloaded.STDOUT, text=True)
     out, err = proc.communicate(timeout=120)

@@ -20,15 +20,14 @@ def _lines(sql: str | None) -> list[str]:
     return sorted(line.strip().rstrip(",") for line in (sql or "").splitlines())
 
 
-def _dump(db) -> tuple[list, list, list]:
-    """Schema, alembic version and every row but the Default experiment's times."""
+def _dump(db, rows: str = "SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments"):
+    """Schema, alembic version and the rows `rows` selects (MLflow's: every row but the Default experiment's times)."""
     con = sqlite3.connect(db)
     try:
-        rows = con.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
-        schema = sorted((kind, name, _lines(sql)) for kind, name, sql in rows)
+        tables = con.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        schema = sorted((kind, name, _lines(sql)) for kind, name, sql in tables)
         version = con.execute("SELECT * FROM alembic_version").fetchall()
-        experiments = con.execute("SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments")
-        return schema, version, experiments.fetchall()
+        return schema, version, con.execute(rows).fetchall()
     finally:
         con.close()
 
@@ -54,14 +53,20 @@ def test_a_store_from_the_template_is_the_database_mlflow_makes(tmp_path, cache)
     assert store.client.get_run(run.info.run_id).data.metrics == {"m": 1.5}
 
 
-def test_migrations_run_once_per_mlflow_version(tmp_path, cache, monkeypatch):
-    calls = []
+def _counted(monkeypatch, module, name: str) -> list[str]:
+    """module.name (a function of a database URL) replaced by itself, counting: the URLs it is called with."""
+    calls, original = [], getattr(module, name)
 
     def counted(url):
         calls.append(url)
-        _mlflow_tables(url)
+        original(url)
 
-    monkeypatch.setattr(store_module, "_mlflow_tables", counted)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_migrations_run_once_per_mlflow_version(tmp_path, cache, monkeypatch):
+    calls = _counted(monkeypatch, store_module, "_mlflow_tables")
     for name in ("a", "b", "c"):
         Store.at(tmp_path / name).ensure()
     assert len(calls) == 1 and "subnets" in calls[0]  # the template's, then copies
@@ -86,24 +91,11 @@ def test_a_damaged_template_is_made_again(tmp_path, cache):
 
 def _optuna_dump(db) -> tuple[list, list, list]:
     """Schema, alembic version and Optuna's version row."""
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
-        schema = sorted((kind, name, _lines(sql)) for kind, name, sql in rows)
-        version = con.execute("SELECT * FROM alembic_version").fetchall()
-        return schema, version, con.execute("SELECT * FROM version_info").fetchall()
-    finally:
-        con.close()
+    return _dump(db, "SELECT * FROM version_info")
 
 
 def test_a_queue_from_the_template_is_the_database_optuna_makes_and_is_made_once(tmp_path, cache, monkeypatch):
-    calls = []
-
-    def counted(url):
-        calls.append(url)
-        _optuna_tables(url)
-
-    monkeypatch.setattr(queue_storage, "_optuna_tables", counted)
+    calls = _counted(monkeypatch, queue_storage, "_optuna_tables")
     direct = tmp_path / "direct.db"
     _optuna_tables(f"sqlite:///{direct}")
     for name in ("a", "b"):

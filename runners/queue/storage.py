@@ -124,6 +124,8 @@ def open_storage(url: str, create: bool = False, outage: Outage | None = None) -
             if url.startswith("sqlite"):
                 _serialise_sqlite(storage.engine)
             return storage
+        except StorageUnusable:  # tables another Optuna made: no second try makes them ours
+            raise
         except Exception:
             # two coordinators (machines) creating the tables at the same moment: the loser's CREATE fails on
             # the winner's rows; once the winner is done the tables exist and a second try just opens them

@@ -115,3 +115,17 @@ def test_a_queue_from_the_template_is_the_database_optuna_makes_and_is_made_once
     assert len(study.trials) == 1 and study.trials[0].value is not None
     # the revision a storage is checked against is the one Optuna makes
     assert schema_head() == _optuna_dump(direct)[1][0][0]
+
+
+def test_a_queue_another_optuna_made_is_refused_at_once(tmp_path, cache, monkeypatch):
+    """Tables at another revision are refused on the first try: not taken for two coordinators creating the tables
+    at once, whose loser tries again after a pause."""
+    db = tmp_path / "optuna.db"
+    open_storage(f"sqlite:///{db}", create=True).engine.dispose()
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+    con.close()
+    monkeypatch.setattr(queue_storage.time, "sleep", lambda s: pytest.fail(f"tried again after {s} s"))
+    for create in (True, False):
+        with pytest.raises(queue_storage.StorageIncompatible, match="tables are at revision v3.0.0.a"):
+            open_storage(f"sqlite:///{db}", create=create)

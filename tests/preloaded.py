@@ -156,7 +156,7 @@ def _keep_a_forkserver() -> None:
         try:
             code = _become_forkserver(theirs)
         except SystemExit as e:  # the forkserver's loop ends so once the command has let go of it
-            code = e.code if isinstance(e.code, int) else 0
+            code = _exit_code(e)
         finally:
             os._exit(code)  # nothing of the command's (atexit, buffered streams) runs here
     theirs.close()
@@ -216,6 +216,15 @@ def _main() -> None:
         _run_and_exit(request)
 
 
+def _exit_code(e: SystemExit) -> int:
+    """A SystemExit's exit code as the interpreter reads it: None is 0, a number the code, anything else is printed
+    to stderr and is 1."""
+    if e.code is None or isinstance(e.code, int):
+        return e.code or 0
+    print(e.code, file=sys.stderr)
+    return 1
+
+
 def _run_and_exit(request: dict) -> None:
     """In the child: the command, then the interpreter's shutdown up to its module teardown (the module's docstring)."""
     import atexit
@@ -223,12 +232,8 @@ def _run_and_exit(request: dict) -> None:
     try:
         _run_command(request)
         code = 0
-    except SystemExit as e:  # as the interpreter reads it: None is 0, a number the code, anything else printed, 1
-        if e.code is None or isinstance(e.code, int):
-            code = e.code or 0
-        else:
-            print(e.code, file=sys.stderr)
-            code = 1
+    except SystemExit as e:
+        code = _exit_code(e)
     threading._shutdown()  # the shutdown's first steps, in its order: non-daemon threads, atexit, the streams
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

@@ -198,15 +198,13 @@ class Worker:
             retry(study, trial)
 
     def _others_running(self, studies: list[StudyName]) -> bool:
-        running = False
         for name in studies:
             study = optuna.load_study(study_name=name.format(), storage=self.storage)
             self._fail_trials_of_dead_workers(study)
             with warnings.catch_warnings():  # experimental since Optuna 2.9, public and documented
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)  # a dead worker's trial: FAILED, and a retry enqueued
-            running |= bool(study.get_trials(deepcopy=False, states=PENDING))  # incl. a retry just enqueued
-        return running
+        return bool(self._pending(studies))  # incl. a retry just enqueued
 
     def _pending(self, studies: list[StudyName]) -> set[tuple[str, int]]:
         """The trials of these studies waiting or running now: one query a study."""
@@ -222,7 +220,10 @@ class Worker:
         WAIT_POLL_S), at most a heartbeat interval, after which the caller looks for a dead worker's stale trial
         again. Sleeping a whole interval kept a worker with nothing left to do up to 5 s after the last trial."""
         before = self._pending(studies)
-        watched = [n for n in studies if any(study == n.format() for study, _ in before)]  # a retry joins its study
+        if not before:  # they ended since the caller looked
+            return
+        names = {study for study, _ in before}
+        watched = [n for n in studies if n.format() in names]  # a retry joins the study of the trial it retries
         deadline = time.monotonic() + heartbeat_s()
         while time.monotonic() < deadline:
             time.sleep(min(WAIT_POLL_S, max(0.0, deadline - time.monotonic())))

@@ -33,7 +33,7 @@ from runners.queue.storage import StorageUnusable, heartbeat_s, open_storage
 from runners.queue.text import run_summary, run_title
 from runners.run.context import RunContext
 from runners.run.execute import execute
-from runners.tracking.progress import Progress
+from runners.tracking.progress import Progress, release_interrupted
 from runners.tracking.status import owner, owner_gone
 from runners.tracking.store import Store
 from runners.training import DeviceError
@@ -153,7 +153,8 @@ class Worker:
             # optimize (not ask/tell): it keeps the trial's heartbeat and fails stale trials of dead workers
             try:
                 study.optimize(tracked, n_trials=1, catch=(), gc_after_trial=False)
-            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, scancel: the trial goes back to the queue
+            except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM, scancel: the trial goes back to the queue
+                release_interrupted(stop)
                 self._retry(study, taken)
                 raise
             except Exception as e:

@@ -38,7 +38,7 @@ from runners.run.resume import load as load_resumed
 from runners.run.rundata import RunData
 from runners.run.steplog import StepLogger
 from runners.tracking import provenance
-from runners.tracking.progress import Progress
+from runners.tracking.progress import Progress, release_interrupted
 from runners.tracking.store import Store, flatten
 from runners.tracking.tables import axis_rows, step_rows, write_table
 from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
@@ -162,7 +162,8 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
                 run.finish(RunStatus.KILLED)
             else:
                 run.finish(RunStatus.FINISHED)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            release_interrupted(stop)
             _mark(run, RunStatus.KILLED)
             raise
         except BaseException:

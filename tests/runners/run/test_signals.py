@@ -107,3 +107,39 @@ def test_a_second_sigterm_leaves_the_run_killed_and_the_exit_code_130(write_toml
     exp = store.client.get_experiment_by_name("tiny")
     (run,) = store.client.search_runs([exp.experiment_id], filter_string=f"tags.`{KIND}` = 'run'")
     assert run.info.status == "KILLED"
+
+
+def test_a_stop_that_lands_inside_a_tracking_write_still_marks_the_run_killed(write_toml, tmp_path, stop_state):
+    """The stop's KeyboardInterrupt is raised wherever the program is, here between two rows of MLflow's
+    executemany of a metrics batch (seen in a stopped `run --workers 4`). SQLite keeps that write's lock while
+    the traceback refers to its cursor; the run must still be marked KILLED (before the fix the KILLED waited out
+    the busy timeout, 20 s, and failed: "database is locked", the run left RUNNING)."""
+    from sqlalchemy import event
+
+    from registry.loader import load_runs
+    from runners.run.execute import execute
+
+    (spec,) = load_runs(write_toml(tiny_toml()))
+    store = Store.at(tmp_path / "s")
+    engine = store.client._tracking_client.store.engine  # MLflow's SQLAlchemy engine over this store's database
+    torn: list[str] = []
+
+    def tear_the_first_metrics_batch(conn, cursor, statement, parameters, context, executemany):
+        if not (executemany and statement.startswith("INSERT INTO metrics") and not torn):
+            return statement, parameters
+        torn.append(statement)
+
+        def rows():
+            yield parameters[0]  # one row is written: the statement is under way and holds the write lock
+            raise KeyboardInterrupt  # the signal's exception, before the next row
+
+        return statement, rows()
+
+    event.listen(engine, "before_cursor_execute", tear_the_first_metrics_batch, retval=True)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec, store, Progress(enabled=False))
+    event.remove(engine, "before_cursor_execute", tear_the_first_metrics_batch)
+    (run,) = store.client.search_runs(
+        [store.client.get_experiment_by_name("tiny").experiment_id], filter_string=f"tags.`{KIND}` = 'run'"
+    )
+    assert torn and run.info.status == "KILLED", (torn, run.info.status)

@@ -132,11 +132,26 @@ class Store:
 
     @property
     def client(self):
+        """MLflow's client of this store. A local database that does not exist yet is made first, as ensure()
+        makes it (copied from the template, renamed into place), not by MLflow's migrations on first use: the
+        same tables in 0.04 s of CPU instead of ~2 s, and no half-made database if the process is killed."""
         from mlflow.tracking import MlflowClient
 
         if not hasattr(self, "_client"):
+            if self.local:
+                self._create_local_db()
             self._client = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client
+
+    def _create_local_db(self) -> None:
+        db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        if db.exists():
+            return
+        db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow makes the directories of a new database
+        self.root.mkdir(parents=True, exist_ok=True)
+        with store_lock(self.root):  # processes started at once: one makes it, the others find it made
+            if not db.exists():
+                create_sqlite_atomically(db, new_mlflow_db)
 
     @property
     def index(self) -> RunIndex:
@@ -211,9 +226,7 @@ class Store:
         if self.local:
             db = Path(self.tracking_uri.removeprefix("sqlite:///"))
             self.check_readable(db)
-            with store_lock(self.root):
-                if not db.exists():
-                    create_sqlite_atomically(db, new_mlflow_db)
+            self._create_local_db()
         self.client.search_experiments(max_results=1)  # migrates an older store
 
     def experiment_id(self, name: str, create: bool = True) -> str | None:

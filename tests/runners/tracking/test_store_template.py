@@ -69,8 +69,10 @@ def test_migrations_run_once_per_mlflow_version(tmp_path, cache, monkeypatch):
     calls = _counted(monkeypatch, store_module, "_mlflow_tables")
     for name in ("a", "b", "c"):
         Store.at(tmp_path / name).ensure()
+    Store.at(tmp_path / "d" / "new").client.search_experiments()  # a store first opened by its client: the same
     assert len(calls) == 1 and "subnets" in calls[0]  # the template's, then copies
     assert _dump(tmp_path / "b" / "mlflow.db") == _dump(tmp_path / "c" / "mlflow.db")
+    assert _dump(tmp_path / "d" / "new" / "mlflow.db") == _dump(tmp_path / "c" / "mlflow.db")
 
 
 def test_an_unwritable_cache_makes_the_database_directly(tmp_path, monkeypatch):

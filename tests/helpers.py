@@ -106,7 +106,9 @@ def free_port() -> int:
 class TrackingServer:
     """A real `mlflow server` on 127.0.0.1 over a sqlite store and an artifact folder under `root`; it can be stopped
     and started again on the same port and stores. MLflow's job runner (huey consumers for its GenAI jobs, about 3 s
-    of CPU each at start-up; subnets starts no MLflow job) is off."""
+    of CPU each at start-up; subnets starts no MLflow job) is off. Its database is made before the first start the way
+    subnets makes a store's (from the template: the same tables), not by the server's migrations (2.3 s of CPU and of
+    start-up measured here: 8.8 s against 6.5 s)."""
 
     def __init__(self, root: Path):
         self.root, self.port, self.proc = root, free_port(), None
@@ -119,8 +121,13 @@ class TrackingServer:
         import time
         import urllib.request
 
+        from runners.tracking.store import new_mlflow_db
+
+        db = self.root / "server.db"
+        if not db.exists():
+            new_mlflow_db(f"sqlite:///{db}")
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["--backend-store-uri", f"sqlite:///{self.root / 'server.db'}"]
+        cmd += ["--backend-store-uri", f"sqlite:///{db}"]
         cmd += ["--artifacts-destination", str(self.root / "server-artifacts"), "--workers", "1"]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc = subprocess.Popen(

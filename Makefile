@@ -6,40 +6,27 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup bytecode system-deps demo test check lint test-all bench report ui dashboard reference docs clean
+.PHONY: setup system-deps demo test check lint test-all bench report ui dashboard reference docs clean
 
 setup: $(VENV)/.installed
 
 # uv where it can be installed (16 s here against pip's ~70 s), from the sources pip is configured with
-# (.ci/uv_env.py) and the same versions; pip otherwise. Neither compiles the packages to bytecode as it installs:
-# the `bytecode` step below compiles what the commands and the tests import (~4,300 of the ~18,800 files: 17 s
-# here, where compiling them all as they installed took 37 s). Without bytecode, every process where
-# PYTHONDONTWRITEBYTECODE is set (as on the project's machines) compiles torch, transformers and MLflow again as it
-# imports them, 14.3 s of CPU instead of 5.9 s.
+# (.ci/uv_env.py) and the same versions; pip otherwise. Both compile the packages to bytecode as they install
+# (uv only when asked): without it, every process where PYTHONDONTWRITEBYTECODE is set (as on the project's
+# machines) compiles torch, transformers and MLflow again as it imports them, 14.3 s of CPU instead of 5.9 s.
+# The project's own modules are compiled too (a module edited later is compiled again, in memory, when imported).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if $(BIN)/pip install -q --disable-pip-version-check uv 2>/dev/null; then \
 		eval "$$($(BIN)/python .ci/uv_env.py)" && \
-		$(BIN)/uv pip install -q --python $(BIN)/python $(TORCH_SPEC) && \
-		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'; \
+		$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SPEC) && \
+		$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[test]'; \
 	else \
-		$(BIN)/pip install -q --disable-pip-version-check --no-compile $(TORCH_SPEC) && \
-		$(BIN)/pip install -q --disable-pip-version-check --no-compile -e '.[test]'; \
+		$(BIN)/pip install -q --disable-pip-version-check $(TORCH_SPEC) && \
+		$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'; \
 	fi
-	$(MAKE) bytecode
-	touch $@
-
-# Bytecode for what is imported, written as two processes import it side by side (PYTHONDONTWRITEBYTECODE lifted
-# for them only): one the workers' modules (torch, transformers, datasets), the other the CLI, the report, MLflow's
-# server, Optuna, DuckDB and the test runner. A module outside these is compiled in memory when a process imports it,
-# as before. Then every module of the project (one edited later is compiled again, in memory, when imported).
-WORKER_IMPORTS := runners.queue.worker,runners.training.cache,datasets,torch_cka
-OTHER_IMPORTS := registry.cli,reports.build,mlflow.server,optuna,duckdb,pytest,xdist,psutil,websocket,mkdocs.commands.build,tests.preloaded
-bytecode:
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c "import $(WORKER_IMPORTS)" & \
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c "import $(OTHER_IMPORTS)"; \
-	other=$$?; wait $$! && exit $$other
 	$(BIN)/python -m compileall -q registry runners reports tests benchmarks >/dev/null
+	touch $@
 
 demo: setup
 	$(BIN)/subnets validate

@@ -133,7 +133,7 @@ seeds = [0]
 name = "{model}"
 [experiment.task]
 name = "sst2"
-max_length = 48
+max_length = 32
 [experiment.finetune]
 epochs = 1.0
 batch_size = 16
@@ -163,13 +163,13 @@ def test_a_run_on_hub_ids_loads_model_and_glue_preset_from_the_cache(tmp_path, s
     glue = {
         split: [
             {"sentence": r["sentence"], "label": int(r["label"]), "idx": i}
-            for i, r in enumerate(tsv_rows(shared_data / "sst2" / f"{file}.tsv", 48))
+            for i, r in enumerate(tsv_rows(shared_data / "sst2" / f"{file}.tsv", 32))
         ]
         for split, file in (("train", "train"), ("validation", "dev"))
     }
     cache_dataset(hf_home, "nyu-mll/glue", "sst2", glue)
-    cache_dataset(hf_home, "stanfordnlp/imdb", "plain_text", {"test": _sentiment(shared_data, "imdb", 16)})
-    cache_dataset(hf_home, "fancyzhx/yelp_polarity", "plain_text", {"test": _sentiment(shared_data, "yelp", 16)})
+    cache_dataset(hf_home, "stanfordnlp/imdb", "plain_text", {"test": _sentiment(shared_data, "imdb", 8)})
+    cache_dataset(hf_home, "fancyzhx/yelp_polarity", "plain_text", {"test": _sentiment(shared_data, "yelp", 8)})
     toml = tmp_path / "experiments.toml"
     toml.write_text(HUB_RUN.format(model=MINILM_HUB_ID))
     env = {**offline_env(hf_home), "OMP_NUM_THREADS": "1"}  # one core: the other runs the next test
@@ -184,7 +184,7 @@ def test_a_run_on_hub_ids_loads_model_and_glue_preset_from_the_cache(tmp_path, s
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (record,) = (tmp_path / "s" / ".subnets" / "finetuned").glob("*/record.json")
     assert json.loads(record.read_text())["model_revision"] == COMMIT
-    assert json.loads(record.read_text())["train_examples"] == 48
+    assert json.loads(record.read_text())["train_examples"] == 32
     from runners.tracking import Store
 
     client = Store.at(tmp_path / "s").client

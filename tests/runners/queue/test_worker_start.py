@@ -21,7 +21,12 @@ from runners.queue.local import START_ENV
 from runners.tracking import Store
 from tests.conftest import tiny_toml
 
-GRID = tiny_toml(name="tiny", max_steps=4).replace("n_id_eval = 64", "n_id_eval = 400")
+
+def _grid(max_steps: int) -> str:
+    return tiny_toml(name="tiny", max_steps=max_steps).replace("n_id_eval = 64", "n_id_eval = 400")
+
+
+GRID = _grid(4)
 
 
 def _loads_torch(proc: psutil.Process) -> bool:
@@ -33,7 +38,7 @@ def test_workers_start_and_drain_the_grid_and_the_coordinator_loads_no_torch(wri
     store = tmp_path / "s"
     # the fine-tuned model, made once by a one-step run (the same fine-tuning as the grid's): the measured command then
     # has nothing to fine-tune first
-    first = write_toml(GRID.replace("max_steps = 4", "max_steps = 1"), "first.toml")
+    first = write_toml(_grid(1), "first.toml")
     assert CliRunner().invoke(app, ["run", "--file", str(first), "--store", str(store), "--quiet"]).exit_code == 0
     toml = write_toml(GRID.replace('name = "tiny"', 'name = "grid"').replace("rate = 0.3", "rate = [0.2, 0.4]"))
     env = {**os.environ, START_ENV: method, "OMP_NUM_THREADS": "1"}

@@ -136,9 +136,11 @@ def test_a_stop_that_lands_inside_a_tracking_write_still_marks_the_run_killed(wr
         return statement, rows()
 
     event.listen(engine, "before_cursor_execute", tear_the_first_metrics_batch, retval=True)
-    with pytest.raises(KeyboardInterrupt):
-        execute(spec, store, Progress(enabled=False))
-    event.remove(engine, "before_cursor_execute", tear_the_first_metrics_batch)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute(spec, store, Progress(enabled=False))
+    finally:
+        event.remove(engine, "before_cursor_execute", tear_the_first_metrics_batch)
     (run,) = store.client.search_runs(
         [store.client.get_experiment_by_name("tiny").experiment_id], filter_string=f"tags.`{KIND}` = 'run'"
     )

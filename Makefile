@@ -6,26 +6,27 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test check lint test-all bench report ui dashboard reference docs clean
+.PHONY: setup system-deps demo test check lint test-all bench report ui dashboard reference docs bytecode-dirs clean
 
 setup: $(VENV)/.installed
 
 # uv where it can be installed (16 s here against pip's ~70 s), from the sources pip is configured with
-# (.ci/uv_env.py) and the same versions; pip otherwise. Both compile the packages to bytecode as they install
-# (uv only when asked): without it, every process where PYTHONDONTWRITEBYTECODE is set (as on the project's
-# machines) compiles torch, transformers and MLflow again as it imports them, 14.3 s of CPU instead of 5.9 s.
-# The project's own modules are compiled too (a module edited later is compiled again, in memory, when imported).
-$(VENV)/.installed: pyproject.toml
+# (.ci/uv_env.py) and the same versions; pip otherwise. Then the modules subnets and its tests import are compiled to
+# bytecode, on every core (.ci/bytecode.py: without it, every process where PYTHONDONTWRITEBYTECODE is set, as on the
+# project's machines, compiles torch, transformers and MLflow again as it imports them). The project's own modules
+# are compiled too (a module edited later is compiled again, in memory, when imported).
+$(VENV)/.installed: pyproject.toml .ci/bytecode-dirs.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	if $(BIN)/pip install -q --disable-pip-version-check uv 2>/dev/null; then \
 		eval "$$($(BIN)/python .ci/uv_env.py)" && \
-		$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $(TORCH_SPEC) && \
-		$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[test]'; \
+		$(BIN)/uv pip install -q --python $(BIN)/python $(TORCH_SPEC) && \
+		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'; \
 	else \
-		$(BIN)/pip install -q --disable-pip-version-check $(TORCH_SPEC) && \
-		$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'; \
+		$(BIN)/pip install -q --disable-pip-version-check --no-compile $(TORCH_SPEC) && \
+		$(BIN)/pip install -q --disable-pip-version-check --no-compile -e '.[test]'; \
 	fi
-	$(BIN)/python -m compileall -q registry runners reports tests benchmarks >/dev/null
+	$(BIN)/python .ci/bytecode.py compile "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+		registry runners reports tests benchmarks
 	touch $@
 
 demo: setup
@@ -94,6 +95,11 @@ reference: setup  # regenerate docs/reference.md (from the schema) and docs/resu
 
 docs: setup  # build the documentation site (mkdocs.yml, docs/) into out/site; a broken link fails it
 	$(BIN)/mkdocs build --strict -d out/site  # no -q: it hides the warnings that --strict fails on
+
+# Rewrite .ci/bytecode-dirs.txt, the site-packages directories `make setup` compiles: those that any process of the
+# test suite imports a module from (run it again after a large change of the dependencies)
+bytecode-dirs: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python .ci/bytecode.py record -- $(BIN)/pytest -q -m "not slow" -n 2
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,0 +1,100 @@
+"""Compile to bytecode the installed modules that subnets and its tests import, on every core (`make setup`).
+
+Where PYTHONDONTWRITEBYTECODE is set (as on the project's machines) Python never writes the bytecode of what it
+imports, so every process compiles again, in memory, each module that has none: torch, transformers and MLflow cost
+14.3 s of CPU to import that way instead of 5.9 s. Compiling all of site-packages (~18,800 files) takes a third to
+half of `make setup`, and two thirds of it is never imported: transformers' hundreds of model families, the test
+suites packages ship, pip. So `compile` compiles the files of the directories listed in `bytecode-dirs.txt` (relative
+to site-packages; the directories any process of `make test` imported a module from), and the folders given whole.
+A module outside the list still imports; it is compiled in memory when imported, as without this step.
+
+    python .ci/bytecode.py compile SITE_PACKAGES [FOLDER ...]       # make setup
+    python .ci/bytecode.py record -- COMMAND ...                     # make bytecode-dirs: rewrite the list
+
+`record` runs COMMAND with a sitecustomize that makes each Python process write down the files of the modules it
+imported, then writes the list. Run it again when the dependencies change much.
+"""
+
+from __future__ import annotations
+
+import os
+import py_compile
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+LIST = Path(__file__).with_name("bytecode-dirs.txt")
+
+RECORDER = """
+import atexit, os, sys
+
+def _write_down():
+    try:
+        files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+        with open(os.path.join(%r, "%%d.txt" %% os.getpid()), "w") as out:
+            out.write("\\n".join(f for f in files if f and f.endswith(".py")))
+    except Exception:
+        pass
+
+atexit.register(_write_down)
+"""
+
+
+def _compile_all(paths: list[str]) -> int:
+    failed = 0
+    for path in paths:
+        try:
+            py_compile.compile(path, doraise=True)
+        except (py_compile.PyCompileError, OSError):  # e.g. a file written for a newer Python (torch ships one)
+            failed += 1
+    return failed
+
+
+def compile_files(site: Path, folders: list[Path]) -> None:
+    listed = [line.strip() for line in LIST.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    files = [str(p) for d in listed if (site / d).is_dir() for p in (site / d).glob("*.py")]
+    files += [str(p) for folder in folders for p in folder.rglob("*.py")]
+    cores = os.cpu_count() or 1
+    # many small batches spread the large files over the processes; one batch a file would cost more to hand out
+    batches = [files[i :: cores * 8] for i in range(cores * 8)]
+    with ProcessPoolExecutor(cores) as pool:
+        failed = sum(pool.map(_compile_all, batches))
+    print(f"bytecode: {len(files) - failed} files compiled ({len(listed)} listed directories), {failed} left to import")
+
+
+def record(command: list[str]) -> None:
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        hook, logs = Path(tmp, "hook"), Path(tmp, "logs")
+        hook.mkdir()
+        logs.mkdir()
+        (hook / "sitecustomize.py").write_text(RECORDER % str(logs))
+        path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
+        code = subprocess.call(command, env={**os.environ, "PYTHONPATH": path})
+        if code != 0:
+            sys.exit(f"record: the command failed (exit code {code}); the list is left as it was")
+        dirs = set()
+        for log in logs.glob("*.txt"):
+            for name in log.read_text().splitlines():
+                folder = Path(name).resolve().parent
+                if folder.is_relative_to(site):
+                    dirs.add(folder.relative_to(site).as_posix())
+    header = "# written by `make bytecode-dirs` (.ci/bytecode.py record): the site-packages directories imported from\n"
+    LIST.write_text(header + "".join(f"{d}\n" for d in sorted(dirs)))
+    print(f"record: {len(dirs)} directories written to {LIST}")
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["compile"] and len(argv) >= 2:
+        compile_files(Path(argv[1]), [Path(a) for a in argv[2:]])
+    elif argv[:2] == ["record", "--"] and len(argv) > 2:
+        record(argv[2:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml .ci/bytecode-dirs.txt
 		$(BIN)/pip install -q --disable-pip-version-check --no-compile $(TORCH_SPEC) && \
 		$(BIN)/pip install -q --disable-pip-version-check --no-compile -e '.[test]'; \
 	fi
-	$(BIN)/python .ci/bytecode.py compile "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+	$(BIN)/python .ci/bytecode.py compile \
+		"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
 		registry runners reports tests benchmarks
 	touch $@
 

@@ -28,18 +28,24 @@ from pathlib import Path
 
 LIST = Path(__file__).with_name("bytecode-dirs.txt")
 
+# Each directory a module's source or bytecode is read from, written down as it is read (an audit hook): a process
+# that ends by a signal, as servers do, has written down what it imported too
 RECORDER = """
-import atexit, os, sys
+import os, sys
 
-def _write_down():
-    try:
-        files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-        with open(os.path.join(%r, "%%d.txt" %% os.getpid()), "w") as out:
-            out.write("\\n".join(f for f in files if f and f.endswith(".py")))
-    except Exception:
-        pass
+_log = os.open(os.path.join(%r, "%%d.txt" %% os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+_seen = set()
 
-atexit.register(_write_down)
+def _write_down(event, args):
+    if event == "open" and isinstance(args[0], str) and args[0].endswith((".py", ".pyc")):
+        folder = os.path.dirname(args[0])
+        if folder.endswith("__pycache__"):
+            folder = os.path.dirname(folder)
+        if folder not in _seen:
+            _seen.add(folder)
+            os.write(_log, (folder + "\\n").encode())
+
+sys.addaudithook(_write_down)
 """
 
 
@@ -78,8 +84,8 @@ def record(command: list[str]) -> None:
             sys.exit(f"record: the command failed (exit code {code}); the list is left as it was")
         dirs = set()
         for log in logs.glob("*.txt"):
-            for name in log.read_text().splitlines():
-                folder = Path(name).resolve().parent
+            for name in set(log.read_text().splitlines()):
+                folder = Path(name).resolve()
                 if folder.is_relative_to(site):
                     dirs.add(folder.relative_to(site).as_posix())
     header = "# written by `make bytecode-dirs` (.ci/bytecode.py record): the site-packages directories imported from\n"

@@ -28,22 +28,24 @@ from pathlib import Path
 
 LIST = Path(__file__).with_name("bytecode-dirs.txt")
 
-# Each directory a module's source or bytecode is read from, written down as it is read (an audit hook): a process
-# that ends by a signal, as servers do, has written down what it imported too
+# Each directory a module is run from, written down as the import runs it (an audit hook on "exec": a module read as
+# text, as transformers reads all its model files to list their names, does not count): a process that ends by a
+# signal, as servers do, has written down what it imported too
 RECORDER = """
 import os, sys
 
-_log = os.open(os.path.join(%r, "%%d.txt" %% os.getpid()), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-_seen = set()
+_folder, _seen = %r, set()
 
 def _write_down(event, args):
-    if event == "open" and isinstance(args[0], str) and args[0].endswith((".py", ".pyc")):
-        folder = os.path.dirname(args[0])
-        if folder.endswith("__pycache__"):
-            folder = os.path.dirname(folder)
+    if event == "exec":
+        folder = os.path.dirname(getattr(args[0], "co_filename", ""))
         if folder not in _seen:
             _seen.add(folder)
-            os.write(_log, (folder + "\\n").encode())
+            try:  # opened each time: a forkserver's child has none of its parent's files open
+                with open(os.path.join(_folder, "%%d.txt" %% os.getpid()), "a") as log:
+                    log.write(folder + "\\n")
+            except OSError:
+                pass
 
 sys.addaudithook(_write_down)
 """
@@ -59,8 +61,9 @@ def _compile_all(paths: list[str]) -> int:
     return failed
 
 
-def compile_files(site: Path, folders: list[Path]) -> None:
-    listed = [line.strip() for line in LIST.read_text().splitlines() if line.strip() and not line.startswith("#")]
+def compile_files(site: Path, folders: list[Path], listing: Path = LIST) -> int:
+    """Compile the files of the directories `listing` names under `site`, and of `folders` whole; returns how many."""
+    listed = [line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")]
     files = [str(p) for d in listed if (site / d).is_dir() for p in (site / d).glob("*.py")]
     files += [str(p) for folder in folders for p in folder.rglob("*.py")]
     cores = os.cpu_count() or 1
@@ -69,10 +72,12 @@ def compile_files(site: Path, folders: list[Path]) -> None:
     with ProcessPoolExecutor(cores) as pool:
         failed = sum(pool.map(_compile_all, batches))
     print(f"bytecode: {len(files) - failed} files compiled ({len(listed)} listed directories), {failed} left to import")
+    return len(files) - failed
 
 
-def record(command: list[str]) -> None:
-    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+def record(command: list[str], site: Path | None = None, listing: Path = LIST) -> None:
+    """Run `command`; write to `listing` the directories under `site` that its processes ran a module from."""
+    site = (site or Path(sysconfig.get_paths()["purelib"])).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         hook, logs = Path(tmp, "hook"), Path(tmp, "logs")
         hook.mkdir()
@@ -89,8 +94,8 @@ def record(command: list[str]) -> None:
                 if folder.is_relative_to(site):
                     dirs.add(folder.relative_to(site).as_posix())
     header = "# written by `make bytecode-dirs` (.ci/bytecode.py record): the site-packages directories imported from\n"
-    LIST.write_text(header + "".join(f"{d}\n" for d in sorted(dirs)))
-    print(f"record: {len(dirs)} directories written to {LIST}")
+    listing.write_text(header + "".join(f"{d}\n" for d in sorted(dirs)))
+    print(f"record: {len(dirs)} directories written to {listing}")
 
 
 def main(argv: list[str]) -> None:

@@ -103,6 +103,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def mlflow_client(db: Path):
+    """An MLflow client on a new SQLite database at `db`, made the way subnets makes a store's: a copy of the empty
+    database MLflow's migrations made once for this version (runners/tracking/templates.py), not those migrations
+    again (1-2 s of CPU each)."""
+    from mlflow import MlflowClient
+
+    from runners.tracking.store import new_mlflow_db
+
+    new_mlflow_db(f"sqlite:///{db}")
+    return MlflowClient(tracking_uri=f"sqlite:///{db}")
+
+
 class TrackingServer:
     """A real `mlflow server` on 127.0.0.1 over a sqlite store and an artifact folder under `root`; it can be stopped
     and started again on the same port and stores. MLflow's job runner (huey consumers for its GenAI jobs, about 3 s

@@ -88,16 +88,15 @@ sys.exit(code)
 
 
 def test_validate_and_plan_load_no_heavy_module(tmp_path):
-    from mlflow.tracking import MlflowClient
-
     from registry.loader import load_runs
     from tests.conftest import tiny_toml
+    from tests.helpers import mlflow_client
 
     toml = tmp_path / "experiments.toml"
     toml.write_text(tiny_toml(rate=0.2).replace("rate = 0.2", "rate = [0.2, 0.4]"))
     done = load_runs(toml)[0]
     # a store MLflow itself wrote, with one finished parent run and one unrelated child
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow_client(tmp_path / "mlflow.db")
     exp = client.create_experiment("tiny")
     run = client.create_run(exp, tags={"subnets.kind": "run", "subnets.fingerprint": done.fingerprint})
     client.set_terminated(run.info.run_id, "FINISHED")
@@ -114,11 +113,10 @@ def test_validate_and_plan_load_no_heavy_module(tmp_path):
 def test_store_run_status_reads_the_local_index_as_the_client_sees_it(tmp_path):
     """Store.run_status reads a local store through the run index (no MLflow import); its statuses are the
     client's, best per fingerprint (tests/registry/test_runindex.py checks the index itself against the client)."""
-    from mlflow.tracking import MlflowClient
-
     from runners.tracking import Store
+    from tests.helpers import mlflow_client
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow_client(tmp_path / "mlflow.db")
     exp = client.create_experiment("e")
     other = client.create_experiment("other")
     for i, status in enumerate(["FINISHED", "FAILED", "KILLED", "RUNNING"]):

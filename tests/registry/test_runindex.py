@@ -15,11 +15,11 @@ from registry.tracking import EXPERIMENT, FINGERPRINT, KIND, OWNER, RunKind, Run
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow import MlflowClient
+    from tests.helpers import mlflow_client
 
     tmp = tmp_path_factory.mktemp("runindex")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(tmp / "mlflow.db")
     ids: dict[str, str] = {}
 
     def run(

@@ -18,6 +18,7 @@ from reports.warehouse import open_warehouse
 from runners.tracking import Store
 from tests import preloaded
 from tests.conftest import tiny_toml
+from tests.helpers import mlflow_client
 from tests.reports.test_report_cache import contents
 
 # 40 small pruning steps, each evaluated on 2048 examples: a run lasts ~10 s here (2 cores), several reads (~3 s
@@ -142,7 +143,7 @@ def test_reports_published_at_once_share_one_report_run(tmp_path):
     3 reports at once left 3 report runs). Now the creators agree on the oldest and the others delete theirs."""
     uri, go, html = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go", tmp_path / "report.html"
     html.write_text("<html>the report</html>")
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(tmp_path / "mlflow.db")
     exp = client.create_experiment("tiny", artifact_location=(tmp_path / "artifacts").as_uri())
     readies = [tmp_path / f"ready{i}" for i in range(3)]
     procs = [

@@ -32,11 +32,11 @@ from tests.reports.test_reports import (
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow import MlflowClient
+    from tests.helpers import mlflow_client
 
     tmp = tmp_path_factory.mktemp("cache-store")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(tmp / "mlflow.db")
     exps = {
         name: client.create_experiment(name, artifact_location=(tmp / f"art-{i}").as_uri())
         for i, name in enumerate((EXP_A, EXP_B))

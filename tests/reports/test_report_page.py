@@ -168,11 +168,11 @@ def test_user_strings_are_escaped(tmp_path):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A local MLflow store with the fixture runs of tests/reports/test_report_sql.py logged as finished runs."""
-    from mlflow import MlflowClient
+    from tests.helpers import mlflow_client
 
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(tmp / "mlflow.db")
     files = build_tables(tmp / "tables")
     by_run: dict[str, Path] = {}
     for paths in files.values():

@@ -185,11 +185,11 @@ def shifted(acc: dict, value: float) -> dict:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from mlflow import MlflowClient
+    from tests.helpers import mlflow_client
 
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(tmp / "mlflow.db")
     client.search_experiments()  # creates the schema; keep a copy as the empty store
     shutil.copy(tmp / "mlflow.db", tmp / "empty.db")
 

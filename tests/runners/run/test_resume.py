@@ -18,11 +18,11 @@ from runners.tracking.store import KIND, Store
 from tests import preloaded
 from tests.conftest import tiny_toml
 
-# Enough steps and evaluation examples that a step takes a noticeable fraction of a second, so the kill
-# lands in the middle; CKA at every step and two controls exercise every kind of record.
+# Enough evaluation examples that a step takes a few of the test's 20 ms looks (~0.1 s), so the kill lands in the
+# middle, a step or so after the one it waits for; CKA at every step and two controls exercise every kind of record.
 TOML = (
     tiny_toml(rate=0.25, max_steps=8)
-    .replace("n_id_eval = 64, n_ood_per_subcase = 8", "n_id_eval = 1500, n_ood_per_subcase = 60")
+    .replace("n_id_eval = 64, n_ood_per_subcase = 8", "n_id_eval = 400, n_ood_per_subcase = 16")
     .replace("max_steps = 8", 'max_steps = 8\ncontrols = ["random", "bad"]')
     + "\n[experiment.cka]\nexamples = 64\n"
 )

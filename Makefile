@@ -25,9 +25,7 @@ $(VENV)/.installed: pyproject.toml .ci/bytecode-dirs.txt
 		$(BIN)/pip install -q --disable-pip-version-check --no-compile $(TORCH_SPEC) && \
 		$(BIN)/pip install -q --disable-pip-version-check --no-compile -e '.[test]'; \
 	fi
-	$(BIN)/python .ci/bytecode.py compile \
-		"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-		registry runners reports tests benchmarks
+	$(BIN)/python .ci/bytecode.py compile registry runners reports tests benchmarks
 	touch $@
 
 demo: setup
@@ -47,7 +45,9 @@ system-deps:
 # Two test processes on the two cores, each with one torch thread (a process per core; torch threads beyond
 # the cores make every process many times slower). The suite's heavy tests are real processes and servers; with
 # worksteal a process that runs out of tests takes some of the other's, so the last minutes are not one long tail.
-PYTEST_FAST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest -q -m "not slow" -n 2 --dist worksteal
+ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+SUITE := $(BIN)/pytest -q -m "not slow" -n 2 --dist worksteal
+PYTEST_FAST := $(ONE_THREAD) $(SUITE)
 
 # The packages (pip/uv) and the system packages (apt) install side by side.
 test:
@@ -100,7 +100,7 @@ docs: setup  # build the documentation site (mkdocs.yml, docs/) into out/site; a
 # Rewrite .ci/bytecode-dirs.txt, the site-packages directories `make setup` compiles: those that any process of the
 # test suite imports a module from (run it again after a large change of the dependencies)
 bytecode-dirs: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python .ci/bytecode.py record -- $(BIN)/pytest -q -m "not slow" -n 2
+	$(ONE_THREAD) $(BIN)/python .ci/bytecode.py record -- $(SUITE)
 
 clean:
 	rm -rf out .pytest_cache

@@ -8,11 +8,12 @@ suites packages ship, pip. So `compile` compiles the files of the directories li
 to site-packages; the directories any process of `make test` imported a module from), and the folders given whole.
 A module outside the list still imports; it is compiled in memory when imported, as without this step.
 
-    python .ci/bytecode.py compile SITE_PACKAGES [FOLDER ...]       # make setup
-    python .ci/bytecode.py record -- COMMAND ...                     # make bytecode-dirs: rewrite the list
+    python .ci/bytecode.py compile [FOLDER ...]       # make setup
+    python .ci/bytecode.py record -- COMMAND ...      # make bytecode-dirs: rewrite the list
 
-`record` runs COMMAND with a sitecustomize that makes each Python process write down the files of the modules it
-imported, then writes the list. Run it again when the dependencies change much.
+Both work on the site-packages of the Python that runs them (the venv's). `record` runs COMMAND with a sitecustomize
+that makes each Python process write down the directory of each module it runs, then writes the list. Run it again
+when the dependencies change much.
 """
 
 from __future__ import annotations
@@ -61,8 +62,13 @@ def _compile_all(paths: list[str]) -> int:
     return failed
 
 
-def compile_files(site: Path, folders: list[Path], listing: Path = LIST) -> int:
+def _site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"]).resolve()
+
+
+def compile_files(folders: list[Path], site: Path | None = None, listing: Path = LIST) -> int:
     """Compile the files of the directories `listing` names under `site`, and of `folders` whole; returns how many."""
+    site = site or _site_packages()
     listed = [line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")]
     files = [str(p) for d in listed if (site / d).is_dir() for p in (site / d).glob("*.py")]
     files += [str(p) for folder in folders for p in folder.rglob("*.py")]
@@ -77,7 +83,7 @@ def compile_files(site: Path, folders: list[Path], listing: Path = LIST) -> int:
 
 def record(command: list[str], site: Path | None = None, listing: Path = LIST) -> None:
     """Run `command`; write to `listing` the directories under `site` that its processes ran a module from."""
-    site = (site or Path(sysconfig.get_paths()["purelib"])).resolve()
+    site = (site or _site_packages()).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         hook, logs = Path(tmp, "hook"), Path(tmp, "logs")
         hook.mkdir()
@@ -99,8 +105,8 @@ def record(command: list[str], site: Path | None = None, listing: Path = LIST) -
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["compile"] and len(argv) >= 2:
-        compile_files(Path(argv[1]), [Path(a) for a in argv[2:]])
+    if argv[:1] == ["compile"]:
+        compile_files([Path(a) for a in argv[1:]])
     elif argv[:2] == ["record", "--"] and len(argv) > 2:
         record(argv[2:])
     else:

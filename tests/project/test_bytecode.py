@@ -62,7 +62,7 @@ def test_compile_compiles_the_listed_directories_only(bytecode, site, tmp_path):
     (project / "pkg").mkdir(parents=True)
     (project / "pkg" / "code.py").write_text("Z = 3\n")
 
-    assert bytecode.compile_files(site, [project], listing=listing) == 3  # broken.py is left to be imported
+    assert bytecode.compile_files([project], site=site, listing=listing) == 3  # broken.py is left to be imported
 
     def compiled(path: Path) -> bool:
         return Path(importlib.util.cache_from_source(str(path))).exists()

@@ -17,6 +17,9 @@ def pytest_configure(config):
     # are oversubscribed (measured: a tiny forward went from 3 ms to 0.44 s at 2 threads). Where the tests run:
     # xdist's controller (`-n N`) runs none, and need not import torch (~4 s of CPU) for them.
     if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        # collecting imports torch, transformers, MLflow and every test module: the collector paused until it is
+        # done (pytest_collection_finish), as the workers' forkserver does (runners/queue/forkserver_start.py)
+        gc.disable()
         import torch
 
         torch.set_num_threads(1)
@@ -61,8 +64,8 @@ def tiny_toml(name: str = "tiny", rate: float = 0.3, keep_ratio: float = 0.0, ma
 def pytest_collection_finish(session):
     # what collecting imported (torch, transformers, MLflow) stays for the session: out of the collector's sight,
     # a full collection no longer walks its ~1M objects (~9% of the CPU of the tests that run in this process)
-    gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 @pytest.fixture

@@ -199,14 +199,15 @@ def _main() -> None:
     import gc
     import importlib
 
+    gc.disable()  # as the workers' forkserver imports (runners/queue/forkserver_start.py)
     for module in PRELOAD:
         importlib.import_module(module)
     # forking copies only the calling thread: nothing imported may have started another one
     assert threading.active_count() == 1, threading.enumerate()
     # what is imported now stays: out of the collector's sight, so that a child's collections (the last one at its
     # exit too) skip it rather than walk, and so copy page by page, ~1M objects: 2.5 to 0.6 s of CPU a command
-    gc.collect()
     gc.freeze()
+    gc.enable()
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(sys.argv[1])
     listener.listen(64)

@@ -5,6 +5,6 @@ It is the composition root: commands import runners/ and reports/ lazily, inside
 """
 
 from registry.cli import declare, queue, results, running  # noqa: F401 - each registers its commands, in help order
-from registry.cli.common import app
+from registry.cli.common import GC_THRESHOLDS, app, main
 
-__all__ = ["app"]
+__all__ = ["GC_THRESHOLDS", "app", "main"]

@@ -19,6 +19,7 @@ from registry.cli.common import (
     app,
     fail,
     load,
+    main,
     open_store,
     out,
     print_studies,
@@ -54,7 +55,7 @@ WORKER_MODULES = [
 
 def work_process(argv: list[str]) -> None:
     """A local worker process's body: `subnets work ...` (spawn's entry; exits with the command's code)."""
-    app(args=argv, prog_name="subnets")
+    main(argv)
 
 
 def _queue_setup(store: Path, tracking_uri: str | None, storage: str | None):

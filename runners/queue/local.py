@@ -46,7 +46,7 @@ def start_forkserver(preload: list[str], method: str) -> None:
 
     if method != "forkserver":
         return
-    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["runners.queue.forkserver_start", *preload])
     forkserver.ensure_running()
 
 
@@ -54,8 +54,10 @@ def _worker(entry: Callable[[list[str]], None], argv: list[str], env: dict[str, 
     """A worker process: `entry(argv)` with the workers' environment."""
     # what the forkserver imported (torch, transformers, MLflow: ~1M objects) is this worker's only through shared
     # pages; out of its collections, which would otherwise walk those objects and write to each (a private copy of
-    # every page), as Python's documentation advises for forked processes
+    # every page), as Python's documentation advises for forked processes. The forkserver imported them with the
+    # collector paused (runners.queue.forkserver_start): it runs again from here.
     gc.freeze()
+    gc.enable()
     os.environ.clear()
     os.environ.update(env)
     for stream in (sys.stdout, sys.stderr):  # each line as it is printed, as PYTHONUNBUFFERED gives a fresh process

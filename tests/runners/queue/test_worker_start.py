@@ -20,6 +20,7 @@ from registry.loader import load_runs
 from runners.queue.local import START_ENV
 from runners.tracking import Store
 from tests.conftest import tiny_toml
+from tests.helpers import PROJECT_ROOT
 
 
 def _grid(max_steps: int) -> str:
@@ -97,26 +98,40 @@ def test_an_unknown_start_method_is_refused_before_anything_is_written(write_tom
 
 FREEZE_PROBE = """
 import gc, multiprocessing, sys
-from runners.queue.local import _worker
+from runners.queue.local import _worker, start_forkserver
 
-def probe(argv):  # a worker's entry: how many objects its collections leave alone
-    open(argv[0], "w").write(str(gc.get_freeze_count()))
+def probe(argv):  # a worker's entry: how many objects its collections leave alone, and whether they run
+    open(argv[0], "w").write(f"{gc.get_freeze_count()} {gc.isenabled()}")
 
 if __name__ == "__main__":
-    inherited = [[i] for i in range(50_000)]  # what a forkserver holds after its imports, in small
-    gc.unfreeze()
-    p = multiprocessing.get_context("fork").Process(target=_worker, args=(probe, [sys.argv[1]], {}))
+    start_forkserver(["preloaded_probe"], "forkserver")
+    p = multiprocessing.get_context("forkserver").Process(target=_worker, args=(probe, [sys.argv[1]], {}))
     p.start()
     p.join(60)
     sys.exit(p.exitcode)
 """
 
+# what a forkserver holds after its imports, in small; and whether the collector ran while they were imported
+PRELOADED_PROBE = """
+import gc, os
+inherited = [[i] for i in range(50_000)]
+open(os.environ["PROBE_IMPORTED"], "w").write(str(gc.isenabled()))
+"""
+
 
 def test_a_worker_keeps_what_it_inherited_out_of_its_collections(tmp_path):
-    """A worker freezes what it was forked with (gc.freeze): its collections then never write to those objects,
-    which would copy their pages out of the memory it shares with the forkserver."""
+    """The forkserver imports its modules with the collector paused (Python's gc documentation for a process that
+    forks without exec). A worker freezes what it was forked with (gc.freeze): its collections then never write to
+    those objects, which would copy their pages out of the memory it shares with the forkserver; and in the worker
+    the collector runs again."""
     (tmp_path / "probe.py").write_text(FREEZE_PROBE)
-    count = tmp_path / "count"
-    proc = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(count)], capture_output=True, text=True)
+    (tmp_path / "preloaded_probe.py").write_text(PRELOADED_PROBE)
+    count, imported = tmp_path / "count", tmp_path / "imported"
+    env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{tmp_path}", "PROBE_IMPORTED": str(imported)}
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "probe.py"), str(count)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
-    assert int(count.read_text()) >= 50_000
+    assert imported.read_text() == "False"  # paused while the forkserver imported
+    frozen, enabled = count.read_text().split()
+    assert int(frozen) >= 50_000 and enabled == "True"

@@ -220,9 +220,7 @@ def test_the_sbatch_script_runs_one_worker_per_element_and_holds_no_secret(write
 
 # 12 pruning steps a run, each evaluating 800 examples: a second or two per run past its first step, for the test's
 # looks (every 0.1 s) to see and cancel
-SLOW = (
-    tiny_toml(max_steps=12).replace("n_id_eval = 64", "n_id_eval = 800").replace("rate = 0.3", "rate = [0.2, 0.4]")
-)
+SLOW = tiny_toml(max_steps=12).replace("n_id_eval = 64", "n_id_eval = 800").replace("rate = 0.3", "rate = [0.2, 0.4]")
 
 
 def _array_task_of(pid: int) -> str | None:

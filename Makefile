@@ -81,6 +81,7 @@ bench: setup
 	$(BIN)/python benchmarks/worker_start.py
 	$(BIN)/python benchmarks/queue_open.py
 	$(BIN)/python benchmarks/heap_threshold.py
+	$(BIN)/python benchmarks/test_loop.py
 
 report: setup
 	$(BIN)/subnets report

@@ -30,7 +30,7 @@ def test_the_pytest_summary_line_gives_passed_failed_and_seconds(test_loop):
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads Linux's /proc/stat")
 def test_busy_cpu_counts_this_process_spinning(test_loop):
     before = test_loop.busy_cpu_seconds()
-    end = time.monotonic() + 0.5
-    while time.monotonic() < end:
+    end = time.process_time() + 0.5  # this process's own CPU, however slow or shared the machine is
+    while time.process_time() < end:
         pass
-    assert test_loop.busy_cpu_seconds() - before >= 0.4
+    assert test_loop.busy_cpu_seconds() - before >= 0.45  # /proc/stat counts in clock ticks (0.01 s)

@@ -29,6 +29,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runners.tracking.templates import template_path  # noqa: E402
+
 SPEED_CHECK = "import runners.queue.worker"
 
 
@@ -74,15 +78,15 @@ def main() -> None:
     shutil.rmtree(clone, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     subprocess.run(["git", "checkout", "-q", commit], cwd=clone, check=True)
-    templates = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "subnets"
-    shutil.rmtree(templates, ignore_errors=True)
+    shutil.rmtree(template_path("mlflow").parent, ignore_errors=True)  # the templates, made again by the suite
 
     print(f"clean clone of {commit} in {clone}: bash .ci/run", flush=True)
     wall0, cpu0 = time.monotonic(), busy_cpu_seconds()
     proc = subprocess.run(["bash", ".ci/run"], cwd=clone, capture_output=True, text=True)
     wall, cpu = time.monotonic() - wall0, busy_cpu_seconds() - cpu0
     output = proc.stdout + proc.stderr
-    (clone.parent / f"{clone.name}.log").write_text(output)
+    log = clone.parent / f"{clone.name}.log"
+    log.write_text(output)
     passed, failed, pytest_s = pytest_summary(output)
     print(f"exit {proc.returncode}: {passed} passed, {failed} failed; {wall:.1f} s wall, {cpu:.0f} CPU-seconds")
 
@@ -106,7 +110,7 @@ def main() -> None:
                 "pytest_s": pytest_s,
                 "setup_docs_lint_s": round(wall - pytest_s, 1) if pytest_s is not None else None,
                 "speed_check_cpu_s": speed,
-                "log": str(clone.parent / f"{clone.name}.log"),
+                "log": str(log),
             }
         )
     )

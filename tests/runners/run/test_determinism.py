@@ -12,24 +12,30 @@ from typer.testing import CliRunner
 from registry.cli import app
 
 WRITE = """
-import sys, torch
+import torch
 from runners.pruning.masks import save_gate_masks, save_weight_masks
-g = torch.Generator().manual_seed(0)
-save_weight_masks(sys.argv[1] + ".w", {"a": torch.rand(5, 7, generator=g) > 0.5, "b": torch.rand(3, generator=g) > 0.5},
-                  {"step": "2", "variant": "pruned", "sparsity": "0.5", "passed": "true"})
-save_gate_masks(sys.argv[1] + ".g", {"head": torch.ones(2, 4), "mlp": torch.tensor([1.0, 0.0])},
-                {"head": torch.rand(2, 4, generator=g)},
-                {"step": "1", "variant": "pruned", "ablation": "mean", "passed": "true"})
+
+def write(prefix):
+    g = torch.Generator().manual_seed(0)
+    save_weight_masks(prefix + ".w", {"a": torch.rand(5, 7, generator=g) > 0.5, "b": torch.rand(3, generator=g) > 0.5},
+                      {"step": "2", "variant": "pruned", "sparsity": "0.5", "passed": "true"})
+    save_gate_masks(prefix + ".g", {"head": torch.ones(2, 4), "mlp": torch.tensor([1.0, 0.0])},
+                    {"head": torch.rand(2, 4, generator=g)},
+                    {"step": "1", "variant": "pruned", "ablation": "mean", "passed": "true"})
 """
 
 
 def test_mask_files_are_byte_identical_across_processes(tmp_path):
-    # two fresh interpreters: safetensors alone orders the four metadata entries by a per-process random hash (23 in
-    # 24 pairs of processes write different bytes); each process costs ~3 s of CPU to import torch and the masks
-    digests = []
-    for i in range(2):
-        subprocess.run([sys.executable, "-c", WRITE, str(tmp_path / f"m{i}")], check=True)
-        digests.append(tuple(hashlib.sha256((tmp_path / f"m{i}{s}").read_bytes()).hexdigest() for s in (".w", ".g")))
+    # this test process and a fresh interpreter: each has its own random hash seed, by which safetensors alone orders
+    # the four metadata entries (23 in 24 pairs of processes write different bytes); the fresh one costs ~3 s of CPU
+    # to import torch and the masks
+    here: dict = {}
+    exec(WRITE, here)
+    here["write"](str(tmp_path / "m0"))
+    subprocess.run([sys.executable, "-c", WRITE + "\nimport sys; write(sys.argv[1])", str(tmp_path / "m1")], check=True)
+    digests = [
+        tuple(hashlib.sha256((tmp_path / f"m{i}{s}").read_bytes()).hexdigest() for s in (".w", ".g")) for i in (0, 1)
+    ]
     assert len(set(digests)) == 1
 
 

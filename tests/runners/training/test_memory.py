@@ -4,18 +4,18 @@ holds only inside `bounded_heap` (while L0 prunes), since it makes every trainin
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from runners.training.memory import _libc
+from tests import preloaded
 
 GLIBC = pytest.mark.skipif(
     _libc() is None or not hasattr(_libc(), "mallinfo2"),
     reason="glibc's mallopt, malloc_trim and mallinfo2 (glibc >= 2.33): not this platform's C library",
 )
 
+# Each measurement runs in a process of its own, forked from the tests' preloaded server (tests/preloaded.py) as the
+# pruning workers are forked from theirs: torch already imported, glibc's allocator as the imports left it.
 # What both child processes start with: the project on the path, and glibc's mallinfo2 (glibc >= 2.33)
 PRELUDE = """
 import ctypes, sys, torch
@@ -57,7 +57,7 @@ def test_freed_blocks_go_back_to_the_os_with_a_fixed_threshold():
 
     def run(limit: bool) -> tuple[int, int, int, int]:
         code = CODE.format(root=str(PROJECT_ROOT), limit=limit)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+        out = preloaded.run([], code=code, capture_output=True, text=True, check=True, timeout=120)
         return tuple(int(x) for x in out.stdout.split())
 
     base, held, after, mapped = run(limit=True)
@@ -92,7 +92,7 @@ def test_the_bound_holds_only_inside_bounded_heap():
     from tests.helpers import PROJECT_ROOT
 
     code = BOUNDED.format(root=str(PROJECT_ROOT))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = preloaded.run([], code=code, capture_output=True, text=True, check=True, timeout=120)
     inside, after = (int(x) for x in out.stdout.split())
     assert inside > 150 and after < 30
 

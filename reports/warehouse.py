@@ -37,6 +37,7 @@ __all__ = [
     "Sources",
     "Warehouse",
     "connect",
+    "create_findings",
     "findings_names",
     "findings_sql",
     "load_finding",
@@ -152,11 +153,12 @@ def _connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnectio
     # the findings' helpers: after the derived views, since DuckDB binds a table macro's body (over runs and
     # primary_steps) when it is created
     con.execute(load_finding("_macros"))
-    # The findings: a view (computed when asked for). Strict mode builds views only over the tables some run logged,
-    # so there it exists only when every contract table does (and then checks the findings' columns).
-    if not strict or all(view in _relations(con) for view in TABLES):
-        con.execute(f"CREATE VIEW findings AS {findings_sql()}")
-    if not strict:
+    # The findings view: at once in strict mode (the check that the findings bind to the logged columns), else
+    # by the Warehouse when a statement first names it (binding it takes longer than loading a small store's
+    # tables, and most queries never read it)
+    if strict:
+        create_findings(con, strict)
+    else:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
@@ -166,15 +168,34 @@ def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
 
+def create_findings(con: duckdb.DuckDBPyConnection, strict: bool = False) -> None:
+    """The findings view (a view: computed when read). Strict mode builds views only over the tables some run logged,
+    so there it exists only when every contract table does (and then checks the findings' columns)."""
+    if not strict or all(view in _relations(con) for view in TABLES):
+        con.execute(f"CREATE VIEW findings AS {findings_sql()}")
+
+
+_NAMES_FINDINGS = re.compile(r"\bfindings\b", re.IGNORECASE)
+
+
 class Warehouse:
     """An open warehouse; use as a context manager or call close()."""
 
     def __init__(self, sources: Sources, strict: bool = False):
         self.sources = sources
+        self.strict = strict
         self.con = connect(sources, strict)
+        self._findings = strict  # created yet (strict mode makes it at once)
+
+    def _before(self, sql: str) -> None:
+        """Create the findings view before the first statement that names it (or a word spelled so: no harm)."""
+        if not self._findings and _NAMES_FINDINGS.search(sql):
+            create_findings(self.con, self.strict)
+            self._findings = True
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Run SQL; return (column names, rows)."""
+        self._before(sql)
         return self._fetch(self.con.execute(sql, params) if params else self.con.execute(sql))
 
     @staticmethod
@@ -199,6 +220,7 @@ class Warehouse:
     def statements(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[list[str], list[tuple]]]:
         """Run every statement of a script; (column names, rows) of each, in order. A statement is given
         the parameters it names ($experiment); one naming a parameter not given fails with its name."""
+        self._before(sql)
         results = []
         for statement in self.con.extract_statements(sql):
             names = set(statement.named_parameters)

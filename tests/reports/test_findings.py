@@ -285,6 +285,24 @@ def test_the_view_is_the_union_of_one_file_per_claim_with_the_same_columns(wh, f
     assert [r["claim_no"] for r in findings] == sorted(r["claim_no"] for r in findings)
 
 
+def test_the_view_is_made_when_a_statement_first_names_it(files):
+    """Binding the view costs more than loading a small store, so a warehouse makes it only for a query that reads
+    it: by any spelling, in any statement of a script."""
+
+    def relations(w):
+        return {r[0] for r in w.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+    with Warehouse(Sources(files=files)) as w:
+        assert w.query("SELECT count(*) FROM runs")[1][0][0] > 0 and "findings" not in relations(w)
+        first, second = w.statements("SELECT 1; SELECT count(*) FROM Findings")
+        assert first == (["1"], [(1,)]) and second[1][0][0] > 0 and "findings" in relations(w)
+        assert w.query("SELECT count(*) FROM findings") == second  # made once
+    with Warehouse(Sources(files=files)) as w:
+        assert w.named_rows('SELECT DISTINCT claim_no FROM "findings" ORDER BY 1') == [
+            {"claim_no": no} for no in range(1, 8)
+        ]
+
+
 def test_every_claim_has_every_verdict(findings):
     assert {(r["claim_no"], r["verdict"]) for r in findings} == {(c, v) for c in range(1, 8) for v in VERDICTS}
 

@@ -3,9 +3,10 @@
 Each `python -m registry.cli run ...` a test starts spends ~6 s of CPU importing torch, transformers, MLflow and
 Optuna before it does anything: over the suite, more CPU than the tests themselves. A test that needs a real
 process (its own pid, signals, exit code, stdout, a kill) gets one here without paying for the imports again: a
-server process (one per test process, started on first use) imports those modules once, then forks a child for
-each command. The child sets the command's directory, environment and standard streams, and runs the CLI exactly
-as `python -m registry.cli` does (`runpy`). The same idea as the workers' forkserver (runners/queue/local.py).
+server process (one per test run, shared by pytest-xdist's test processes, started by the first that needs it)
+imports those modules once, then forks a child for each command. The child sets the command's directory,
+environment and standard streams, and runs the CLI exactly as `python -m registry.cli` does (`runpy`). The same
+idea as the workers' forkserver (runners/queue/local.py).
 
 It exits as the interpreter's shutdown does, but for its last step: the threads it started are joined, its atexit
 handlers run and its standard streams are flushed, then it leaves with os._exit, as multiprocessing's children (the
@@ -30,10 +31,12 @@ of several racing for the same row) is forked the same way (`code=`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +45,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from registry.cli.running import WORKER_MODULES
 
@@ -54,9 +59,9 @@ PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 # --- the server (this module run as a script) ---
 
 
-def _serve(listener: socket.socket) -> dict | None:
+def _serve(listener: socket.socket, owner: int) -> dict | None:
     """Fork a child for each request; report each child's pid, then its exit status, on the request's connection.
-    Returns (in a child only) the request to run; returns None in the server once its parent has gone."""
+    Returns (in a child only) the request to run; returns None in the server once the `owner` process has ended."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -64,11 +69,12 @@ def _serve(listener: socket.socket) -> dict | None:
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, "accept")
     sel.register(wake_r, selectors.EVENT_READ, "child")
-    sel.register(sys.stdin, selectors.EVENT_READ, "parent")  # EOF when the test process is gone
+    owner_fd = os.pidfd_open(owner)  # readable once the owner has ended
+    sel.register(owner_fd, selectors.EVENT_READ, "owner")
     waiting: dict[int, socket.socket] = {}  # child pid -> its request's connection
     while True:
         for key, _ in sel.select():
-            if key.data == "parent" and not sys.stdin.buffer.read1(1):
+            if key.data == "owner":
                 return None
             if key.data == "child":
                 os.read(wake_r, 4096)
@@ -91,6 +97,7 @@ def _serve(listener: socket.socket) -> dict | None:
                     sel.close()
                     os.close(wake_r)
                     os.close(wake_w)
+                    os.close(owner_fd)
                     listener.close()
                     for other in (conn, *waiting.values()):  # this request's, and those of the running commands
                         other.close()
@@ -200,7 +207,8 @@ def _main() -> None:
     import importlib
 
     gc.disable()  # as the workers' forkserver imports (runners/queue/forkserver_start.py)
-    for module in PRELOAD:
+    address, owner, preload = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    for module in preload:
         importlib.import_module(module)
     # forking copies only the calling thread: nothing imported may have started another one
     assert threading.active_count() == 1, threading.enumerate()
@@ -209,12 +217,15 @@ def _main() -> None:
     gc.freeze()
     gc.enable()
     listener = socket.socket(socket.AF_UNIX)
-    listener.bind(sys.argv[1])
+    if os.path.exists(address):  # left by a server that was killed
+        os.unlink(address)
+    listener.bind(address)
     listener.listen(64)
     print("ready", flush=True)
-    request = _serve(listener)
+    request = _serve(listener, owner)
     if request is not None:
         _run_and_exit(request)
+    shutil.rmtree(os.path.dirname(address), ignore_errors=True)
 
 
 def _exit_code(e: SystemExit) -> int:
@@ -249,45 +260,59 @@ def _run_and_exit(request: dict) -> None:
 
 
 class _Server:
-    """This test process's server: started on first use, ended when this process ends (its stdin closes)."""
+    """The server of test run `run`, found in a directory named by it, or started there (under a lock: the first test
+    process that needs one starts it, the others wait and find it), importing `preload`. It ends when the `owner`
+    process does, its directory removed."""
 
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="subnets-preloaded-")
-        self.address = str(Path(self.dir) / "s")
-        root = Path(__file__).resolve().parents[1]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.preloaded", self.address],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=root,
-            env=env,
-        )
-        line = self.proc.stdout.readline()
-        if line.strip() != b"ready":
-            raise RuntimeError(f"the preloaded server did not start (exit {self.proc.wait()})")
+    def __init__(self, run: str, owner: int, preload: list[str] = PRELOAD):
+        self.dir = Path(tempfile.gettempdir()) / f"subnets-preloaded-{run}"
+        self.dir.mkdir(exist_ok=True)
+        self.address = str(self.dir / "s")
+        with open(self.dir / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            known = self.dir / "pid"
+            self.pid = int(known.read_text()) if known.exists() else 0
+            if self.alive():
+                return
+            root = Path(__file__).resolve().parents[1]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+            # its own stderr: one inherited would stay open, for whoever reads the starter's to its end, until the
+            # run is over
+            with open(self.dir / "stderr", "wb") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "tests.preloaded", self.address, str(owner), *preload],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    cwd=root,
+                    env=env,
+                )
+            line = proc.stdout.readline()
+            proc.stdout.close()
+            if line.strip() != b"ready":
+                why = (self.dir / "stderr").read_text(errors="replace")
+                raise RuntimeError(f"the preloaded server did not start (exit {proc.wait()}):\n{why}")
+            self.pid = proc.pid
+            known.write_text(str(self.pid))
 
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+    def alive(self) -> bool:
+        try:
+            return self.pid > 0 and psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
 
 
 _server: _Server | None = None
 
 
 def _the_server() -> _Server:
+    """The server of this test run: one for all of pytest-xdist's test processes (its PYTEST_XDIST_TESTRUNUID is the
+    same in each), ending with the process that started them; without xdist, this process's own."""
     global _server
-    if _server is None or _server.proc.poll() is not None:
-        _server = _Server()
+    if _server is None or not _server.alive():
+        run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        _server = _Server(run, os.getppid()) if run else _Server(f"pid{os.getpid()}", os.getpid())
     return _server
-
-
-def close() -> None:
-    """End this test process's server (children still running go on)."""
-    global _server
-    if _server is not None:
-        _server.close()
-        _server = None
 
 
 class Popen:

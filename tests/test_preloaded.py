@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -133,7 +134,8 @@ def test_workers_fork_from_a_forkserver_that_is_the_commands_child_and_forked_fr
     started no forkserver."""
     toml = write_toml(tiny_toml(max_steps=10).replace("rate = 0.3", "rate = [0.2, 0.3]"))
     args = ["run", "--file", str(toml), "--store", str(tmp_path / "s"), "--workers", "2", "--quiet"]
-    proc = preloaded.Popen(args, stdout=preloaded.PIPE, stderr=preloaded.STDOUT, text=True)
+    # run in this test's directory, as what they fork is: so told from the other test processes' commands
+    proc = preloaded.Popen(args, stdout=preloaded.PIPE, stderr=preloaded.STDOUT, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 300
     while True:
         assert proc.poll() is None and time.monotonic() < deadline, "no workers seen"
@@ -150,17 +152,46 @@ def test_workers_fork_from_a_forkserver_that_is_the_commands_child_and_forked_fr
     assert all(w.name() == forkserver.name() for w in workers)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
-    again = preloaded.run(args, capture_output=True, text=True, timeout=300)  # nothing left: no forkserver starts
+    # nothing left: no forkserver starts
+    again = preloaded.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0 and "0 to run" in again.stdout, again.stdout + again.stderr
     deadline = time.monotonic() + 30
-    server = preloaded._the_server().proc.pid
-    while left := [p.pid for p in psutil.process_iter() if p.pid != server and _alive_and_ours(p)]:
+    server = preloaded._the_server().pid
+    while left := [p.pid for p in psutil.process_iter() if p.pid != server and _alive_and_ours(p, tmp_path)]:
         assert time.monotonic() < deadline, f"left behind: {left}"
         time.sleep(0.1)
 
 
-def _alive_and_ours(p: psutil.Process) -> bool:
+def _alive_and_ours(p: psutil.Process, cwd: Path) -> bool:
+    """Forked from the server for a command run in `cwd` (as each process it forks, a command's children too)."""
     try:
-        return p.status() != psutil.STATUS_ZOMBIE and _forked_from_the_server(p.pid)
-    except psutil.NoSuchProcess:
+        return p.status() != psutil.STATUS_ZOMBIE and _forked_from_the_server(p.pid) and p.cwd() == str(cwd)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+def test_a_runs_test_processes_share_one_server_that_ends_with_the_run(tmp_path):
+    """The first test process to need the server starts it; the others find it by the run's id (xdist's
+    PYTEST_XDIST_TESTRUNUID); it outlives the process that started it, and ends, its directory removed, with the
+    run's process (xdist's controller). Here with a server that preloads nothing (the suite's own is in use)."""
+    import uuid
+
+    run = f"probe-{uuid.uuid4().hex[:8]}"
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    find = f"from tests.preloaded import _Server; s = _Server({run!r}, {owner.pid}, ['json']); print(s.pid, s.dir)"
+    root = Path(__file__).resolve().parents[1]
+    try:
+        first, second = (
+            subprocess.run([sys.executable, "-c", find], cwd=root, capture_output=True, text=True, timeout=120)
+            for _ in range(2)
+        )
+        assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+        assert first.stdout == second.stdout  # the second found the server the first started, which outlived it
+        pid, folder = first.stdout.split()
+        server = psutil.Process(int(pid))
+        assert server.status() != psutil.STATUS_ZOMBIE and Path(folder, "s").exists()
+    finally:
+        owner.kill()
+        owner.wait()
+    server.wait(timeout=30)  # the run is over: so is its server
+    assert not Path(folder).exists()

@@ -1,6 +1,9 @@
 """Print `export UV_...` lines that give uv the package sources pip is configured with (pip.conf, PIP_* variables):
 its find-links, index, extra indexes and constraints. uv reads none of pip's configuration; with these it resolves
-from the same places, taking the best version over every index as pip does (`make setup`)."""
+from the same places, taking the best version over every index as pip does (`make setup`).
+
+    python .ci/uv_env.py [OTHER_PYTHON ...]   # pip's configuration as this Python's pip reads it, else the others'
+"""
 
 import subprocess
 import sys
@@ -14,10 +17,20 @@ NAMES = {
 }
 
 
+def pip_config(pythons: list[str]) -> str:
+    """`pip config list` from the first of these Pythons that has pip (each pip reads the same files and variables)."""
+    for python in pythons:
+        try:
+            done = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False)
+        except OSError:  # no such Python
+            continue
+        if done.returncode == 0:
+            return done.stdout
+    return ""
+
+
 def main() -> None:
-    listing = subprocess.run(
-        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
-    ).stdout
+    listing = pip_config([sys.executable, *sys.argv[1:]])  # this Python, then those named (the venv's)
     found: dict[str, list[str]] = {}
     for line in listing.splitlines():  # e.g. global.find-links='/opt/wheels' or :env:.find-links='/opt/wheels'
         key, _, value = line.partition("=")

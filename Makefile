@@ -19,9 +19,10 @@ setup: $(VENV)/.installed
 # memory, when imported).
 $(VENV)/.installed: pyproject.toml .ci/bytecode-dirs.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
-	if test -x $(BIN)/uv || $(PYTHON) -m pip --python $(BIN)/python install -q --disable-pip-version-check uv \
-			2>/dev/null || ($(BIN)/python -m ensurepip --default-pip >/dev/null && $(BIN)/pip install -q --disable-pip-version-check uv \
-			2>/dev/null); then \
+	if test -x $(BIN)/uv \
+			|| $(PYTHON) -m pip --python $(BIN)/python install -q --disable-pip-version-check uv 2>/dev/null \
+			|| ($(BIN)/python -m ensurepip --default-pip >/dev/null \
+				&& $(BIN)/pip install -q --disable-pip-version-check uv 2>/dev/null); then \
 		eval "$$($(PYTHON) .ci/uv_env.py $(BIN)/python)" && \
 		$(BIN)/uv pip install -q --python $(BIN)/python pip $(TORCH_SPEC) && \
 		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'; \

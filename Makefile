@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 #   make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test check lint test-all bench report ui dashboard reference docs bytecode-dirs clean
+.PHONY: setup system-deps demo test check lint test-all bench report ui dashboard reference docs bytecode-files clean
 
 setup: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ setup: $(VENV)/.installed
 # process where PYTHONDONTWRITEBYTECODE is set, as on the project's machines, compiles torch, transformers and MLflow
 # again as it imports them). The project's own modules are compiled too (a module edited later is compiled again, in
 # memory, when imported).
-$(VENV)/.installed: pyproject.toml .ci/bytecode-dirs.txt
+$(VENV)/.installed: pyproject.toml .ci/bytecode-files.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
 	if test -x $(BIN)/uv \
 			|| $(PYTHON) -m pip --python $(BIN)/python install -q --disable-pip-version-check uv 2>/dev/null \
@@ -103,9 +103,9 @@ reference: setup  # regenerate docs/reference.md (from the schema) and docs/resu
 docs: setup  # build the documentation site (mkdocs.yml, docs/) into out/site; a broken link fails it
 	$(BIN)/mkdocs build --strict -d out/site  # no -q: it hides the warnings that --strict fails on
 
-# Rewrite .ci/bytecode-dirs.txt, the site-packages directories `make setup` compiles: those that any process of the
-# test suite imports a module from (run it again after a large change of the dependencies)
-bytecode-dirs: setup
+# Rewrite .ci/bytecode-files.txt, the site-packages modules `make setup` compiles: those that any process of the test
+# suite imports (run it again after a large change of the dependencies)
+bytecode-files: setup
 	$(ONE_THREAD) $(BIN)/python .ci/bytecode.py record -- $(SUITE)
 
 clean:

@@ -1,6 +1,6 @@
 """`.ci/bytecode.py`, the step of `make setup` that compiles the modules the suite imports: `record` lists the
-site-packages directories any process of a command ran a module from (a process killed by a signal included), and
-`compile` compiles exactly the listed directories' files."""
+site-packages modules any process of a command ran (a process killed by a signal included), and `compile` compiles
+exactly the listed files."""
 
 from __future__ import annotations
 
@@ -42,22 +42,24 @@ def _listed(listing: Path) -> list[str]:
     return [line for line in listing.read_text().splitlines() if not line.startswith("#")]
 
 
-def test_record_lists_the_directories_of_what_a_command_and_its_killed_child_imported(bytecode, site, tmp_path):
+def test_record_lists_the_modules_a_command_and_its_killed_child_imported(bytecode, site, tmp_path):
     child = f"import os, signal, sys; sys.path.insert(0, {str(site)!r}); import used.inner.mod; os.kill(os.getpid(), 9)"
     parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
-    listing = tmp_path / "dirs.txt"
+    listing = tmp_path / "files.txt"
     bytecode.record([sys.executable, "-c", parent], site=site, listing=listing)
-    assert _listed(listing) == ["used", "used/inner"]  # nothing from `unused`, nothing outside the site
+    # what ran, not its neighbours (broken.py), nothing from `unused`, nothing outside the site
+    assert _listed(listing) == ["used/__init__.py", "used/helper.py", "used/inner/__init__.py", "used/inner/mod.py"]
 
     # a command that fails leaves the list as it was
     with pytest.raises(SystemExit, match="exit code 3"):
         bytecode.record([sys.executable, "-c", "raise SystemExit(3)"], site=site, listing=listing)
-    assert _listed(listing) == ["used", "used/inner"]
+    assert _listed(listing) == ["used/__init__.py", "used/helper.py", "used/inner/__init__.py", "used/inner/mod.py"]
 
 
-def test_compile_compiles_the_listed_directories_only(bytecode, site, tmp_path):
-    listing = tmp_path / "dirs.txt"
-    listing.write_text("# a comment\nused/inner\ngone/folder\n")  # a listed folder that is not installed is skipped
+def test_compile_compiles_the_listed_files_only(bytecode, site, tmp_path):
+    listing = tmp_path / "files.txt"
+    # a listed file that is not installed is skipped
+    listing.write_text("# a comment\nused/inner/__init__.py\nused/inner/mod.py\nused/inner/broken.py\ngone/mod.py\n")
     project = tmp_path / "project"
     (project / "pkg").mkdir(parents=True)
     (project / "pkg" / "code.py").write_text("Z = 3\n")

@@ -61,6 +61,15 @@ def tiny_toml(name: str = "tiny", rate: float = 0.3, keep_ratio: float = 0.0, ma
     return TINY.format(name=name, rate=rate, keep_ratio=keep_ratio, max_steps=max_steps)
 
 
+def pytest_collection_modifyitems(config, items):
+    # in each of xdist's test processes (the same order in each, as xdist requires): the longest modules first
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers > 1:
+        from tests.schedule import long_first
+
+        items[:] = [items[i] for i in long_first([item.nodeid for item in items], workers)]
+
+
 def pytest_collection_finish(session):
     # what collecting imported (torch, transformers, MLflow) stays for the session: out of the collector's sight,
     # a full collection no longer walks its ~1M objects (~9% of the CPU of the tests that run in this process)

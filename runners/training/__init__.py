@@ -1,21 +1,39 @@
 """Models and training: load pre-trained models and tokenizers, fine-tune (cached by fine-tune
-fingerprint), evaluate per set and subcase, and resolve the run's device and precision."""
+fingerprint), evaluate per set and subcase, and resolve the run's device and precision.
 
-from runners.training.cache import Finetuned, get_finetuned, pad_id, pretrained
-from runners.training.device import DeviceError, precision, resolve_device
-from runners.training.evaluate import EncodedSet, EvalResult, evaluate
-from runners.training.finetune import finetune
+Each name is imported from its module when first asked for (PEP 562), as in runners.queue: `subnets run` checks the
+hub ids it names (runners.training.hub, huggingface_hub alone) before anything is written, and needs neither torch
+nor transformers for it (~4 s of CPU to import)."""
 
-__all__ = [
-    "Finetuned",
-    "get_finetuned",
-    "pad_id",
-    "pretrained",
-    "DeviceError",
-    "precision",
-    "resolve_device",
-    "EncodedSet",
-    "EvalResult",
-    "evaluate",
-    "finetune",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {
+    "Finetuned": "runners.training.cache",
+    "get_finetuned": "runners.training.cache",
+    "pad_id": "runners.training.cache",
+    "pretrained": "runners.training.cache",
+    "DeviceError": "runners.training.device",
+    "precision": "runners.training.device",
+    "resolve_device": "runners.training.device",
+    "EncodedSet": "runners.training.evaluate",
+    "EvalResult": "runners.training.evaluate",
+}
+# The functions `evaluate` and `finetune` share their names with their modules, which, once imported, are what this
+# package's attributes of those names are: import them from runners.training.evaluate and runners.training.finetune.
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'runners.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # asked once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOME])

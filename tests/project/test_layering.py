@@ -59,7 +59,7 @@ def test_no_module_names_that_differ_only_by_a_suffix():
     assert clashes == []
 
 
-def _cli_modules(args: list[str], cwd: Path) -> tuple[int, str, list[str]]:
+def _cli_modules(args: list[str], cwd: Path, env: dict | None = None) -> tuple[int, str, list[str]]:
     """Run the CLI in a fresh interpreter; return its exit code, output and the heavy modules it loaded."""
     code = f"""
 import json, sys
@@ -80,7 +80,7 @@ sys.exit(code)
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "COLUMNS": "200"},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "COLUMNS": "200", **(env or {})},
     )
     line = [x for x in proc.stdout.splitlines() if x.startswith("MODULES=")]
     assert line, proc.stdout + proc.stderr
@@ -128,3 +128,16 @@ def test_store_run_status_reads_the_local_index_as_the_client_sees_it(tmp_path):
     client.create_run(other, tags={"subnets.kind": "run", "subnets.fingerprint": "elsewhere"})
     assert Store.at(tmp_path).run_status("nope") == {}
     assert Store.at(tmp_path).run_status("e") == {"fp0": "FINISHED", "fp1": "FAILED", "fp2": "KILLED"}
+
+
+def test_run_refuses_an_unknown_hub_model_before_loading_torch(tmp_path):
+    """The hub check `subnets run` makes before it writes anything imports huggingface_hub alone: a typo in a model
+    name is refused without the ~4 s of CPU that torch and transformers take to import."""
+    from tests.conftest import tiny_toml
+
+    toml = tmp_path / "experiments.toml"
+    toml.write_text(tiny_toml().replace('name = "micro-bert"', 'name = "tiny-bert-large"'))
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    code, output, heavy = _cli_modules(["run", "--file", str(toml), "--store", str(tmp_path / "s")], tmp_path, offline)
+    assert code == 2 and "key model.name" in output and "tiny-bert-large" in output, output
+    assert heavy == [] and not (tmp_path / "s").exists()

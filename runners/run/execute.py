@@ -41,8 +41,9 @@ from runners.tracking import provenance
 from runners.tracking.progress import Progress, release_interrupted
 from runners.tracking.store import Store, flatten
 from runners.tracking.tables import axis_rows, step_rows, write_table
-from runners.training import EvalResult, finetune, get_finetuned, pad_id, precision, pretrained, resolve_device
+from runners.training import EvalResult, get_finetuned, pad_id, precision, pretrained, resolve_device
 from runners.training.device import describe
+from runners.training.finetune import finetune
 from runners.training.memory import bounded_heap
 from runners.training.models import check_architecture
 

@@ -59,6 +59,36 @@ def test_no_module_names_that_differ_only_by_a_suffix():
     assert clashes == []
 
 
+@pytest.mark.parametrize("package", ["runners.queue", "runners.training"])
+def test_names_from_a_lazy_package_are_what_they_seem(package):
+    """runners.queue and runners.training import their names when first asked for (PEP 562). `from package import
+    X` for an X they do not export finds the submodule of that name instead, silently: `from runners.training import
+    finetune` gave the module, not its function. Every such import in the code base names an export, or a submodule
+    that has no attribute of its own name."""
+    import importlib
+
+    exports = set(importlib.import_module(package).__all__)
+
+    def misread(name: str) -> bool:
+        if name in exports:
+            return False
+        try:
+            return hasattr(importlib.import_module(f"{package}.{name}"), name)  # the module or its function?
+        except ModuleNotFoundError:
+            return True
+
+    wrong = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {alias.name}"
+        for folder in ("registry", "runners", "reports", "tests", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == package
+        for alias in node.names
+        if misread(alias.name)
+    ]
+    assert not wrong, f"neither an export of {package} nor a plain submodule: {wrong}"
+
+
 def _cli_modules(args: list[str], cwd: Path, env: dict | None = None) -> tuple[int, str, list[str]]:
     """Run the CLI in a fresh interpreter; return its exit code, output and the heavy modules it loaded."""
     code = f"""

@@ -11,8 +11,7 @@ only the workers, which run the trials, load them."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from runners.lazy_names import lazy_names
 
 _HOME = {
     "StudyName": "registry.studyname",
@@ -37,14 +36,4 @@ _HOME = {
 
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'runners.queue' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value  # asked once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOME])
+__getattr__, __dir__ = lazy_names(__name__, _HOME)

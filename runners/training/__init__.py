@@ -7,8 +7,7 @@ nor transformers for it (~4 s of CPU to import)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from runners.lazy_names import lazy_names
 
 _HOME = {
     "Finetuned": "runners.training.cache",
@@ -26,14 +25,4 @@ _HOME = {
 
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'runners.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value  # asked once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOME])
+__getattr__, __dir__ = lazy_names(__name__, _HOME)

@@ -87,6 +87,7 @@ bench: setup
 	$(BIN)/python benchmarks/queue_open.py
 	$(BIN)/python benchmarks/heap_threshold.py
 	$(BIN)/python benchmarks/test_loop.py
+	$(BIN)/python benchmarks/suite_profile.py
 
 report: setup
 	$(BIN)/subnets report

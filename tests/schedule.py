@@ -8,8 +8,9 @@ in a run measured on 2026-12-06). So the longest modules are dealt out first, th
 least so far, and each process's share of them opens its queue; the other modules follow in collection order, each
 module's tests kept together (its module-scoped fixtures are made once).
 
-LONG_MODULES holds each module's wall seconds in a `-n 2` run (2026-12-06, 2 cores, a slow day); a module missing
-from it, or an estimate gone stale, changes only the order, never what runs.
+LONG_MODULES holds each module's wall seconds in a `-n 2` run (2026-12-06, 2 cores, a slow day;
+`python benchmarks/suite_profile.py` lists them again); a module missing from it, or an estimate gone stale, changes
+only the order, never what runs.
 """
 
 from __future__ import annotations

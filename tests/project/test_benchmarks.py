@@ -1,9 +1,13 @@
-"""benchmarks/test_loop.py reads `make test`'s figures from its output and the machine's busy CPU from /proc."""
+"""benchmarks/test_loop.py reads `make test`'s figures from its output and the machine's busy CPU from /proc;
+benchmarks/suite_profile.py measures each test of a pytest run."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -34,3 +38,36 @@ def test_busy_cpu_counts_this_process_spinning(test_loop):
     while time.process_time() < end:
         pass
     assert test_loop.busy_cpu_seconds() - before >= 0.45  # /proc/stat counts in clock ticks (0.01 s)
+
+
+PROBE = """
+import subprocess, sys, time
+
+def test_spins():  # 0.4 s of its own CPU, however slow the machine
+    end = time.process_time() + 0.4
+    while time.process_time() < end:
+        pass
+
+CHILD = "import time\\nend = time.process_time() + 0.3\\nwhile time.process_time() < end: pass"
+
+def test_waits_for_a_child_that_spins():
+    subprocess.run([sys.executable, "-c", CHILD])
+
+def test_sleeps():
+    time.sleep(0.3)
+"""
+
+
+def test_suite_profile_counts_each_tests_own_and_its_childrens_cpu(tmp_path):
+    (tmp_path / "test_probe.py").write_text(PROBE)
+    script = PROJECT_ROOT / "benchmarks" / "suite_profile.py"
+    args = [sys.executable, str(script), "--top", "3", "--", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert summary["benchmark"] == "suite_profile" and summary["tests"] == 3 and summary["idle_tail_s"] == 0.0
+    cpu = {test.split("::")[-1]: seconds for test, seconds in summary["top_tests_cpu_s"]}
+    assert cpu["test_spins"] >= 0.39 and cpu["test_waits_for_a_child_that_spins"] >= 0.29  # the child's, reaped
+    assert cpu["test_sleeps"] < 0.25  # waiting costs no CPU
+    ((module, wall),) = summary["top_modules_wall_s"]
+    assert module.endswith("test_probe.py") and wall >= 0.3 + 0.4

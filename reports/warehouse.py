@@ -37,7 +37,6 @@ __all__ = [
     "Sources",
     "Warehouse",
     "connect",
-    "create_findings",
     "findings_names",
     "findings_sql",
     "load_finding",
@@ -157,7 +156,7 @@ def _connect(sources: Sources, strict: bool = False) -> duckdb.DuckDBPyConnectio
     # by the Warehouse when a statement first names it (binding it takes longer than loading a small store's
     # tables, and most queries never read it)
     if strict:
-        create_findings(con, strict)
+        _create_findings(con, strict)
     else:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -168,7 +167,7 @@ def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
 
-def create_findings(con: duckdb.DuckDBPyConnection, strict: bool = False) -> None:
+def _create_findings(con: duckdb.DuckDBPyConnection, strict: bool = False) -> None:
     """The findings view (a view: computed when read). Strict mode builds views only over the tables some run logged,
     so there it exists only when every contract table does (and then checks the findings' columns)."""
     if not strict or all(view in _relations(con) for view in TABLES):
@@ -183,14 +182,13 @@ class Warehouse:
 
     def __init__(self, sources: Sources, strict: bool = False):
         self.sources = sources
-        self.strict = strict
         self.con = connect(sources, strict)
         self._findings = strict  # created yet (strict mode makes it at once)
 
     def _before(self, sql: str) -> None:
         """Create the findings view before the first statement that names it (or a word spelled so: no harm)."""
         if not self._findings and _NAMES_FINDINGS.search(sql):
-            create_findings(self.con, self.strict)
+            _create_findings(self.con)
             self._findings = True
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:

@@ -16,6 +16,7 @@ import pytest
 
 from tests import preloaded
 from tests.conftest import tiny_toml
+from tests.helpers import PROJECT_ROOT
 
 
 def test_a_command_gets_its_arguments_directory_environment_and_exit_code(tmp_path):
@@ -179,10 +180,9 @@ def test_a_runs_test_processes_share_one_server_that_ends_with_the_run(tmp_path)
     run = f"probe-{uuid.uuid4().hex[:8]}"
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     find = f"from tests.preloaded import _Server; s = _Server({run!r}, {owner.pid}, ['json']); print(s.pid, s.dir)"
-    root = Path(__file__).resolve().parents[1]
     try:
         first, second = (
-            subprocess.run([sys.executable, "-c", find], cwd=root, capture_output=True, text=True, timeout=120)
+            subprocess.run([sys.executable, "-c", find], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
             for _ in range(2)
         )
         assert first.returncode == second.returncode == 0, first.stderr + second.stderr

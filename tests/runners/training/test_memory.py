@@ -16,10 +16,9 @@ GLIBC = pytest.mark.skipif(
 
 # Each measurement runs in a process of its own, forked from the tests' preloaded server (tests/preloaded.py) as the
 # pruning workers are forked from theirs: torch already imported, glibc's allocator as the imports left it.
-# What both child processes start with: the project on the path, and glibc's mallinfo2 (glibc >= 2.33)
+# What both child processes start with: glibc's mallinfo2 (glibc >= 2.33)
 PRELUDE = """
-import ctypes, sys, torch
-sys.path.insert(0, {root!r})
+import ctypes, torch
 from runners.training.memory import _libc, bounded_heap, limit_heap_retention
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
@@ -53,10 +52,8 @@ print(base, held, rss(), held_mapped - base_mapped)
 
 @GLIBC
 def test_freed_blocks_go_back_to_the_os_with_a_fixed_threshold():
-    from tests.helpers import PROJECT_ROOT
-
     def run(limit: bool) -> tuple[int, int, int, int]:
-        code = CODE.format(root=str(PROJECT_ROOT), limit=limit)
+        code = CODE.format(limit=limit)
         out = preloaded.run([], code=code, capture_output=True, text=True, check=True, timeout=120)
         return tuple(int(x) for x in out.stdout.split())
 
@@ -89,10 +86,7 @@ print(inside, mmapped() - base)
 @GLIBC
 def test_the_bound_holds_only_inside_bounded_heap():
     """A worker maps its blocks only while L0 prunes: afterwards fine-tuning's blocks come from the heap again."""
-    from tests.helpers import PROJECT_ROOT
-
-    code = BOUNDED.format(root=str(PROJECT_ROOT))
-    out = preloaded.run([], code=code, capture_output=True, text=True, check=True, timeout=120)
+    out = preloaded.run([], code=BOUNDED, capture_output=True, text=True, check=True, timeout=120)
     inside, after = (int(x) for x in out.stdout.split())
     assert inside > 150 and after < 30
 

@@ -23,8 +23,9 @@ def report(
         help="Also log report.html to a run tagged subnets.kind=report in each reported MLflow experiment.",
     ),
 ):
-    """Write one self-contained HTML report from the logged results (DuckDB over the runs' Parquet tables); the same
-    data gives the same bytes. Every figure names the reports/sql query behind it (rerun it with
+    """Write one self-contained HTML report from the logged results (DuckDB over the runs' Parquet tables).
+
+    The same data gives the same bytes. Every figure names the reports/sql query behind it (rerun it with
     `subnets query --file`)."""
     from reports.build import build_report
 
@@ -74,10 +75,12 @@ def query(
     store: Path = StoreOpt,
     tracking_uri: Optional[str] = TrackingOpt,
 ):
-    """Run SQL over the warehouse and print every statement's result. Read-only: the warehouse is an in-memory
-    DuckDB loaded from the finished runs' Parquet tables (and their MLflow tags); once loaded it has no file access,
-    so a query cannot change the store (COPY ... TO, ATTACH, read_parquet('...') and INSTALL fail). It can only
-    read the loaded tables and create temporary in-memory tables that vanish when the command ends."""
+    """Run SQL over the warehouse and print every statement's result (read-only).
+
+    The warehouse is an in-memory DuckDB loaded from the finished runs' Parquet tables (and their MLflow tags);
+    once loaded it has no file access, so a query cannot change the store (COPY ... TO, ATTACH, read_parquet('...')
+    and INSTALL fail). It can only read the loaded tables and create temporary in-memory tables that vanish when the
+    command ends."""
     from reports.output import FORMATS, write_parquet, write_text
     from reports.warehouse import query_all
 

@@ -65,6 +65,7 @@ def pytest_runtest_protocol(item, nextitem):
 def summarise(rows: list[dict], top: int = 10) -> dict:
     """Totals, the costliest tests (CPU) and modules (wall), and the idle tail, from the plugin's rows."""
     cpu = {r["test"]: r["own_cpu_s"] + r["reaped_cpu_s"] + r["children_cpu_s"] for r in rows}
+    waiting = {r["test"]: max(0.0, r["wall_s"] - cpu[r["test"]]) for r in rows}
     module_wall: dict[str, float] = defaultdict(float)
     ends: dict[str, float] = defaultdict(float)
     for r in rows:
@@ -77,6 +78,10 @@ def summarise(rows: list[dict], top: int = 10) -> dict:
         "idle_tail_s": round(max(ends.values()) - min(ends.values()), 1) if ends else 0.0,
         "top_tests_cpu_s": [[t, round(c, 2)] for t, c in sorted(cpu.items(), key=lambda kv: -kv[1])[:top]],
         "top_modules_wall_s": [[m, round(w, 1)] for m, w in sorted(module_wall.items(), key=lambda kv: -kv[1])[:top]],
+        # a test's wall beyond its CPU: time its core sat idle while the test waited (a server starting, a sleep, a
+        # timeout); it does not shrink on a faster machine
+        "top_tests_waiting_s": [[t, round(w, 2)] for t, w in sorted(waiting.items(), key=lambda kv: -kv[1])[:top]],
+        "waiting_sum_s": round(sum(waiting.values()), 1),
     }
 
 
@@ -104,6 +109,8 @@ def main() -> None:
         print(f"{cpu:8.2f} CPU-s  {test}")
     for module, wall in summary["top_modules_wall_s"]:
         print(f"{wall:8.1f} s wall {module}")
+    for test, wait in summary["top_tests_waiting_s"]:
+        print(f"{wait:8.2f} s waiting  {test}")
     print(json.dumps({"benchmark": "suite_profile", "exit_code": code, **summary}))
     sys.exit(0 if code == 0 else 1)
 

@@ -69,5 +69,7 @@ def test_suite_profile_counts_each_tests_own_and_its_childrens_cpu(tmp_path):
     cpu = {test.split("::")[-1]: seconds for test, seconds in summary["top_tests_cpu_s"]}
     assert cpu["test_spins"] >= 0.39 and cpu["test_waits_for_a_child_that_spins"] >= 0.29  # the child's, reaped
     assert cpu["test_sleeps"] < 0.25  # waiting costs no CPU
+    waiting = {test.split("::")[-1]: seconds for test, seconds in summary["top_tests_waiting_s"]}
+    assert waiting["test_sleeps"] >= 0.3 - cpu["test_sleeps"] - 0.01  # its wall beyond its CPU
     ((module, wall),) = summary["top_modules_wall_s"]
     assert module.endswith("test_probe.py") and wall >= 0.3 + 0.4

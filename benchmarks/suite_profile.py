@@ -5,6 +5,8 @@ Runs pytest (by default the suite as `make test` runs it) with a plugin that rec
 process's own CPU, that of the children it reaped (fresh interpreters it started and waited for), that of the
 processes still its children (the tests' shared preloaded server and what it forked; another test process's commands
 can land there too), and the wall time. The modules by wall time are what `tests/schedule.py`'s LONG_MODULES holds.
+Meanwhile it samples the machine's idle cores (/proc/stat) and blames each idle core-second on the tests that were
+waiting then (a server starting, a sleep, a retry's backoff): the part of the suite a faster machine does not shrink.
 
     python benchmarks/suite_profile.py [--top N] [-- PYTEST_ARGS ...]
 
@@ -19,6 +21,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -62,7 +66,58 @@ def pytest_runtest_protocol(item, nextitem):
 """
 
 
-def summarise(rows: list[dict], top: int = 10) -> dict:
+def idle_core_seconds() -> float:
+    """CPU seconds the whole machine has sat idle since boot (idle and iowait, summed over its cores)."""
+    with open("/proc/stat") as f:
+        idle, iowait = map(int, f.readline().split()[4:6])
+    return (idle + iowait) / os.sysconf("SC_CLK_TCK")
+
+
+class IdleSampler(threading.Thread):
+    """The machine's idle core-seconds, sampled every `every` seconds: [(time, idle since boot), ...]."""
+
+    def __init__(self, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.every, self.samples, self.done = every, [(time.time(), idle_core_seconds())], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.samples.append((time.time(), idle_core_seconds()))
+
+    def stop(self) -> list[tuple[float, float]]:
+        self.done.set()
+        self.join()
+        self.samples.append((time.time(), idle_core_seconds()))
+        return self.samples
+
+
+def blame_idle(rows: list[dict], cpu: dict[str, float], samples: list[tuple[float, float]]) -> dict[str, float]:
+    """Each idle core-second of the run, blamed on the tests running then, by how much of their time they waited
+    (wall beyond CPU): a test that computes beside one that sleeps is not blamed for the sleeper's idle core. Idle
+    while no test that waits was running (collection, start-up, the tail) goes to "(no test waiting)"."""
+    blamed: dict[str, float] = defaultdict(float)
+    waiting_share = {r["test"]: max(0.0, 1.0 - cpu[r["test"]] / r["wall_s"]) if r["wall_s"] > 0 else 0.0 for r in rows}
+    spans = sorted((r["start"], r["start"] + r["wall_s"], r["test"]) for r in rows)
+    for (t0, idle0), (t1, idle1) in zip(samples, samples[1:]):
+        idle = idle1 - idle0
+        if idle <= 0:
+            continue
+        weights = {}
+        for start, end, test in spans:
+            if start >= t1:
+                break
+            overlap = min(end, t1) - max(start, t0)
+            if overlap > 0 and waiting_share[test] > 0:
+                weights[test] = overlap * waiting_share[test]
+        total = sum(weights.values())
+        if not total:
+            blamed["(no test waiting)"] += idle
+        for test, weight in weights.items():
+            blamed[test] += idle * weight / total
+    return blamed
+
+
+def summarise(rows: list[dict], top: int = 10, samples: list[tuple[float, float]] | None = None) -> dict:
     """Totals, the costliest tests (CPU) and modules (wall), and the idle tail, from the plugin's rows."""
     cpu = {r["test"]: r["own_cpu_s"] + r["reaped_cpu_s"] + r["children_cpu_s"] for r in rows}
     waiting = {r["test"]: max(0.0, r["wall_s"] - cpu[r["test"]]) for r in rows}
@@ -71,7 +126,7 @@ def summarise(rows: list[dict], top: int = 10) -> dict:
     for r in rows:
         module_wall[r["test"].split("::")[0]] += r["wall_s"]
         ends[r["process"]] = max(ends[r["process"]], r["start"] + r["wall_s"])
-    return {
+    out = {
         "tests": len(rows),
         "cpu_s": round(sum(cpu.values()), 1),
         "wall_sum_s": round(sum(r["wall_s"] for r in rows), 1),
@@ -83,6 +138,13 @@ def summarise(rows: list[dict], top: int = 10) -> dict:
         "top_tests_waiting_s": [[t, round(w, 2)] for t, w in sorted(waiting.items(), key=lambda kv: -kv[1])[:top]],
         "waiting_sum_s": round(sum(waiting.values()), 1),
     }
+    if samples:  # the machine's idle cores while the suite ran, and the tests that left them idle
+        blamed = blame_idle(rows, cpu, samples)
+        out["idle_core_s"] = round(samples[-1][1] - samples[0][1], 1)
+        out["top_tests_idle_core_s"] = [
+            [t, round(s, 2)] for t, s in sorted(blamed.items(), key=lambda kv: -kv[1])[:top]
+        ]
+    return out
 
 
 def main() -> None:
@@ -102,15 +164,20 @@ def main() -> None:
             "MKL_NUM_THREADS": "1",
         }
         cmd = [sys.executable, "-m", "pytest", "-p", "suite_profile_plugin", *(args.pytest_args or SUITE)]
+        sampler = IdleSampler()
+        sampler.start()
         code = subprocess.call(cmd, cwd=ROOT, env=env)
+        samples = sampler.stop()
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    summary = summarise(rows, args.top)
+    summary = summarise(rows, args.top, samples)
     for test, cpu in summary["top_tests_cpu_s"]:
         print(f"{cpu:8.2f} CPU-s  {test}")
     for module, wall in summary["top_modules_wall_s"]:
         print(f"{wall:8.1f} s wall {module}")
     for test, wait in summary["top_tests_waiting_s"]:
         print(f"{wait:8.2f} s waiting  {test}")
+    for test, idle in summary.get("top_tests_idle_core_s", []):
+        print(f"{idle:8.2f} idle core-s  {test}")
     print(json.dumps({"benchmark": "suite_profile", "exit_code": code, **summary}))
     sys.exit(0 if code == 0 else 1)
 

@@ -40,6 +40,33 @@ def test_busy_cpu_counts_this_process_spinning(test_loop):
     assert test_loop.busy_cpu_seconds() - before >= 0.45  # /proc/stat counts in clock ticks (0.01 s)
 
 
+@pytest.fixture(scope="module")
+def suite_profile():
+    spec = importlib.util.spec_from_file_location("suite_profile", PROJECT_ROOT / "benchmarks" / "suite_profile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_idle_cores_are_blamed_on_the_tests_that_waited_then(suite_profile):
+    rows = [  # two processes: "sleeper" waits through 0-10 s; "spinner" computes through 0-4 s; "late" 12-14 s
+        {"test": "sleeper", "start": 0.0, "wall_s": 10.0, "own_cpu_s": 1.0, "reaped_cpu_s": 0.0, "children_cpu_s": 0.0},
+        {"test": "spinner", "start": 0.0, "wall_s": 4.0, "own_cpu_s": 4.0, "reaped_cpu_s": 0.0, "children_cpu_s": 0.0},
+        {"test": "late", "start": 12.0, "wall_s": 2.0, "own_cpu_s": 1.0, "reaped_cpu_s": 0.0, "children_cpu_s": 0.0},
+    ]
+    cpu = {r["test"]: r["own_cpu_s"] for r in rows}
+    # idle since boot, sampled: 0.9 core-s idle in 0-2 s, 1 in 2-4, 4 in 4-8 (the spinner done), 2 in 10-12
+    samples = [(0.0, 100.0), (2.0, 100.9), (4.0, 101.9), (8.0, 105.9), (10.0, 105.9), (12.0, 107.9)]
+    blamed = suite_profile.blame_idle(rows, cpu, samples)
+    assert blamed["sleeper"] == pytest.approx(0.9 + 1.0 + 4.0)  # the spinner never waited: none of it is its
+    assert "spinner" not in blamed
+    assert blamed["(no test waiting)"] == pytest.approx(2.0)  # between tests
+    assert "late" not in blamed  # after the last sample
+    summary = suite_profile.summarise([{**r, "process": "gw0"} for r in rows], 3, samples)
+    assert summary["idle_core_s"] == pytest.approx(7.9)
+    assert summary["top_tests_idle_core_s"][0] == ["sleeper", 5.9]
+
+
 PROBE = """
 import subprocess, sys, time
 

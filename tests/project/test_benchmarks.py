@@ -15,12 +15,17 @@ import pytest
 from tests.helpers import PROJECT_ROOT
 
 
-@pytest.fixture(scope="module")
-def test_loop():
-    spec = importlib.util.spec_from_file_location("test_loop", PROJECT_ROOT / "benchmarks" / "test_loop.py")
+def _script(name: str):
+    """benchmarks/NAME.py, imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def test_loop():
+    return _script("test_loop")
 
 
 def test_the_pytest_summary_line_gives_passed_failed_and_seconds(test_loop):
@@ -42,10 +47,7 @@ def test_busy_cpu_counts_this_process_spinning(test_loop):
 
 @pytest.fixture(scope="module")
 def suite_profile():
-    spec = importlib.util.spec_from_file_location("suite_profile", PROJECT_ROOT / "benchmarks" / "suite_profile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("suite_profile")
 
 
 def test_idle_cores_are_blamed_on_the_tests_that_waited_then(suite_profile):

@@ -195,3 +195,37 @@ def test_a_runs_test_processes_share_one_server_that_ends_with_the_run(tmp_path)
         owner.wait()
     server.wait(timeout=30)  # the run is over: so is its server
     assert not Path(folder).exists()
+
+
+STAND_IN = """
+import os, sys
+print(os.getppid(), "torch" in sys.modules, sys.argv, sys.stdin.readline().strip(), sep="|", flush=True)
+if sys.argv[1] == "wait":
+    sys.stdin.readline()  # until the stand-in is signalled (the signal passed on ends this process)
+sys.exit(int(sys.argv[1]) if sys.argv[1] != "wait" else 0)
+"""
+
+
+@pytest.mark.parametrize("arg", ["5", "wait"])
+def test_a_test_processs_stand_in_runs_its_code_forked_from_the_server(arg):
+    """What execnet starts for a pytest-xdist test process (`python -u -c CODE`, under the `python` conftest gives it)
+    runs CODE in a child of the server, torch already imported, on the stand-in's stdin and stdout; the child's exit
+    code, or the signal that ended it, is the stand-in's."""
+    server = preloaded._the_server()
+    env = {**os.environ, preloaded.FORKED_FROM_ENV: f"{server.run}:{server.owner}"}
+    args = [*preloaded.shlex.split(preloaded.test_process_python()), "-u", "-c", STAND_IN, arg]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+    proc.stdin.write("hello\n")
+    proc.stdin.flush()
+    parent, imported, argv, line = proc.stdout.readline().rstrip("\n").split("|")
+    assert int(parent) == server.pid and imported == "True" and line == "hello"
+    assert argv == f"['-c', '{arg}']"  # as `python -c`: its arguments after "-c"
+    if arg == "wait":
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == (5 if arg == "5" else -signal.SIGTERM)
+
+
+@pytest.mark.skipif("PYTEST_XDIST_WORKER" not in os.environ, reason="a pytest-xdist test process (-n N) is forked")
+def test_an_xdist_test_process_is_forked_from_the_server():
+    assert preloaded.FORKED_FROM_ENV in os.environ
+    assert psutil.Process().ppid() == preloaded._the_server().pid

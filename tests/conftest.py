@@ -17,9 +17,9 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput") and tx and set(tx) == {"popen"}:  # xdist's controller, started with -n N
         # each test process forked from the preloaded server (tests/preloaded.py), torch and the rest imported: its
         # collection takes ~4 s of CPU instead of ~12 (the first of them starts the server, which the tests need anyway)
-        from tests.preloaded import test_process_python
+        from tests.preloaded import forked_test_process_python
 
-        config.option.tx = [f"popen//python={test_process_python()}"] * len(tx)
+        config.option.tx = [f"popen//python={forked_test_process_python()}"] * len(tx)
     # Tests use tiny models: one thread is as fast, and it avoids pathological slowdowns when the machine's cores
     # are oversubscribed (measured: a tiny forward went from 3 ms to 0.44 s at 2 threads). Where the tests run:
     # xdist's controller (`-n N`) runs none, and need not import torch (~4 s of CPU) for them.

@@ -14,8 +14,8 @@ workers) do. The shutdown's last step tears down every module, so it writes to, 
 objects the child shares with the server: 0.35 s of CPU a command, over ~100 commands a suite. An exception other
 than SystemExit still goes through the whole shutdown (its traceback printed by the interpreter).
 
-pytest-xdist's test processes are forked from it too (`test_process`, set up by tests/conftest.py for `-n N`): they
-start with those modules imported, so collecting the suite costs each ~4 s of CPU instead of ~12.
+pytest-xdist's test processes are forked from it too (`run_forked_test_process`, set up by tests/conftest.py for
+`-n N`): they start with those modules imported, so collecting the suite costs each ~4 s of CPU instead of ~12.
 
 What a forked child cannot give, so those tests start a fresh interpreter instead:
 - a process that has not imported torch (the coordinator's import checks);
@@ -310,7 +310,7 @@ class _Server:
 _server: _Server | None = None
 
 
-# In a test process forked from the server (test_process below): "RUN:OWNER" of that server
+# In a test process forked from the server (run_forked_test_process below): "RUN:OWNER" of that server
 FORKED_FROM_ENV = "SUBNETS_TESTS_PRELOADED_SERVER"
 
 
@@ -466,21 +466,21 @@ def run(args, *, env=None, cwd=None, capture_output=False, text=False, timeout=N
 # --- pytest-xdist's test processes, forked from the server ---
 
 
-def test_process_python() -> str:
+def forked_test_process_python() -> str:
     """What to give pytest-xdist as a test process's `python` (`--tx popen//python=...`): a stand-in that runs the
-    test process forked from the server (test_process), so that it starts with torch, transformers, MLflow and
-    Optuna imported: collecting then takes ~4 s of CPU instead of ~12."""
+    test process forked from the server (run_forked_test_process), so that it starts with torch, transformers,
+    MLflow and Optuna imported: collecting then takes ~4 s of CPU instead of ~12."""
     root = Path(__file__).resolve().parents[1]
-    code = f"import sys; sys.path.insert(0, {str(root)!r}); from tests.preloaded import test_process; test_process()"
+    code = f"import sys; sys.path.insert(0, {str(root)!r}); import tests.preloaded as p; p.run_forked_test_process()"
     return shlex.join([sys.executable, "-c", code])
 
 
-def test_process() -> None:
+def run_forked_test_process() -> None:
     """Run as `python -u -c CODE` would (this process's arguments: execnet starts each test process so), in a child
     forked from the server of this test run (started here, by the first test process, if it is not yet; it ends
     with the run's process, xdist's controller, this one's parent), with this process's standard streams. This
-    process stays as the test process's stand-in for xdist: the signals it gets are passed on, and it exits as the
-    child did."""
+    process stays as the test process's stand-in for xdist: a SIGTERM it gets is passed on, and it exits as the child
+    did. Ctrl-C at a terminal reaches the child itself (the same process group), so here it is ignored."""
     argv = sys.argv[1:]
     code, args = argv[argv.index("-c") + 1], argv[argv.index("-c") + 2 :]
     # a stand-in started from a test process forked from a server (a pytest run inside a test) uses that server
@@ -489,8 +489,8 @@ def test_process() -> None:
     global _server
     _server = _Server(name, int(owner))
     child = Popen(args, code=code, env=env, stdin=None)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda signum, _frame: child.send_signal(signum))
+    signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     returncode = child.wait()
     if returncode < 0:  # ended by a signal: so is this
         signal.signal(-returncode, signal.SIG_DFL)

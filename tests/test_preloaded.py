@@ -213,7 +213,7 @@ def test_a_test_processs_stand_in_runs_its_code_forked_from_the_server(arg):
     code, or the signal that ended it, is the stand-in's."""
     server = preloaded._the_server()
     env = {**os.environ, preloaded.FORKED_FROM_ENV: f"{server.run}:{server.owner}"}
-    args = [*preloaded.shlex.split(preloaded.test_process_python()), "-u", "-c", STAND_IN, arg]
+    args = [*preloaded.shlex.split(preloaded.forked_test_process_python()), "-u", "-c", STAND_IN, arg]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
     proc.stdin.write("hello\n")
     proc.stdin.flush()

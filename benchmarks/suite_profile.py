@@ -1,12 +1,13 @@
-"""Where the test suite's time goes: each test's CPU and wall, by test and by module, and how long one test process
-sat idle at the end while the other finished.
+"""Where the test suite's time goes: each test's CPU and wall, by test and by module, and how long one test process sat
+idle at the end while the other finished.
 
 Runs pytest (by default the suite as `make test` runs it) with a plugin that records, around each test: the test
 process's own CPU, that of the children it reaped (fresh interpreters it started and waited for), that of the
-processes still its children (the tests' shared preloaded server and what it forked; another test process's commands
-can land there too), and the wall time. The modules by wall time are what `tests/schedule.py`'s LONG_MODULES holds.
-Meanwhile it samples the machine's idle cores (/proc/stat) and blames each idle core-second on the tests that were
-waiting then (a server starting, a sleep, a retry's backoff): the part of the suite a faster machine does not shrink.
+processes still its children, what the tests' shared preloaded server forked (the test processes are forked from it
+too; its commands are counted in the first test process, whichever test process asked for them), and the wall time.
+The modules by wall time are what `tests/schedule.py`'s LONG_MODULES holds. Meanwhile it samples the machine's idle
+cores (/proc/stat) and blames each idle core-second on the tests that were waiting then (a server starting, a sleep,
+a retry's backoff): the part of the suite a faster machine does not shrink.
 
     python benchmarks/suite_profile.py [--top N] [-- PYTEST_ARGS ...]
 
@@ -48,15 +49,45 @@ def _cpu(who):
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
 
+# a test process forked from the tests' preloaded server (tests/preloaded.py), its parent: the commands the server
+# forks for either test process are the server's children, counted here by the first test process only
+FORKED = "SUBNETS_TESTS_PRELOADED_SERVER" in os.environ
+PIDS = os.environ["SUITE_PROFILE_LOG"] + ".pids"  # the test processes, the server's children too: not commands
+
+def pytest_configure(config):
+    if FORKED:
+        with open(PIDS, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+
+def _server_children_cpu():
+    if not FORKED or os.environ.get("PYTEST_XDIST_WORKER") != "gw0":
+        return 0.0
+    server = psutil.Process(os.getppid())
+    with open(PIDS) as f:
+        test_processes = {int(line) for line in f if line.strip()}
+    t = server.cpu_times()
+    total = t.children_user + t.children_system  # reaped
+    for child in server.children():
+        if child.pid in test_processes:
+            continue
+        try:
+            c = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += c.user + c.system + c.children_user + c.children_system
+    return total
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    own, reaped, live, start = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN), _children_cpu(), time.time()
+    own, reaped, live = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN), _children_cpu()
+    server, start = _server_children_cpu(), time.time()
     yield
     row = {
         "test": item.nodeid,
         "own_cpu_s": _cpu(resource.RUSAGE_SELF) - own,
         "reaped_cpu_s": _cpu(resource.RUSAGE_CHILDREN) - reaped,
         "children_cpu_s": max(0.0, _children_cpu() - live),
+        "server_children_cpu_s": max(0.0, _server_children_cpu() - server),
         "wall_s": time.time() - start,
         "start": start,
         "process": os.environ.get("PYTEST_XDIST_WORKER", "main"),
@@ -119,7 +150,10 @@ def blame_idle(rows: list[dict], cpu: dict[str, float], samples: list[tuple[floa
 
 def summarise(rows: list[dict], top: int = 10, samples: list[tuple[float, float]] | None = None) -> dict:
     """Totals, the costliest tests (CPU) and modules (wall), and the idle tail, from the plugin's rows."""
-    cpu = {r["test"]: r["own_cpu_s"] + r["reaped_cpu_s"] + r["children_cpu_s"] for r in rows}
+    cpu = {
+        r["test"]: r["own_cpu_s"] + r["reaped_cpu_s"] + r["children_cpu_s"] + r.get("server_children_cpu_s", 0.0)
+        for r in rows
+    }
     waiting = {r["test"]: max(0.0, r["wall_s"] - cpu[r["test"]]) for r in rows}
     module_wall: dict[str, float] = defaultdict(float)
     ends: dict[str, float] = defaultdict(float)

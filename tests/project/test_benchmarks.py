@@ -102,3 +102,28 @@ def test_suite_profile_counts_each_tests_own_and_its_childrens_cpu(tmp_path):
     assert waiting["test_sleeps"] >= 0.3 - cpu["test_sleeps"] - 0.01  # its wall beyond its CPU
     ((module, wall),) = summary["top_modules_wall_s"]
     assert module.endswith("test_probe.py") and wall >= 0.3 + 0.4
+
+
+FORKED_PROBE = """
+from tests import preloaded
+
+SPIN = "import time\\nend = time.process_time() + 0.3\\nwhile time.process_time() < end: pass"
+
+def test_has_the_preloaded_server_spin():
+    preloaded.run([], code=SPIN, timeout=120, check=True)
+"""
+
+
+def test_suite_profile_counts_what_the_preloaded_server_forks_for_a_forked_test_process(tmp_path):
+    """A test process forked from the tests' preloaded server (as `make test`'s are) has a command forked for it:
+    the command is the server's child, not the test process's, and its CPU still counts toward the test."""
+    from tests import preloaded
+
+    (tmp_path / "test_forked_probe.py").write_text(FORKED_PROBE)
+    script = PROJECT_ROOT / "benchmarks" / "suite_profile.py"
+    tx = f"popen//python={preloaded.forked_test_process_python()}"
+    pytest_args = ["-q", "-p", "no:cacheprovider", "--tx", tx, "--dist", "load", str(tmp_path)]
+    out = subprocess.run([sys.executable, str(script), "--", *pytest_args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    ((test, cpu),) = json.loads(out.stdout.splitlines()[-1])["top_tests_cpu_s"]
+    assert test.endswith("test_has_the_preloaded_server_spin") and cpu >= 0.29

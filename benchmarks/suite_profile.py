@@ -35,9 +35,11 @@ import json, os, resource, time
 import psutil
 import pytest
 
-def _children_cpu():
+def _children_cpu(parent=None, skip=()):  # parent's (this process's) live children but those in skip, with their reaped
     total = 0.0
-    for child in psutil.Process().children():
+    for child in (parent or psutil.Process()).children():
+        if child.pid in skip:
+            continue
         try:
             t = child.cpu_times()
         except psutil.Error:
@@ -66,16 +68,7 @@ def _server_children_cpu():
     with open(PIDS) as f:
         test_processes = {int(line) for line in f if line.strip()}
     t = server.cpu_times()
-    total = t.children_user + t.children_system  # reaped
-    for child in server.children():
-        if child.pid in test_processes:
-            continue
-        try:
-            c = child.cpu_times()
-        except psutil.Error:
-            continue
-        total += c.user + c.system + c.children_user + c.children_system
-    return total
+    return t.children_user + t.children_system + _children_cpu(server, skip=test_processes)  # reaped, and live
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):

@@ -484,11 +484,9 @@ def run_forked_test_process() -> None:
     argv = sys.argv[1:]
     code, args = argv[argv.index("-c") + 1], argv[argv.index("-c") + 2 :]
     # a stand-in started from a test process forked from a server (a pytest run inside a test) uses that server
-    name, owner = os.environ.get(FORKED_FROM_ENV, f"xdist-{os.getppid()}:{os.getppid()}").rsplit(":", 1)
-    env = {**os.environ, FORKED_FROM_ENV: f"{name}:{owner}", "PYTHONUNBUFFERED": "1"}  # -u
-    global _server
-    _server = _Server(name, int(owner))
-    child = Popen(args, code=code, env=env, stdin=None)
+    os.environ.setdefault(FORKED_FROM_ENV, f"xdist-{os.getppid()}:{os.getppid()}")
+    _the_server()
+    child = Popen(args, code=code, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=None)  # -u
     signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     returncode = child.wait()

@@ -66,21 +66,35 @@ def locked(lock_file: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def read_sqlite(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """`sql`'s rows from the SQLite database `db`, opened read-only. A writer killed mid-transaction (a worker's
+    SIGKILL) leaves a hot journal that the next connection must roll back, which a read-only one cannot do
+    ("attempt to write a readonly database"): the database is then opened read-write once, to roll it back as any
+    writer's connection would, and asked again."""
+    import sqlite3
+
+    for mode in ("ro", "rw"):
+        con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode={mode}", uri=True, timeout=30)
+        try:
+            return con.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as e:
+            if mode == "rw" or "readonly database" not in str(e):
+                raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")
+
+
 def sqlite_damage(db: Path) -> str | None:
     """Why an existing SQLite database file cannot be read (not a database, truncated, damaged pages), or None when
-    it reads. Read-only: the file is never written, so a damaged store is left as it is for its owner to restore."""
+    it reads. Read-only: the file is never written (but for rolling back a killed writer's hot journal, read_sqlite),
+    so a damaged store is left as it is for its owner to restore."""
     import sqlite3
 
     if not Path(db).exists():
         return None  # nothing there to be damaged
-    try:
-        con = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error as e:
-        return str(e)
     try:  # the header and the schema: cheap enough for every command (a full integrity check scans every page)
-        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        read_sqlite(db, "SELECT count(*) FROM sqlite_master")
         return None
     except sqlite3.Error as e:
         return str(e)
-    finally:
-        con.close()

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+from registry.files import read_sqlite
 from registry.tracking import FINGERPRINT, KIND, RunKind, RunStatus
 
 __all__ = [
@@ -231,15 +232,12 @@ class LocalRunIndex(RunIndex):
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         if not self.db.is_file():
             return []
-        con = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
-            return con.execute(sql, tuple(params)).fetchall()
+            return read_sqlite(self.db, sql, tuple(params))
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
             raise
-        finally:
-            con.close()
 
     def experiments(self) -> dict[str, str]:
         return {str(exp_id): name for exp_id, name in self._rows(_ACTIVE_EXPERIMENTS)}

@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,41 @@ def test_the_lock_excludes_another_process_until_released(tmp_path):
         held = subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode
     free = subprocess.run([sys.executable, "-c", probe, str(lock)]).returncode
     assert (held, free) == (3, 0)
+
+
+def _killed_mid_transaction(db: Path) -> None:
+    """A table of experiments in `db`, then a process killed by SIGKILL while it rewrites every row: its hot journal
+    is left beside the database, the rows' old values to roll back to."""
+    import signal
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE experiments (experiment_id TEXT, name TEXT, lifecycle_stage TEXT)")
+    con.executemany("INSERT INTO experiments VALUES (?, ?, 'active')", [(str(i), f"e{i}") for i in range(5000)])
+    con.commit()
+    con.close()
+    pid = os.fork()
+    if pid == 0:  # the writer: its changes spill into the file mid-transaction, then it dies
+        writer = sqlite3.connect(db, isolation_level=None)
+        writer.execute("PRAGMA cache_size = 1")
+        writer.execute("BEGIN")
+        writer.execute("UPDATE experiments SET name = 'half-written'")
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert db.with_name(db.name + "-journal").exists()
+
+
+def test_a_hot_journal_left_by_a_killed_writer_is_rolled_back_not_an_error(tmp_path):
+    from registry.files import read_sqlite, sqlite_damage
+    from registry.runindex import LocalRunIndex
+
+    for reader in ("damage", "rows", "index"):
+        db = tmp_path / f"{reader}.db"
+        _killed_mid_transaction(db)
+        if reader == "damage":  # the store reads: not damaged
+            assert sqlite_damage(db) is None
+        elif reader == "rows":
+            assert read_sqlite(db, "SELECT count(*), count(DISTINCT name) FROM experiments") == [(5000, 5000)]
+        else:  # the run index of a store a worker was killed in, as the other workers read it
+            assert LocalRunIndex(db).experiments()["4999"] == "e4999"
+        assert not db.with_name(db.name + "-journal").exists()  # rolled back: the old rows

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from runners.tracking import provenance  # noqa: E402
 
 STEPS_CODE = """
 import json, resource, sys, time, torch
@@ -77,7 +78,7 @@ def main() -> None:
                 "steps": args.steps,
                 "repeats": args.repeats,
                 "threads": 1,
-                "machine": platform.machine(),
+                "machine": provenance.machine(),
                 "medians": medians,
                 "wall_ratio_fixed_vs_default": fixed["wall_s"] / base["wall_s"],
                 "cpu_ratio_fixed_vs_default": (fixed["user_s"] + fixed["system_s"])

@@ -58,8 +58,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 import torch  # noqa: E402
+
+from runners.tracking import provenance  # noqa: E402
 
 FULL = dict(layers=6, hidden=384, heads=12, inter=1536, vocab=30522, batch=16, min_len=40, max_len=64, warmup=3)
 SIZES = {"minilm": {}, "bert-base": dict(layers=12, hidden=768, heads=12, inter=3072)}  # overrides of FULL
@@ -278,7 +279,7 @@ def environment(threads: int, quick: bool, device: str) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "machine": platform.machine(),
+        "machine": provenance.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "quick": quick,

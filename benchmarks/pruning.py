@@ -38,8 +38,9 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
 import torch  # noqa: E402
+
+from runners.tracking import provenance  # noqa: E402
 
 FULL = dict(
     layers=4, hidden=256, heads=4, inter=1024, batch=64, seq=48, n_var=4, min_len=16, max_len=64, warmup=3, reps=15
@@ -258,7 +259,7 @@ def environment(threads: int, quick: bool) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "machine": platform.machine(),
+        "machine": provenance.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
         "torch_interop_threads": torch.get_num_interop_threads(),

@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from runners.tracking import provenance  # noqa: E402
 
 EXPERIMENTS = """
 [defaults]
@@ -283,8 +284,7 @@ def main() -> None:
         "config": {"trials": args.trials, "run": "replaced by a no-op (runners.queue.worker._execute)"},
         "environment": {
             "python": platform.python_version(),
-            "machine": platform.machine(),
-            "processor": platform.processor(),
+            "machine": provenance.machine(),
             "cpu_count": os.cpu_count(),
             "threads_per_worker": 1,
             "commit": commit.stdout.strip(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from runners.tracking import provenance  # noqa: E402
 
 
 def _cpu() -> float:
@@ -67,7 +67,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "queue_open",
-                "machine": f"{platform.machine()}, 1 process",
+                "machine": f"{provenance.machine()}, 1 process",
                 "optuna": optuna.__version__,
                 "repeats": args.repeats,
                 **{f"{k}_cpu_s": v for k, v in median.items()},

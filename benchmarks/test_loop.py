@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from runners.tracking import provenance  # noqa: E402
 from runners.tracking.templates import template_path  # noqa: E402
 
 SPEED_CHECK = "import runners.queue.worker"
@@ -100,7 +99,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "test_loop",
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "machine": provenance.machine(),
                 "commit": commit,
                 "exit_code": proc.returncode,
                 "passed": passed,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from runners.tracking import provenance  # noqa: E402
 
 GRID = """
 [defaults]
@@ -113,7 +113,7 @@ def main() -> None:
 
     out = {
         "benchmark": "worker_start",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": provenance.machine(),
         "workers": args.workers,
         "runs": args.runs,
         "repeats": args.repeats,

@@ -24,6 +24,7 @@ GIT_SHA = "subnets.git_sha"
 FINETUNE_FINGERPRINT = "subnets.finetune_fingerprint"
 DEVICE = "subnets.device"
 TORCH_THREADS = "subnets.torch_threads"
+MACHINE = "subnets.machine"  # architecture, usable cores and processor: "x86_64, 2 cores, AMD EPYC"
 VERSION_PREFIX = "subnets.version."  # + package name: its installed version
 STUDY = "subnets.study"  # a search trial's study, or a sweep's
 TRIAL = "subnets.trial"  # a search trial's number

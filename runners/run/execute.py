@@ -75,6 +75,7 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
     sha = provenance.git_sha(spec.base_dir)
     versions = provenance.versions()
     threads = torch.get_num_threads()
+    machine = provenance.machine()
     tags = {
         KIND: RunKind.RUN.value,
         FINGERPRINT: spec.fingerprint,
@@ -88,6 +89,7 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
         tracked.FINETUNE_FINGERPRINT: spec.finetune_fingerprint,
         tracked.DEVICE: describe(device),
         tracked.TORCH_THREADS: str(threads),
+        tracked.MACHINE: machine,
         **{f"{tracked.VERSION_PREFIX}{k}": v for k, v in versions.items()},
         **spec.tags,
         **ctx.tags,
@@ -111,6 +113,7 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
                         "axes": spec.axes,
                         "device": str(device),
                         "torch_threads": threads,
+                        "machine": machine,
                     },
                     tmp,
                 )

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from registry.cli import app
+from runners.tracking import provenance
 from runners.tracking.store import FINGERPRINT, KIND, Store
 from tests.conftest import tiny_toml
 from tests.helpers import run_cli
@@ -33,6 +34,7 @@ def test_tiny_experiment_end_to_end(write_toml, tmp_path):
     assert run.data.tags[FINGERPRINT] == spec.fingerprint
     assert run.data.params["prune.rate"] == "0.3" and run.data.params["finetune.lr"] == "0.001"
     assert run.data.tags["subnets.version.torch"].startswith("2.")
+    assert run.data.tags["subnets.machine"] == provenance.machine()  # where its timings were measured
     history = store.client.get_metric_history(run.info.run_id, "step/sparsity")
     assert [m.step for m in history] == [0, 1, 2, 3]
     assert [round(m.value, 6) for m in history][0] == 0.0 and history[-1].value > 0.6  # 1 - 0.7^3 = 0.657
@@ -49,6 +51,7 @@ def test_tiny_experiment_end_to_end(write_toml, tmp_path):
     assert sum(r["selected"] for r in ids) == 1 and ids[-1]["selected"]  # keep_ratio 0: every step passes
     config = json.loads((art / "config.json").read_text())
     assert config["fingerprint"] == spec.fingerprint and config["prune"]["rate"] == 0.3 and "git_sha" in config
+    assert config["machine"] == provenance.machine()
 
     # rerun: the FINISHED fingerprint is skipped; the plan says it is done
     result = runner.invoke(app, ["run", "--file", str(toml), "--store", str(store_dir), "--quiet"])

@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runners.tracking import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -470,6 +472,7 @@ def summarise(cfg, args, timing, memory, ref, elapsed) -> dict:
     key = "cpu"  # the machine is shared: process CPU time is the steadier measure; wall is reported too
     fig = {
         "benchmark": "cka",
+        "machine": provenance.machine(),
         "config": {
             **cfg,
             "threads": args.threads,

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from registry.tracking import PRUNE_SEED
+from runners.tracking import provenance
 
 EPS = 1e-9
 METRICS = ("id.accuracy", "method.target_sparsity", "method.train_steps", "method.expected_sparsity_end")
@@ -176,6 +177,7 @@ def main() -> None:
     untrained = sorted({t for t in space for seed in curves.values() if t not in seed["targets"]})
     fig = {
         "benchmark": "effective_size",
+        "machine": provenance.machine(),
         "store": str(store),
         "search_store": str(search_store),
         "grid_experiments": args.grid,

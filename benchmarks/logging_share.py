@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runners.tracking import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -114,6 +116,8 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "benchmark": "logging_share",
+                "machine": provenance.machine(),
                 "threads": args.threads,
                 "run_wall_s": round(wall, 2),
                 "logging_s": round(total, 2),

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import psutil
 
+from runners.tracking import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 
 MINILM = ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
@@ -222,6 +224,7 @@ def main() -> None:
         log(f"done in {wall:.1f} s; worker peaks {sorted(workers.values())} MB")
     result = {
         "benchmark": "memory",
+        "machine": provenance.machine(),
         "model": model_note,
         "task": task_note,
         "quick": args.quick,

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runners.tracking import Store  # noqa: E402
+from runners.tracking import Store, provenance  # noqa: E402
 from runners.tracking.tables import write_table  # noqa: E402
 
 LAYERS, HEADS = 4, 4
@@ -277,7 +277,7 @@ def main() -> None:
         f"subnets report over {args.runs} runs: first {fig['report_cold_s']} s (no warehouse cache), then "
         f"{fig['report_warm_s']} s; {fig['report_bytes']:,} bytes, {fig['charts']} charts; load {load}"
     )
-    print(json.dumps(fig))
+    print(json.dumps({"benchmark": "report", "machine": provenance.machine(), **fig}))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runners.tracking import provenance  # noqa: E402
 from tests.conftest import tiny_toml  # noqa: E402 - the tests' tiny experiment, so both measure one thing
 
 TOML = (
@@ -90,7 +91,7 @@ def main() -> None:
             }
             print(label, points[label], flush=True)
         out["kill_points"] = points
-    print(json.dumps(out))
+    print(json.dumps({"benchmark": "resume", "machine": provenance.machine(), **out}))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runners.tracking import provenance
+
 TARGETS = [round(0.05 * k, 2) for k in range(1, 20)]
 WORKER_TARGETS = [0.2, 0.4, 0.6, 0.8]
 MARGIN = 0.03
@@ -187,6 +189,7 @@ def main() -> None:
     n_grid = sum(g["subnetworks"] for g in grid.values())
     fig = {
         "benchmark": "search",
+        "machine": provenance.machine(),
         "config": {
             **cfg,
             "targets": targets,

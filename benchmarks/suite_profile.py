@@ -27,6 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from runners.tracking import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ["-q", "-m", "not slow", "-n", "2", "--dist", "worksteal"]  # the Makefile's SUITE
 
@@ -205,7 +207,7 @@ def main() -> None:
         print(f"{wait:8.2f} s waiting  {test}")
     for test, idle in summary.get("top_tests_idle_core_s", []):
         print(f"{idle:8.2f} idle core-s  {test}")
-    print(json.dumps({"benchmark": "suite_profile", "exit_code": code, **summary}))
+    print(json.dumps({"benchmark": "suite_profile", "machine": provenance.machine(), "exit_code": code, **summary}))
     sys.exit(0 if code == 0 else 1)
 
 

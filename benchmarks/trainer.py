@@ -52,6 +52,8 @@ SHARED = ROOT.parent / "shared"
 
 import torch  # noqa: E402
 
+from runners.tracking import provenance  # noqa: E402
+
 FULL = dict(train=4096, eval=872, epochs=1.0, batch=32, eval_batch=128, max_length=128)
 QUICK = dict(train=32, eval=32, epochs=1.0, batch=16, eval_batch=32, max_length=32)
 HYPER = dict(lr=5e-5, warmup_ratio=0.1, weight_decay=0.01, max_grad_norm=1.0)
@@ -393,6 +395,7 @@ def main() -> None:
                     **({"device": torch.cuda.get_device_name()} if a.device == "cuda" else {}),
                     "torch": torch.__version__,
                     "python": platform.python_version(),
+                    "machine": provenance.machine(),
                 },
                 "sides": sides,
                 "batching": batching,

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from runners.tracking import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_S = 1.0
 
@@ -48,6 +50,7 @@ def main() -> None:
     base = med["baseline_import_torch_transformers_mlflow"]
     fig = {
         "benchmark": "validate",
+        "machine": provenance.machine(),
         "repeats": args.repeats,
         "median_wall_s": med,
         "all_wall_s": times,

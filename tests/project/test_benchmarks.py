@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from runners.tracking import provenance
 from tests.helpers import PROJECT_ROOT
 
 
@@ -95,6 +96,7 @@ def test_suite_profile_counts_each_tests_own_and_its_childrens_cpu(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     summary = json.loads(out.stdout.splitlines()[-1])
     assert summary["benchmark"] == "suite_profile" and summary["tests"] == 3 and summary["idle_tail_s"] == 0.0
+    assert summary["machine"] == provenance.machine()  # the processor its figures came from
     cpu = {test.split("::")[-1]: seconds for test, seconds in summary["top_tests_cpu_s"]}
     assert cpu["test_spins"] >= 0.39 and cpu["test_waits_for_a_child_that_spins"] >= 0.29  # the child's, reaped
     assert cpu["test_sleeps"] < 0.25  # waiting costs no CPU

@@ -12,7 +12,7 @@ from typing import Iterable
 import duckdb
 
 from registry.results import RESULTS_VERSION, VERSION_KEY
-from registry.tracking import VERSION_PREFIX
+from registry.tracking import MACHINE, VERSION_PREFIX
 from reports.sources import TABLES, Sources
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,9 @@ def fresh_files(
 
 
 def insert_tags(con: duckdb.DuckDBPyConnection, tags: list[tuple[str, str, str]]) -> None:
-    """The run_tags table, (run_id, key, value) of every run, and the view run_versions over it, (run_id, package,
-    version) of each package version a run recorded (its tags named registry.tracking.VERSION_PREFIX + package)."""
+    """The run_tags table, (run_id, key, value) of every run, and two views over it: run_versions, (run_id, package,
+    version) of each package version a run recorded (its tags named registry.tracking.VERSION_PREFIX + package), and
+    run_machines, (run_id, machine) of each run that recorded where it ran (registry.tracking.MACHINE)."""
     con.execute("CREATE TABLE run_tags (run_id VARCHAR, key VARCHAR, value VARCHAR)")
     if tags:  # one statement with three list parameters: executemany costs a round trip per tag
         run_ids, keys, values = (list(col) for col in zip(*tags))
@@ -105,6 +106,9 @@ def insert_tags(con: duckdb.DuckDBPyConnection, tags: list[tuple[str, str, str]]
     con.execute(
         f"CREATE VIEW run_versions AS SELECT run_id, substr(key, length({prefix}) + 1) AS package, "
         f"value AS version FROM run_tags WHERE starts_with(key, {prefix})"
+    )
+    con.execute(
+        f"CREATE VIEW run_machines AS SELECT run_id, value AS machine FROM run_tags WHERE key = {sql_str(MACHINE)}"
     )
 
 

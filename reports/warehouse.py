@@ -1,12 +1,12 @@
 """The DuckDB warehouse: views over the Parquet tables that runners log to MLflow.
 
-MLflow is the system of record; this module only reads it. Each FINISHED parent run (tag ``subnets.kind`` = "run",
-as the run index lists them: registry.runindex) carries ``tables/*.parquet`` artifacts (reports.sources finds
-them); the warehouse is an in-memory DuckDB connection with one table per contract table (loaded once from those
-files by reports.loading, through the store's warehouse cache, reports.cache, when given), the runs' MLflow tags
-as ``run_tags`` (run_id, key, value), their package versions as ``run_versions`` (run_id, package, version), and
-the derived views of reports/sql, so it can be rebuilt from MLflow at any time. Runs tagged otherwise (a logged
-report is ``subnets.kind`` = "report") are never counted.
+MLflow is the system of record; this module only reads it. Each FINISHED parent run (tag ``subnets.kind`` = "run", as
+the run index lists them: registry.runindex) carries ``tables/*.parquet`` artifacts (reports.sources finds them); the
+warehouse is an in-memory DuckDB connection with one table per contract table (loaded once from those files by
+reports.loading, through the store's warehouse cache, reports.cache, when given), the runs' MLflow tags as ``run_tags``
+(run_id, key, value), their package versions as ``run_versions`` (run_id, package, version), the machine each ran on as
+``run_machines`` (run_id, machine), and the derived views of reports/sql, so it can be rebuilt from MLflow at any time.
+Runs tagged otherwise (a logged report is ``subnets.kind`` = "report") are never counted.
 
 Read-only: once loaded, the connection loses file-system access (DuckDB's enable_external_access, locked),
 so a query cannot read or write files (COPY ... TO, ATTACH, read_parquet('...'), INSTALL all fail); it

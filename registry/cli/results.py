@@ -48,7 +48,7 @@ def report(
 def query(
     sql: Optional[str] = typer.Argument(
         None,
-        help="SQL over the views runs, axes, steps, units, cka, run_tags, run_versions, primary_steps, "
+        help="SQL over the views runs, axes, steps, units, cka, run_tags, run_versions, run_machines, primary_steps, "
         "run_groups, effective_size.",
     ),
     file: Optional[Path] = typer.Option(

@@ -1,5 +1,6 @@
--- Where each run of one experiment ($experiment) came from: its config, fingerprints, git SHA, device,
--- package versions (the run's recorded versions, in the run_versions view) and data digest.
+-- Where each run of one experiment ($experiment) came from: its config, fingerprints, git SHA, device, the machine
+-- its duration was measured on (run_machines view), package versions (the run's recorded versions, in the
+-- run_versions view) and data digest.
 -- $experiment NULL (as the report runs it): every experiment at once, each apart, its name in the last column.
 SELECT
     g.run_label,
@@ -12,6 +13,7 @@ SELECT
     r.torch_threads,
     r.started_at::TIMESTAMP AS started_at,  -- in UTC
     r.duration_s,
+    (SELECT m.machine FROM run_machines AS m WHERE m.run_id = r.run_id) AS machine,
     r.data_digest,
     (SELECT string_agg(v.package || ' ' || v.version, ', ' ORDER BY v.package)
      FROM run_versions AS v

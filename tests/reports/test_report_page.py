@@ -29,7 +29,12 @@ def _sections(html: str, experiment: str) -> str:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     files = build_tables(tmp_path_factory.mktemp("tables"))
-    with Warehouse(Sources(files=files, tags=[("a1", "subnets.version.torch", "2.13.0")])) as wh:
+    with Warehouse(
+        Sources(
+            files=files,
+            tags=[("a1", "subnets.version.torch", "2.13.0"), ("a1", "subnets.machine", "x86_64, 2 cores, AMD EPYC")],
+        )
+    ) as wh:
         return build.render_report(wh, "sqlite:////store/mlflow.db")
 
 
@@ -91,6 +96,7 @@ def test_every_figure_names_its_query(page):
         "shared_models",
     } <= named
     assert "torch 2.13.0" in page and "digest-a1" in page  # provenance: versions (tags) and data digest
+    assert "x86_64, 2 cores, AMD EPYC" in page and "not recorded" in page  # a1's machine; a2 recorded none
 
 
 def test_the_same_data_gives_the_same_bytes(tmp_path):

@@ -341,6 +341,7 @@ def wh(tmp_path_factory):
     tags = [
         ("a1", "subnets.version.torch", "2.13.0"),
         ("a1", "subnets.version.duckdb", "2.0.1"),
+        ("a1", "subnets.machine", "x86_64, 2 cores, AMD EPYC (family 25, model 1)"),
         ("a1", "subnets.kind", "run"),
     ]
     with Warehouse(Sources(files=files, run_ids=[], tags=tags)) as w:
@@ -734,6 +735,11 @@ def test_provenance(wh):
     assert got == [
         ("magnitude · rate=0.1, seed=0", "fp-a1", "abc123", "digest-a1", "duckdb 2.0.1, torch 2.13.0", '{"run": "a1"}'),
         ("magnitude · rate=0.1, seed=1", "fp-a2", "abc123", "digest-a2", None, '{"run": "a2"}'),
+    ]
+    # where each run's duration was measured: a1 recorded its machine, a2 (an older run) did not
+    assert rows(wh, "provenance", "a", ("run_id", "machine")) == [
+        ("a1", "x86_64, 2 cores, AMD EPYC (family 25, model 1)"),
+        ("a2", None),
     ]
 
 

@@ -130,7 +130,7 @@ ThreadsOpt = typer.Option(
     "--threads",
     min=1,
     envvar="SUBNETS_THREADS",
-    help="torch threads per worker (default: cores / workers; recorded with every run).",
+    help="torch threads per worker (default: the cores this process may use / workers; recorded with every run).",
 )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -109,9 +108,10 @@ def _finetune_first(runs, st, workers: int, quiet: bool) -> None:
 
     from runners.tracking import Progress
     from runners.tracking.progress import install_stop_handlers, stop_finished
+    from runners.tracking.provenance import usable_cores
     from runners.training.cache import finetune_first
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()  # this process's allocation, not the node's
     torch.set_num_threads(cores)
     out.print(f"fine-tuning {len(missing)} shared model(s) first, on all {cores} cores; the workers then load them")
     install_stop_handlers()

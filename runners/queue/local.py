@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Callable
 
+from runners.tracking.provenance import usable_cores
+
 STOP_GRACE_S = 10.0  # after Ctrl-C or SIGTERM, how long the workers get to mark their runs before they are killed
 GRACE_ENV = "SUBNETS_STOP_GRACE_S"  # overrides it: a busy machine or a slow tracking server needs longer
 
@@ -21,8 +23,9 @@ def stop_grace_s() -> float:
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
     """Cores split between the workers (at least one thread each): workers x threads <= cores, because
-    torch processes that oversubscribe the cores each run many times slower."""
-    cores = cores or os.cpu_count() or 1
+    torch processes that oversubscribe the cores each run many times slower. The cores are those this process may
+    use (a Slurm allocation, taskset), not the node's: on a 64-core node, a job given 4 runs 4 threads, not 64."""
+    cores = cores or usable_cores()
     return max(1, cores // workers)
 
 

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
-import os
 
 from runners.tracking import Store
+from runners.tracking.provenance import usable_cores
 from tests import preloaded
 from tests.conftest import tiny_toml
 
@@ -27,7 +27,7 @@ def test_a_model_the_workers_share_is_fine_tuned_first_with_every_core(write_tom
     ]
     proc = preloaded.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cores = os.cpu_count() or 1
+    cores = usable_cores()  # this process's allocation, as the command's
     assert f"fine-tuning 1 shared model(s) first, on all {cores} cores" in proc.stdout
     (record,) = (tmp_path / "s" / ".subnets" / "finetuned").glob("*/record.json")
     assert json.loads(record.read_text())["torch_threads"] == cores  # trained here, not by a worker on its share

@@ -348,7 +348,7 @@ def main() -> None:
         ap.error(f"--sides: choose from {', '.join(SIDES)}")
     cfg = dict(QUICK if a.quick else FULL)
     cfg.update({k: v for k, v in (("train", a.train), ("epochs", a.epochs)) if v is not None})
-    threads = a.threads or int(os.environ.get("SUBNETS_THREADS", 0)) or os.cpu_count() or 1
+    threads = a.threads or int(os.environ.get("SUBNETS_THREADS", 0)) or provenance.usable_cores()
     torch.set_num_threads(threads)
     s = setup(cfg, a.synthetic, a.shared, a.device)
     log(

@@ -73,7 +73,8 @@ def compile_files(folders: list[Path], site: Path | None = None, listing: Path =
     listed = [line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")]
     files = [str(site / f) for f in listed if (site / f).is_file()]
     files += [str(p) for folder in folders for p in folder.rglob("*.py")]
-    cores = os.cpu_count() or 1
+    # the cores this process may use (a container's or a job's allocation), not the machine's count
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     # many small batches spread the large files over the processes; one batch a file would cost more to hand out
     batches = [files[i :: cores * 8] for i in range(cores * 8)]
     with ProcessPoolExecutor(cores) as pool:

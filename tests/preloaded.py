@@ -131,6 +131,7 @@ def _run_command(request: dict) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # read TMPDIR again at first use, as a fresh interpreter does
     sys.stdin = open(0, closefd=False)
     # stdout and stderr now are the command's files: buffered as a fresh interpreter's would be
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
@@ -202,6 +203,7 @@ def _become_forkserver(conn: socket.socket) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # read TMPDIR again at first use, as a fresh interpreter does
     exec(request["code"], {"__name__": "__main__"})
     return 0
 

@@ -15,7 +15,6 @@ import hashlib
 import itertools
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ from runners.run.context import RunContext
 from runners.run.resume import Resumed, fetch_state, find_resumable
 from runners.run.resume import load as load_resumed
 from runners.run.rundata import RunData
+from runners.run.scratch import run_scratch
 from runners.run.steplog import StepLogger
 from runners.tracking import provenance
 from runners.tracking.progress import Progress, release_interrupted
@@ -94,8 +94,7 @@ def execute(spec: RunSpec, store: Store, progress: Progress, context: RunContext
         **spec.tags,
         **ctx.tags,
     }
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
+    with run_scratch() as tmp:  # killed runs' scratch folders on this host removed first
         resumed = _resumable(spec, store, sha, tmp) if ctx.resumable else None
         run = _open_run(spec, store, progress, tags, ctx, resumed)
         try:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -65,6 +67,10 @@ class DevTools:
 @pytest.fixture
 def chromium(tmp_path):
     profile = tmp_path / "profile"
+    # Chromium's own temporary files: the profile's singleton socket lives in a TMPDIR folder that a terminated
+    # Chromium leaves behind, one more /tmp/org.chromium.Chromium.* a run; a folder of the test's, removed after (a
+    # short path: a socket's path is limited to 107 bytes, and pytest's tmp_path is longer)
+    scratch = Path(tempfile.mkdtemp(prefix="subnets-chromium-"))
     proc = subprocess.Popen(
         [
             CHROMIUM,
@@ -82,6 +88,7 @@ def chromium(tmp_path):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(scratch)},
     )
     try:
         port_file = profile / "DevToolsActivePort"
@@ -104,6 +111,8 @@ def chromium(tmp_path):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _open(tools: DevTools, path: Path) -> list[dict]:

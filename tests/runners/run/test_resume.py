@@ -4,8 +4,10 @@ uninterrupted run's, byte for byte where they are files."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from registry.cli import app
+from runners.run.scratch import PREFIX
 from runners.tracking.store import KIND, Store
 from tests import preloaded
 from tests.conftest import tiny_toml
@@ -64,7 +67,7 @@ def uninterrupted(tmp_path_factory):
     return store, run
 
 
-def _kill_when(toml: Path, store_dir: Path, appeared: str, timeout: float = 240.0) -> float:
+def _kill_when(toml: Path, store_dir: Path, appeared: str, timeout: float = 240.0, env: dict | None = None) -> float:
     """Start `subnets run` in its own process; SIGKILL it as soon as a file matching `appeared` (a glob
     under the store) exists. Returns the seconds it ran."""
     started = time.monotonic()
@@ -72,6 +75,7 @@ def _kill_when(toml: Path, store_dir: Path, appeared: str, timeout: float = 240.
         ["run", "--file", str(toml), "--store", str(store_dir), "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         while not list(store_dir.glob(appeared)):
@@ -98,12 +102,18 @@ def _kill_when(toml: Path, store_dir: Path, appeared: str, timeout: float = 240.
     ],
 )
 def test_a_run_killed_mid_pruning_resumes_and_equals_an_uninterrupted_run(
-    uninterrupted, tmp_path, kill_at, reused_steps, reused_variants
+    uninterrupted, tmp_path, monkeypatch, kill_at, reused_steps, reused_variants
 ):
     toml = tmp_path / "experiments.toml"
     toml.write_text(TOML)
-    _kill_when(toml, tmp_path / "s", kill_at)
+    scratch = tmp_path / "tmp"  # the runs' temporary directory (TMPDIR), to see what the killed one left there
+    scratch.mkdir()
+    _kill_when(toml, tmp_path / "s", kill_at, env={**os.environ, "TMPDIR": str(scratch)})
+    (left,) = scratch.iterdir()  # the killed run's scratch folder: nothing of its own could remove it
+    assert left.name.startswith(PREFIX) and (left / "config.json").exists()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     _rerun_equals_uninterrupted(toml, tmp_path / "s", uninterrupted, reused_steps, reused_variants)
+    assert list(scratch.iterdir()) == []  # the rerun removed it (its process is gone), and its own when it ended
 
 
 # A real `subnets run` process (forked preloaded) that SIGKILLs itself right after writing its units table: the steps

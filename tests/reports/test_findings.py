@@ -5,11 +5,14 @@ verdict (holds, does not hold, not enough data), the exact verdicts and the numb
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.stats import studentized_range
 
 from reports import build
 from reports.warehouse import FINDINGS_COLUMNS, TABLES, Sources, Warehouse, findings_names, load_finding
@@ -19,6 +22,8 @@ VERDICTS = ("holds", "does not hold", "not enough data")
 HANS = "hans"
 LO_E, LO_NE = "lexical_overlap/entailment", "lexical_overlap/non_entailment"
 SUB_NE, CON_NE = "subsequence/non_entailment", "constituent/non_entailment"
+# HANS fine-grained non-entailment subcases (not lexical overlap), scored on few examples: within sampling noise
+CN_FEW, SN_FEW = "cn_embedded_under_verb", "sn_NP/S"
 HEADS = [(layer, h) for layer in range(2) for h in range(4)]
 
 
@@ -71,7 +76,7 @@ class Fixture:
         }
         return ids
 
-    def step(self, ids, step, eval_set, value, *, subcase="all", variant="pruned", selected=None, sparsity=None):
+    def step(self, ids, step, eval_set, value, *, subcase="all", variant="pruned", selected=None, sparsity=None, n=100):
         self.tables[ids["run_id"]]["steps"].append(
             dict(
                 ids,
@@ -85,7 +90,7 @@ class Fixture:
                 subcase=subcase,
                 metric="accuracy",
                 value=value,
-                n=100,
+                n=n,
                 passed=True,
                 selected=(variant != "pruned" or step == 1) if selected is None else selected,
             )
@@ -159,6 +164,10 @@ HC = {
     SUB_NE: (0.30, [0.28, 0.30, 0.31, 0.33]),  # spread 0.05 -> does not hold
     CON_NE: (0.03, [0.01, 0.02, 0.03, 0.05]),  # the full model does not generalize -> not enough data
     LO_E: (0.95, [0.95, 0.94, 0.96, 0.93]),
+    # on 20 examples: spread 0.20, yet 4 equally accurate subnetworks (0.30) range up to 0.372 -> not enough data
+    CN_FEW: (0.30, [0.20, 0.35, 0.25, 0.40]),
+    # on 50 examples: spread 0.04, but 4 subnetworks at accuracy 0.5 range up to 0.257 by noise -> not enough data
+    SN_FEW: (0.30, [0.28, 0.30, 0.32, 0.30]),
     "masks": [
         {(0, 0), (0, 1), (0, 2), (1, 0)},
         {(0, 0), (0, 1), (0, 3), (1, 1)},
@@ -166,6 +175,9 @@ HC = {
         {(0, 0), (0, 1), (0, 2), (1, 3)},
     ],  # core {L0H0, L0H1}: 2 heads vs 8 x 0.5^4 = 0.5 random
 }
+HC_EXAMPLES = {CN_FEW: 20, SN_FEW: 50}
+# Claim 5 on 10 examples a label (entailment, non-entailment): a wide gap within the noise, and a narrow one
+FEW_EXAMPLES = {"hans_few": (0.60, 0.30), "hans_tied": (0.35, 0.30)}
 HC_SMALL = {
     "id": [0.71, 0.75, 0.80],  # no two within 1 point
     "masks": [  # 6 of 8 heads each; core {L0H0, L0H1}: 2 < 2 x 8 x 0.75^3 = 6.75
@@ -207,10 +219,11 @@ def build_findings_fixture(tmp: Path) -> dict[str, list[Path]]:
         )
         fx.step(i, 0, "id", 0.82, sparsity=0.0)
         fx.step(i, 1, "id", id_value, sparsity=0.5)
-        for subcase in (LO_NE, SUB_NE, CON_NE, LO_E):
+        for subcase in (LO_NE, SUB_NE, CON_NE, LO_E, CN_FEW, SN_FEW):
             full, subnetworks = HC[subcase]
-            fx.step(i, 0, HANS, full, subcase=subcase, sparsity=0.0)
-            fx.step(i, 1, HANS, subnetworks[ps], subcase=subcase, sparsity=0.5)
+            n = HC_EXAMPLES.get(subcase, 1000)  # HANS's 1,000 examples a subcase
+            fx.step(i, 0, HANS, full, subcase=subcase, sparsity=0.0, n=n)
+            fx.step(i, 1, HANS, subnetworks[ps], subcase=subcase, sparsity=0.5, n=n)
         fx.heads(i, 1, HC["masks"][ps])
     for ps, id_value in enumerate(HC_SMALL["id"]):
         i = fx.run("hc-small", ps, seed=0, prune_seed=ps, method="l0", x_axis="target", keep=("margin", 0.1), ft="ft-s")
@@ -219,6 +232,9 @@ def build_findings_fixture(tmp: Path) -> dict[str, list[Path]]:
         for subcase, full, sub in ((LO_NE, 0.20, 0.20 + 0.1 * ps), (LO_E, 0.30, 0.30)):
             fx.step(i, 0, HANS, full, subcase=subcase, sparsity=0.0)
             fx.step(i, 1, HANS, sub, subcase=subcase, sparsity=0.25)
+        for eval_set, (ent, non_ent) in FEW_EXAMPLES.items():  # the full model only, 10 examples a subcase
+            fx.step(i, 0, eval_set, ent, subcase=LO_E, sparsity=0.0, n=10)
+            fx.step(i, 0, eval_set, non_ent, subcase=LO_NE, sparsity=0.0, n=10)
         fx.heads(i, 1, HC_SMALL["masks"][ps])
     # lexical-overlap non-entailment only: one-shot magnitude (no lottery claim applies)
     i = fx.run("ne-only", 0, seed=0, method="magnitude", x_axis="strength")
@@ -407,20 +423,68 @@ def test_claim_3_bad_subnetworks_are_worse_than_random(findings):
         )
 
 
+def range_noise(values: list[float], n: int, p: float | None = None) -> float:
+    """The peer of the findings' accuracy_range_noise: scipy's 95% quantile of the range of len(values) standard
+    normals (the studentized range, infinite degrees of freedom) x the SD of one accuracy over n examples."""
+    p = statistics.mean(values) if p is None else p
+    return float(studentized_range.ppf(0.95, len(values), math.inf)) * math.sqrt(p * (1 - p) / n)
+
+
+def test_the_noise_bound_is_where_equally_accurate_subnetworks_range_in_95_percent_of_evaluations(wh):
+    """range_q95 (reports/sql/findings/_macros.sql) against scipy's studentized range; then, simulated, k equally
+    accurate subnetworks with independent errors on n examples: their accuracies' range exceeds the bound the
+    findings use (at the mean accuracy seen) in about 5% of 20,000 evaluations."""
+
+    def sql(expr: str):
+        return wh.named_rows(f"SELECT {expr} AS v")[0]["v"]
+
+    for k in range(2, 51):
+        assert sql(f"range_q95({k})") == pytest.approx(studentized_range.ppf(0.95, k, math.inf), abs=5e-4), k
+    assert sql("range_q95(1)") is None and sql("range_q95(80)") == sql("range_q95(50)")
+    assert sql("accuracy_range_noise(4, 0.3, 200)") == pytest.approx(3.633 * math.sqrt(0.3 * 0.7 / 200))
+    assert sql("difference_noise(0.6, 10, 0.3, 10)") == pytest.approx(1.96 * math.sqrt(0.024 + 0.021))
+    rng = np.random.default_rng(0)
+    for k, n, p in [(4, 200, 0.3), (12, 1000, 0.2), (3, 100, 0.5), (6, 50, 0.1)]:
+        acc = rng.binomial(n, p, size=(20_000, k)) / n
+        mean = acc.mean(axis=1)
+        bound = sql(f"range_q95({k})") * np.sqrt(mean * (1 - mean) / n)
+        assert 0.035 <= ((acc.max(axis=1) - acc.min(axis=1)) > bound).mean() <= 0.065, (k, n, p)
+
+
 def test_claim_4_equal_id_subnetworks_differ_ood(findings):
     seeds = "seed 0; pruning seeds 42, 43, 44, 45"
     row = one(findings, 4, "hc", f"{HANS} · {LO_NE}")
     assert (row["verdict"], row["n"], row["seeds"]) == ("holds", 4, seeds)
+    noise = range_noise(HC[LO_NE][1], 1000)  # 0.048
     assert row["numbers"] == (
         "4 subnetworks within ID accuracy 0.800-0.809 (50.0% sparse; of 4 scored): "
-        "lexical_overlap/non_entailment accuracy 0.050-0.400, spread 0.350; full model 0.200"
+        f"lexical_overlap/non_entailment accuracy 0.050-0.400 on 1000 examples, spread 0.350 (sampling noise up to "
+        f"{f3(noise)}); full model 0.200"
     )
-    assert row["why"] == "an OOD spread of 0.350 among 4 subnetworks within 1 point ID (wide: >= 0.10)"
+    assert row["why"] == (
+        f"an OOD spread of 0.350 among 4 subnetworks within 1 point ID (wide: >= 0.10; beyond the {f3(noise)} that "
+        "sampling noise reaches)"
+    )
     row = one(findings, 4, "hc", f"{HANS} · {SUB_NE}")
-    assert row["verdict"] == "does not hold"
+    assert row["verdict"] == "does not hold"  # 1,000 examples show a spread of 0.10: noise reaches 0.057 at 0.5
+    assert range_noise(HC[SUB_NE][1], 1000, p=0.5) < 0.10
     assert row["why"] == (
         "the widest OOD spread among 4 subnetworks within 1 point ID is 0.050, below 0.10, while the full model "
         "scores 0.300"
+    )
+    row = one(findings, 4, "hc", f"{HANS} · {CN_FEW}")  # wide, but 20 examples: within the noise
+    noise = range_noise(HC[CN_FEW][1], 20)
+    assert (row["verdict"], f3(noise)) == ("not enough data", "0.372")
+    assert "accuracy 0.200-0.400 on 20 examples, spread 0.200 (sampling noise up to 0.372)" in row["numbers"]
+    assert row["why"] == (
+        "an OOD spread of 0.200 among 4 subnetworks within 1 point ID is within sampling noise: equally accurate "
+        "subnetworks on 20 examples range up to 0.372 (95%); a larger OOD set decides it"
+    )
+    row = one(findings, 4, "hc", f"{HANS} · {SN_FEW}")  # narrow, but 50 examples could not show a wide one
+    assert (row["verdict"], f3(range_noise(HC[SN_FEW][1], 50, p=0.5))) == ("not enough data", "0.257")
+    assert row["why"] == (
+        "the widest OOD spread among 4 subnetworks within 1 point ID is 0.040, but 50 examples cannot tell a spread "
+        "of 0.10 from sampling noise (up to 0.257 at accuracy 0.5); a larger OOD set decides it"
     )
     row = one(findings, 4, "hc", f"{HANS} · {CON_NE}")  # never "does not hold"
     assert row["verdict"] == "not enough data"
@@ -441,18 +505,35 @@ def test_claim_4_equal_id_subnetworks_differ_ood(findings):
 def test_claim_5_the_full_model_follows_lexical_overlap(findings):
     row = one(findings, 5, "hc", HANS)
     assert (row["verdict"], row["n"], row["seeds"]) == ("holds", 1, "seed 0")
+    noise = 1.96 * math.sqrt(0.95 * 0.05 / 1000 + 0.20 * 0.80 / 1000)  # the SD of a difference of two accuracies
     assert row["numbers"] == (
         "full model, hans lexical overlap (accuracy): entailment 0.950, non-entailment 0.200, gap 0.750 "
-        "(n=1 fine-tuned model)"
+        f"(n=1 fine-tuned model; sampling noise up to {f3(noise)} on 1000 and 1000 examples)"
+    )
+    assert row["why"] == f"entailment is 0.750 above non-entailment (far: >= 0.20; beyond the {f3(noise)} that " + (
+        "sampling noise reaches)"
     )
     row = one(findings, 5, "hc-small", HANS)
-    assert row["verdict"] == "does not hold"
+    assert row["verdict"] == "does not hold"  # on 100 examples a label: noise reaches 0.139 at 0.5, below 0.20
     assert row["why"] == (
         "entailment is only 0.100 above non-entailment (far: >= 0.20): the full model does not follow the "
         "lexical-overlap heuristic here"
     )
     row = one(findings, 5, "ne-only", HANS)
     assert (row["verdict"], row["why"]) == ("not enough data", "no lexical-overlap entailment subcase was scored")
+    row = one(findings, 5, "hc-small", "hans_few")
+    noise = 1.96 * math.sqrt(0.60 * 0.40 / 10 + 0.30 * 0.70 / 10)
+    assert (row["verdict"], f3(noise)) == ("not enough data", "0.416")
+    assert row["why"] == (
+        "a gap of 0.300 is within sampling noise: equally accurate labels on 10 and 10 examples differ by up to "
+        "0.416 (95%); a larger OOD set decides it"
+    )
+    row = one(findings, 5, "hc-small", "hans_tied")
+    assert row["verdict"] == "not enough data"
+    assert row["why"] == (
+        "a gap of 0.050, but 10 and 10 examples cannot tell a gap of 0.20 from sampling noise (up to 0.438 at "
+        "accuracy 0.5); a larger OOD set decides it"
+    )
 
 
 def test_claim_6_a_core_of_heads_shared_by_every_pruning_seed(findings):

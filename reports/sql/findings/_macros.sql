@@ -61,3 +61,20 @@ CREATE OR REPLACE MACRO kept_id_scores(variants) AS TABLE
           FROM per_variant
           GROUP BY experiment) AS v USING (experiment)
     GROUP BY experiment;
+
+-- Sampling noise of accuracies over n examples. k subnetworks' accuracies on the same n examples, were they all equally
+-- accurate (p) with independent errors, would range (max - min) up to range_q95(k) x sqrt(p (1 - p) / n) in 95% of
+-- evaluations: range_q95(k) is the 95% quantile of the range of k independent standard normal values (Tukey's
+-- studentized range with infinite degrees of freedom; tests/reports/test_findings.py checks it against scipy's), for
+-- k = 2..50; a larger k takes k = 50's (a little low). Subnetworks of one model evaluated on the same examples err
+-- together more often than independent ones, so their real range under equal accuracy is narrower: the bound leans
+-- toward calling a spread noise. For k = 2 it is 1.96 x the SD of the difference of two accuracies.
+CREATE OR REPLACE MACRO range_q95(k) AS
+    CAST([NULL, 2.772, 3.314, 3.633, 3.858, 4.030, 4.170, 4.286, 4.387, 4.474, 4.552, 4.622, 4.685, 4.743, 4.796, 4.845,
+     4.891, 4.934, 4.974, 5.012, 5.047, 5.081, 5.113, 5.144, 5.173, 5.201, 5.228, 5.253, 5.278, 5.301, 5.324,
+     5.346, 5.367, 5.388, 5.407, 5.427, 5.445, 5.463, 5.481, 5.498, 5.515, 5.531, 5.546, 5.562, 5.577, 5.591,
+     5.605, 5.619, 5.633, 5.646] AS DOUBLE[])[least(k, 50)];
+CREATE OR REPLACE MACRO accuracy_range_noise(k, p, n) AS range_q95(k) * sqrt(p * (1 - p) / n);
+-- The difference of two accuracies on two separate sets (p1 on n1 examples, p2 on n2), were both equally accurate,
+-- exceeds this in 5% of evaluations: 1.96 x its SD.
+CREATE OR REPLACE MACRO difference_noise(p1, n1, p2, n2) AS 1.96 * sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2);

@@ -7,10 +7,16 @@
 -- every run; each opens a window [its ID, its ID + id_window] among the subnetworks of its fine-tuned model (as
 -- reports/sql/id_ood_spread.sql does per experiment); the row is the window with the widest OOD spread among those
 -- holding at least min_in_window subnetworks (ties: the lowest ID).
--- holds: that spread >= wide_spread;
+-- Sampling noise: k subnetworks' accuracies on the subcase's n examples would range up to accuracy_range_noise(k, p,
+-- n) were they all equally accurate (their mean, p), in 95% of evaluations (_macros.sql). A spread within it says
+-- nothing; and a set too small to tell a spread of wide_spread from noise, at any accuracy (p = 0.5), cannot show
+-- that the subnetworks agree.
+-- holds: that spread >= wide_spread, and beyond the noise;
 -- not enough data: the full model scores below min_full_ood on the subcase (it does not generalize there, so no
---   subnetwork has any generalization left to lose), or fewer than min_in_window subnetworks lie within one window;
--- does not hold: the spread is below wide_spread although the full model generalizes and the window is full.
+--   subnetwork has any generalization left to lose), or fewer than min_in_window subnetworks lie within one window,
+--   or the spread is wide but within the noise, or narrow on a set too small to tell wide_spread from noise;
+-- does not hold: the spread is below wide_spread although the full model generalizes, the window is full and the set
+--   large enough to show a spread of wide_spread.
 WITH params AS (
     SELECT
         0.01 AS id_window,     -- ID scores within 1 point of each other
@@ -33,7 +39,7 @@ WITH params AS (
     WHERE s.variant = 'pruned' AND s.step > 0 AND s.kind = 'id' AND s.subcase = 'all'
 ), pairs AS (  -- and its accuracy on each non-entailment subcase
     SELECT o.experiment, r.finetune_fingerprint AS ft, o.eval_set, o.subcase, i.metric AS id_metric, r.seed,
-           r.prune_seed, o.sparsity, i.value AS id_value, o.value AS ood_value
+           r.prune_seed, o.sparsity, i.value AS id_value, o.value AS ood_value, o.n AS n_examples
     FROM steps AS o
     JOIN id_pts AS i USING (run_id, step)
     JOIN runs AS r USING (run_id)
@@ -46,6 +52,8 @@ WITH params AS (
         count(*)          OVER w AS n_in_window,
         min(ood_value)    OVER w AS ood_min,
         max(ood_value)    OVER w AS ood_max,
+        avg(ood_value)    OVER w AS ood_mean,
+        min(n_examples)   OVER w AS n_examples,
         min(sparsity)     OVER w AS sparsity_min,
         max(sparsity)     OVER w AS sparsity_max,
         list(seed)        OVER w AS seeds,
@@ -69,7 +77,10 @@ WITH params AS (
     SELECT
         c.experiment, c.eval_set, c.subcase, w.id_metric, w.n_in_window, w.n_subnetworks, w.id_low, w.id_high,
         w.ood_min, w.ood_max, w.ood_max - w.ood_min AS spread, w.sparsity_min, w.sparsity_max, w.seeds,
-        w.prune_seeds, f.full_value,
+        w.prune_seeds, f.full_value, w.n_examples,
+        -- runs that logged no example count are judged by the thresholds alone
+        coalesce(accuracy_range_noise(w.n_in_window, w.ood_mean, w.n_examples), 0) AS noise,
+        coalesce(accuracy_range_noise(w.n_in_window, 0.5, w.n_examples), 0) AS noise_at_half,
         -- without subnetworks, the full model of any fine-tuned model the experiment pruned
         coalesce(f.full_value, (SELECT min(g.full_value) FROM full_model AS g
                                 WHERE g.experiment = c.experiment AND g.eval_set = c.eval_set
@@ -87,18 +98,21 @@ SELECT
              || CASE WHEN j.sparsity_min = j.sparsity_max THEN pct(j.sparsity_min)
                      ELSE pct(j.sparsity_min) || '-' || pct(j.sparsity_max) END
              || ' sparse; of ' || j.n_subnetworks || ' scored): ' || j.subcase || ' accuracy '
-             || f3(j.ood_min) || '-' || f3(j.ood_max) || ', spread ' || f3(j.spread) || '; full model '
-             || f3(j.full_value) END AS numbers,
+             || f3(j.ood_min) || '-' || f3(j.ood_max) || coalesce(' on ' || j.n_examples || ' examples', '')
+             || ', spread ' || f3(j.spread)
+             || CASE WHEN j.n_examples IS NOT NULL THEN ' (sampling noise up to ' || f3(j.noise) || ')' ELSE '' END
+             || '; full model ' || f3(j.full_value) END AS numbers,
     coalesce(j.n_in_window, 0) AS n,
     CASE WHEN j.seeds IS NOT NULL THEN seeds_text(j.seeds, j.prune_seeds) END AS seeds,
-    CASE WHEN j.n_in_window >= p.min_in_window AND j.spread >= p.wide_spread THEN 'holds'
+    CASE WHEN j.n_in_window >= p.min_in_window AND j.spread >= p.wide_spread AND j.spread > j.noise THEN 'holds'
          WHEN coalesce(j.full_value, j.full_any) < p.min_full_ood THEN 'not enough data'
          WHEN coalesce(j.n_in_window, 0) < p.min_in_window THEN 'not enough data'
          WHEN coalesce(j.full_value, j.full_any) IS NULL THEN 'not enough data'
+         WHEN j.spread >= p.wide_spread OR j.noise_at_half >= p.wide_spread THEN 'not enough data'
          ELSE 'does not hold' END AS verdict,
-    CASE WHEN j.n_in_window >= p.min_in_window AND j.spread >= p.wide_spread THEN
+    CASE WHEN j.n_in_window >= p.min_in_window AND j.spread >= p.wide_spread AND j.spread > j.noise THEN
              'an OOD spread of ' || f3(j.spread) || ' among ' || j.n_in_window || ' subnetworks within 1 point ID '
-             || '(wide: >= ' || p.wide_spread || ')'
+             || '(wide: >= ' || p.wide_spread || '; beyond the ' || f3(j.noise) || ' that sampling noise reaches)'
          WHEN coalesce(j.full_value, j.full_any) < p.min_full_ood THEN
              'the full model does not generalize on this subcase (' || f3(coalesce(j.full_value, j.full_any))
              || ' < ' || p.min_full_ood || '), so no subnetwork has any generalization left to lose'
@@ -107,6 +121,14 @@ SELECT
                   ELSE 'at most ' || j.n_in_window || ' subnetworks lie within 1 point of each other ID' END
              || '; a spread needs ' || p.min_in_window || ' (more pruning seeds at one sparsity: prune_seeds)'
          WHEN coalesce(j.full_value, j.full_any) IS NULL THEN 'no full-model score (step 0) on this subcase'
+         WHEN j.spread >= p.wide_spread THEN
+             'an OOD spread of ' || f3(j.spread) || ' among ' || j.n_in_window || ' subnetworks within 1 point ID is '
+             || 'within sampling noise: equally accurate subnetworks on ' || j.n_examples || ' examples range up to '
+             || f3(j.noise) || ' (95%); a larger OOD set decides it'
+         WHEN j.noise_at_half >= p.wide_spread THEN
+             'the widest OOD spread among ' || j.n_in_window || ' subnetworks within 1 point ID is ' || f3(j.spread)
+             || ', but ' || j.n_examples || ' examples cannot tell a spread of ' || p.wide_spread || ' from sampling '
+             || 'noise (up to ' || f3(j.noise_at_half) || ' at accuracy 0.5); a larger OOD set decides it'
          ELSE 'the widest OOD spread among ' || j.n_in_window || ' subnetworks within 1 point ID is ' || f3(j.spread)
              || ', below ' || p.wide_spread || ', while the full model scores ' || f3(j.full_value) END AS why,
     p.sql_file

@@ -164,7 +164,7 @@ HC = {
     SUB_NE: (0.30, [0.28, 0.30, 0.31, 0.33]),  # spread 0.05 -> does not hold
     CON_NE: (0.03, [0.01, 0.02, 0.03, 0.05]),  # the full model does not generalize -> not enough data
     LO_E: (0.95, [0.95, 0.94, 0.96, 0.93]),
-    # on 20 examples: spread 0.20, yet 4 equally accurate subnetworks (0.30) range up to 0.372 -> not enough data
+    # on 20 examples: spread 0.20, yet 4 equally accurate subnetworks (0.30) range up to 0.378 -> not enough data
     CN_FEW: (0.30, [0.20, 0.35, 0.25, 0.40]),
     # on 50 examples: spread 0.04, but 4 subnetworks at accuracy 0.5 range up to 0.257 by noise -> not enough data
     SN_FEW: (0.30, [0.28, 0.30, 0.32, 0.30]),
@@ -426,8 +426,18 @@ def test_claim_3_bad_subnetworks_are_worse_than_random(findings):
 def range_noise(values: list[float], n: int, p: float | None = None) -> float:
     """The peer of the findings' accuracy_range_noise: scipy's 95% quantile of the range of len(values) standard
     normals (the studentized range, infinite degrees of freedom) x the SD of one accuracy over n examples."""
-    p = statistics.mean(values) if p is None else p
+    p = noise_p(statistics.mean(values) if p is None else p, n)
     return float(studentized_range.ppf(0.95, len(values), math.inf)) * math.sqrt(p * (1 - p) / n)
+
+
+def noise_p(p: float, n: int) -> float:
+    """The accuracy the noise is taken at: one more right and one more wrong answer."""
+    return (p * n + 1) / (n + 2)
+
+
+def difference_noise(p1: float, n1: int, p2: float, n2: int) -> float:
+    p1, p2 = noise_p(p1, n1), noise_p(p2, n2)
+    return 1.96 * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
 
 
 def test_the_noise_bound_is_where_equally_accurate_subnetworks_range_in_95_percent_of_evaluations(wh):
@@ -441,14 +451,22 @@ def test_the_noise_bound_is_where_equally_accurate_subnetworks_range_in_95_perce
     for k in range(2, 51):
         assert sql(f"range_q95({k})") == pytest.approx(studentized_range.ppf(0.95, k, math.inf), abs=5e-4), k
     assert sql("range_q95(1)") is None and sql("range_q95(80)") == sql("range_q95(50)")
-    assert sql("accuracy_range_noise(4, 0.3, 200)") == pytest.approx(3.633 * math.sqrt(0.3 * 0.7 / 200))
-    assert sql("difference_noise(0.6, 10, 0.3, 10)") == pytest.approx(1.96 * math.sqrt(0.024 + 0.021))
+    assert sql("noise_p(0.3, 200)") == pytest.approx(61 / 202) and sql("noise_p(0.0, 100)") == pytest.approx(1 / 102)
+    shrunk = noise_p(0.3, 200)
+    assert sql("accuracy_range_noise(4, 0.3, 200)") == pytest.approx(3.633 * math.sqrt(shrunk * (1 - shrunk) / 200))
+    assert sql("difference_noise(0.6, 10, 0.3, 10)") == pytest.approx(difference_noise(0.6, 10, 0.3, 10))
     rng = np.random.default_rng(0)
-    for k, n, p in [(4, 200, 0.3), (12, 1000, 0.2), (3, 100, 0.5), (6, 50, 0.1)]:
+    # (k, n, p): the share of evaluations beyond the bound; at accuracies near 0 (or 1) the shrunk p errs toward noise
+    for k, n, p, share in [
+        (4, 200, 0.3, (0.035, 0.065)),
+        (12, 1000, 0.2, (0.035, 0.065)),
+        (3, 100, 0.5, (0.035, 0.065)),
+        (6, 50, 0.1, (0.01, 0.05)),
+    ]:
         acc = rng.binomial(n, p, size=(20_000, k)) / n
-        mean = acc.mean(axis=1)
-        bound = sql(f"range_q95({k})") * np.sqrt(mean * (1 - mean) / n)
-        assert 0.035 <= ((acc.max(axis=1) - acc.min(axis=1)) > bound).mean() <= 0.065, (k, n, p)
+        shrunk = (acc.mean(axis=1) * n + 1) / (n + 2)
+        bound = sql(f"range_q95({k})") * np.sqrt(shrunk * (1 - shrunk) / n)
+        assert share[0] <= ((acc.max(axis=1) - acc.min(axis=1)) > bound).mean() <= share[1], (k, n, p)
 
 
 def test_claim_4_equal_id_subnetworks_differ_ood(findings):
@@ -474,11 +492,11 @@ def test_claim_4_equal_id_subnetworks_differ_ood(findings):
     )
     row = one(findings, 4, "hc", f"{HANS} · {CN_FEW}")  # wide, but 20 examples: within the noise
     noise = range_noise(HC[CN_FEW][1], 20)
-    assert (row["verdict"], f3(noise)) == ("not enough data", "0.372")
-    assert "accuracy 0.200-0.400 on 20 examples, spread 0.200 (sampling noise up to 0.372)" in row["numbers"]
+    assert (row["verdict"], f3(noise)) == ("not enough data", "0.378")
+    assert "accuracy 0.200-0.400 on 20 examples, spread 0.200 (sampling noise up to 0.378)" in row["numbers"]
     assert row["why"] == (
         "an OOD spread of 0.200 among 4 subnetworks within 1 point ID is within sampling noise: equally accurate "
-        "subnetworks on 20 examples range up to 0.372 (95%); a larger OOD set decides it"
+        "subnetworks on 20 examples range up to 0.378 (95%); a larger OOD set decides it"
     )
     row = one(findings, 4, "hc", f"{HANS} · {SN_FEW}")  # narrow, but 50 examples could not show a wide one
     assert (row["verdict"], f3(range_noise(HC[SN_FEW][1], 50, p=0.5))) == ("not enough data", "0.257")
@@ -505,7 +523,7 @@ def test_claim_4_equal_id_subnetworks_differ_ood(findings):
 def test_claim_5_the_full_model_follows_lexical_overlap(findings):
     row = one(findings, 5, "hc", HANS)
     assert (row["verdict"], row["n"], row["seeds"]) == ("holds", 1, "seed 0")
-    noise = 1.96 * math.sqrt(0.95 * 0.05 / 1000 + 0.20 * 0.80 / 1000)  # the SD of a difference of two accuracies
+    noise = difference_noise(0.95, 1000, 0.20, 1000)  # 1.96 x the SD of a difference of two accuracies
     assert row["numbers"] == (
         "full model, hans lexical overlap (accuracy): entailment 0.950, non-entailment 0.200, gap 0.750 "
         f"(n=1 fine-tuned model; sampling noise up to {f3(noise)} on 1000 and 1000 examples)"
@@ -522,11 +540,11 @@ def test_claim_5_the_full_model_follows_lexical_overlap(findings):
     row = one(findings, 5, "ne-only", HANS)
     assert (row["verdict"], row["why"]) == ("not enough data", "no lexical-overlap entailment subcase was scored")
     row = one(findings, 5, "hc-small", "hans_few")
-    noise = 1.96 * math.sqrt(0.60 * 0.40 / 10 + 0.30 * 0.70 / 10)
-    assert (row["verdict"], f3(noise)) == ("not enough data", "0.416")
+    noise = difference_noise(0.60, 10, 0.30, 10)
+    assert (row["verdict"], f3(noise)) == ("not enough data", "0.423")
     assert row["why"] == (
         "a gap of 0.300 is within sampling noise: equally accurate labels on 10 and 10 examples differ by up to "
-        "0.416 (95%); a larger OOD set decides it"
+        "0.423 (95%); a larger OOD set decides it"
     )
     row = one(findings, 5, "hc-small", "hans_tied")
     assert row["verdict"] == "not enough data"

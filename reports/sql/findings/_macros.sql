@@ -74,7 +74,11 @@ CREATE OR REPLACE MACRO range_q95(k) AS
      4.891, 4.934, 4.974, 5.012, 5.047, 5.081, 5.113, 5.144, 5.173, 5.201, 5.228, 5.253, 5.278, 5.301, 5.324,
      5.346, 5.367, 5.388, 5.407, 5.427, 5.445, 5.463, 5.481, 5.498, 5.515, 5.531, 5.546, 5.562, 5.577, 5.591,
      5.605, 5.619, 5.633, 5.646] AS DOUBLE[])[least(k, 50)];
-CREATE OR REPLACE MACRO accuracy_range_noise(k, p, n) AS range_q95(k) * sqrt(p * (1 - p) / n);
+-- The accuracy p, over n examples, that the SD is taken at: one more right and one more wrong answer ((p n + 1) /
+-- (n + 2)), so that an accuracy of 0 or 1 on a small set does not claim that it has no noise.
+CREATE OR REPLACE MACRO noise_p(p, n) AS (p * n + 1) / (n + 2);
+CREATE OR REPLACE MACRO accuracy_range_noise(k, p, n) AS range_q95(k) * sqrt(noise_p(p, n) * (1 - noise_p(p, n)) / n);
 -- The difference of two accuracies on two separate sets (p1 on n1 examples, p2 on n2), were both equally accurate,
 -- exceeds this in 5% of evaluations: 1.96 x its SD.
-CREATE OR REPLACE MACRO difference_noise(p1, n1, p2, n2) AS 1.96 * sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2);
+CREATE OR REPLACE MACRO difference_noise(p1, n1, p2, n2) AS
+    1.96 * sqrt(noise_p(p1, n1) * (1 - noise_p(p1, n1)) / n1 + noise_p(p2, n2) * (1 - noise_p(p2, n2)) / n2);

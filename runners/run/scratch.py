@@ -3,8 +3,10 @@
 A run removes its own when it ends, on an error or on Ctrl-C / SIGTERM too. A process killed outright (SIGKILL, the
 OOM killer, a scheduler's kill after its grace period) cannot, and on a node that runs many trials the folders of
 killed runs (a mask per step: for bert-base, ~110 MB each) would pile up in /tmp. So each folder is named for its
-host and process, `subnets-run-<host>-<pid>-<random>`, and every run first removes the folders of this host whose
-process is gone. A folder whose process still exists (or whose number a new process took) is left alone.
+host, process namespace and process, `subnets-run-<host>-<namespace>-<pid>-<random>`, and every run first removes
+the folders of this host and namespace whose process is gone. A folder whose process still exists (or whose number a
+new process took) is left alone, and so is one of another namespace: containers that share a /tmp and a host name
+(a pod's) each number their processes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ def _host() -> str:
     return socket.gethostname() or "localhost"
 
 
+def _namespace() -> str:
+    """This process's PID namespace (its inode; "0" where there is none to read): a pid means something only in it."""
+    try:
+        return os.readlink("/proc/self/ns/pid").partition("[")[2].rstrip("]") or "0"
+    except OSError:
+        return "0"
+
+
+def prefix() -> str:
+    """The start of the name of every scratch folder of this host and namespace."""
+    return f"{PREFIX}{_host()}-{_namespace()}-"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -37,16 +52,16 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale(tmpdir: str | Path | None = None) -> list[Path]:
-    """Remove the scratch folders of this host's runs whose process no longer exists; returns them."""
+    """Remove the scratch folders of this host's (and namespace's) runs whose process is gone; returns them."""
     root = Path(tmpdir or tempfile.gettempdir())
-    prefix = f"{PREFIX}{_host()}-"
+    mine = prefix()
     removed = []
     try:
         entries = list(os.scandir(root))
     except OSError:
         return removed
     for entry in entries:
-        match = _SUFFIX.fullmatch(entry.name[len(prefix) :]) if entry.name.startswith(prefix) else None
+        match = _SUFFIX.fullmatch(entry.name[len(mine) :]) if entry.name.startswith(mine) else None
         if match is None or _alive(int(match.group(1))):
             continue
         try:
@@ -63,7 +78,7 @@ def remove_stale(tmpdir: str | Path | None = None) -> list[Path]:
 def run_scratch(tmpdir: str | Path | None = None) -> Iterator[Path]:
     """A new scratch folder for this process's run (killed runs' folders removed first), removed when it ends."""
     remove_stale(tmpdir)
-    path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{_host()}-{os.getpid()}-", dir=tmpdir))
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix()}{os.getpid()}-", dir=tmpdir))
     try:
         yield path
     finally:

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from runners.tracking.status import pid_alive
+
 PREFIX = "subnets-run-"
 _SUFFIX = re.compile(r"(\d+)-[a-z0-9_]+")  # "<pid>-<mkdtemp's random letters>" (which never hold a "-")
 
@@ -41,16 +43,6 @@ def prefix() -> str:
     return f"{PREFIX}{_host()}-{_namespace()}-"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def remove_stale(tmpdir: str | Path | None = None) -> list[Path]:
     """Remove the scratch folders of this host's (and namespace's) runs whose process is gone; returns them."""
     root = Path(tmpdir or tempfile.gettempdir())
@@ -62,7 +54,7 @@ def remove_stale(tmpdir: str | Path | None = None) -> list[Path]:
         return removed
     for entry in entries:
         match = _SUFFIX.fullmatch(entry.name[len(mine) :]) if entry.name.startswith(mine) else None
-        if match is None or _alive(int(match.group(1))):
+        if match is None or pid_alive(int(match.group(1))):
             continue
         try:
             if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():

@@ -125,8 +125,9 @@ def test_offline_heuristic_core_study(shared_data, minilm, tmp_path):
     """One MiniLM fine-tuned on MNLI rows 0-8999 (dev: rows 9000-9999 of the same file), >= 3 targets x >= 6
     pruning seeds of L0, HANS per fine-grained subcase and label, and an effective-size search per pruning seed."""
     runs, output = _plan_offline("offline-heuristic-core", tmp_path)
-    assert "18 run(s) on 1 fine-tuned model(s): 0 done" in output and "6 search(es) declared" in output
-    grid = [r for r in runs if r.search is None]
+    assert "24 run(s) on 2 fine-tuned model(s): 0 done" in output and "6 search(es) declared" in output
+    full_hans = [r for r in runs if r.experiment == "hc-offline-full-hans"]
+    grid = [r for r in runs if r.search is None and r not in full_hans]
     assert len({p for r in grid for p in r.prune.params.targets}) >= 3 and len({r.prune_seed for r in grid}) >= 6
     # the search's reference grid: every 10% from 20% to 70%, for every pruning seed
     targets = {(r.prune_seed, t) for r in grid for t in r.prune.params.targets}
@@ -137,6 +138,22 @@ def test_offline_heuristic_core_study(shared_data, minilm, tmp_path):
     assert (task.train.rows, task.eval.rows) == ([0, 9000], [9000, 10000])
     hans = next(o for o in task.ood if o.name == "hans")
     assert (hans.subcase, hans.every, hans.pred_map) == (["subcase", "gold_label"], 10, [0, 1, 1])
+    # hc-offline's grid again, evaluated on every pair of HANS's 15 non-entailment subcases (1,000 each)
+    assert {(r.prune_seed, tuple(r.prune.params.targets)) for r in full_hans} == {
+        (r.prune_seed, tuple(r.prune.params.targets)) for r in grid if r.experiment == "hc-offline"
+    }
+    dense = full_hans[0].task
+    assert (dense.train, dense.eval, dense.max_length) == (task.train, task.eval, task.max_length)
+    rows = (shared_data / "hans" / "hans_train_set.tsv").read_text().splitlines()
+    header = rows[0].split("\t")
+    subcases = {}
+    for ood in dense.ood:
+        assert (ood.every, ood.limit, ood.subcase, ood.pred_map) == (None, None, ["subcase", "gold_label"], [0, 1, 1])
+        for line in rows[1 + ood.rows[0] : 1 + ood.rows[1]]:
+            row = dict(zip(header, line.split("\t")))
+            subcases[(row["subcase"], row["gold_label"])] = subcases.get((row["subcase"], row["gold_label"]), 0) + 1
+    assert len(subcases) == 15 and set(subcases.values()) == {1000}
+    assert {label for _, label in subcases} == {"non-entailment"}
 
 
 def test_offline_lottery_study(shared_data, minilm, tmp_path):

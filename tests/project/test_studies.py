@@ -4,6 +4,7 @@ plans without the hub (nothing heavy is even imported), and declares what its pa
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 
@@ -123,7 +124,8 @@ def _plan_offline(name: str, tmp_path) -> tuple[list, str]:
 
 def test_offline_heuristic_core_study(shared_data, minilm, tmp_path):
     """One MiniLM fine-tuned on MNLI rows 0-8999 (dev: rows 9000-9999 of the same file), >= 3 targets x >= 6
-    pruning seeds of L0, HANS per fine-grained subcase and label, and an effective-size search per pruning seed."""
+    pruning seeds of L0, HANS per fine-grained subcase and label, and an effective-size search per pruning seed; and
+    the same grid on all 1,000 pairs of each of HANS's 15 non-entailment subcases."""
     runs, output = _plan_offline("offline-heuristic-core", tmp_path)
     assert "24 run(s) on 2 fine-tuned model(s): 0 done" in output and "6 search(es) declared" in output
     full_hans = [r for r in runs if r.experiment == "hc-offline-full-hans"]
@@ -146,12 +148,12 @@ def test_offline_heuristic_core_study(shared_data, minilm, tmp_path):
     assert (dense.train, dense.eval, dense.max_length) == (task.train, task.eval, task.max_length)
     rows = (shared_data / "hans" / "hans_train_set.tsv").read_text().splitlines()
     header = rows[0].split("\t")
-    subcases = {}
+    subcases = Counter()  # (subcase, label) -> pairs, over the three sets' rows
     for ood in dense.ood:
         assert (ood.every, ood.limit, ood.subcase, ood.pred_map) == (None, None, ["subcase", "gold_label"], [0, 1, 1])
         for line in rows[1 + ood.rows[0] : 1 + ood.rows[1]]:
             row = dict(zip(header, line.split("\t")))
-            subcases[(row["subcase"], row["gold_label"])] = subcases.get((row["subcase"], row["gold_label"]), 0) + 1
+            subcases[row["subcase"], row["gold_label"]] += 1
     assert len(subcases) == 15 and set(subcases.values()) == {1000}
     assert {label for _, label in subcases} == {"non-entailment"}
 
